@@ -1,0 +1,115 @@
+"""JSON payload models of contract version 1. Unknown fields are rejected, sizes bounded."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+VIOLATION_TYPES = (
+    "phone_use", "intrusion_off_hours", "animal", "station_unattended", "crowding",
+    "no_chef_hat", "no_mask", "no_uniform", "smoking", "bin_open", "fire",
+    "camera_offline", "camera_tampered",
+)
+ViolationType = Literal[
+    "phone_use", "intrusion_off_hours", "animal", "station_unattended", "crowding",
+    "no_chef_hat", "no_mask", "no_uniform", "smoking", "bin_open", "fire",
+    "camera_offline", "camera_tampered",
+]
+DeviceId = Field(pattern=r"^\d{20}$", description="20-digit device code")
+Id = Field(pattern=r"^[0-9A-Za-z_-]{1,64}$")
+
+
+class Payload(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    v: Literal[1] = Field(1, description="Contract version.")
+
+
+class AlertBox(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    label: str = Field(max_length=64)
+    score: float = Field(ge=0, le=1)
+    box: list[float] = Field(min_length=4, max_length=4, description="x1, y1, x2, y2 in pixels of `frame_size`.")
+    track_id: int | None = None
+
+
+class MediaRef(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str = Id
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    bytes: int = Field(ge=0, le=64 * 1024 * 1024)
+    content_type: str = Field("image/jpeg", max_length=64)
+
+
+class Alert(Payload):
+    """`bk/v1/{device_id}/alert`, QoS 1. One event has one id; `rev` grows with each state change."""
+
+    id: str = Id
+    device_id: str = DeviceId
+    camera_id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    type: ViolationType
+    level: Literal["info", "warning", "critical"] = "warning"
+    state: Literal["start", "update", "end"] = "start"
+    rev: int = Field(0, ge=0, description="Revision; the receiver keeps the highest.")
+    started_at: datetime
+    ended_at: datetime | None = None
+    score: float = Field(0.0, ge=0, le=1)
+    boxes: list[AlertBox] = Field(default_factory=list, max_length=200)
+    frame_size: list[int] | None = Field(None, min_length=2, max_length=2)
+    zone: list[list[float]] | None = Field(None, max_length=64)
+    snapshot: MediaRef | None = None
+    clip: MediaRef | None = None
+    detail: str = Field("", max_length=500, description="Short machine text, e.g. 'persons=9'.")
+
+
+class CameraHealth(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    name: str = Field("", max_length=128)
+    state: Literal["online", "offline", "degraded", "starting"] = "starting"
+    fps: float = 0.0
+    reconnects: int = 0
+    error: str = Field("", max_length=500)
+
+
+class Status(Payload):
+    """`bk/v1/{device_id}/status`, retained, QoS 1; the last will sets online false."""
+
+    device_id: str = DeviceId
+    online: bool
+    version: str = Field("", max_length=32)
+    ts: datetime
+    cameras: list[CameraHealth] = Field(default_factory=list, max_length=256)
+
+
+class Telemetry(Payload):
+    """`bk/v1/{device_id}/telemetry`, QoS 0."""
+
+    device_id: str = DeviceId
+    ts: datetime
+    fps: dict[str, float] = Field(default_factory=dict)
+    inference_ms: float = 0.0
+    cpu_percent: float = 0.0
+    temperature_c: float | None = None
+    outbox_depth: int = 0
+    outbox_dropped: int = 0
+    budget_bps: float = 0.0
+
+
+class Command(Payload):
+    """`bk/v1/{device_id}/cmd` (cloud → device)."""
+
+    id: str = Id
+    name: Literal["live_start", "live_stop", "snapshot", "reload"]
+    camera_id: str | None = None
+    expires_at: datetime
+    args: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+
+class CommandResult(Payload):
+    """`bk/v1/{device_id}/cmd/result`."""
+
+    id: str = Id
+    ok: bool
+    error: str = Field("", max_length=500)
