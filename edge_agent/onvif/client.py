@@ -126,7 +126,7 @@ def translate_error(err: BaseException, target: str) -> EdgeError:
     chain = _chain(err)
     if any(_is_auth(e) for e in chain):
         return AuthFailed(f"ONVIF {target}: auth failed (用户名或密码错误): {err}")
-    retry_types = (TimeoutError, asyncio.TimeoutError, ONVIFTimeoutError, aiohttp.ClientError, OSError)
+    retry_types = (TimeoutError, ONVIFTimeoutError, aiohttp.ClientError, OSError)
     if any(isinstance(e, retry_types) for e in chain):
         return RetryLater(f"ONVIF {target}: unreachable or timed out (无法连接): {str(err) or type(err).__name__}")
     if any(isinstance(e, zeep.exceptions.TransportError) for e in chain):
