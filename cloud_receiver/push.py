@@ -284,3 +284,4 @@ class Pusher:
             raise PushError(f"{type(err).__name__}: {detail}") from err
         if not isinstance(body, dict) or body.get("errcode") != 0:
             raise PushError(f"robot answered {body!r:.200}")
+

@@ -1,0 +1,80 @@
+"""The HTTP API under /api/v1: routes, roles, the OpenAPI document, SSE, and the push lifecycle.
+
+`setup_api(app)` is called by `cloud_receiver.app.create_app` before the app starts. It adds the
+JSON-error and bearer-token middlewares, the routes, and a cleanup context that (after the
+app's storage context has opened `app[STORAGE]`) builds the handlers' `ApiContext` and starts
+the WeCom/DingTalk push (`cloud_receiver.api.pushwire.push_ctx`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from cloud_receiver import auth
+from cloud_receiver.api import alerts, resources, stream
+from cloud_receiver.api.context import API_CONTEXT, ApiContext, ApiSettings, ctx
+from cloud_receiver.api.errors import error_middleware, json_error
+from cloud_receiver.api.openapi import DOCUMENT
+from cloud_receiver.push import PushSettings
+
+PREFIX = "/api/v1"
+API_SETTINGS = web.AppKey("api_settings", ApiSettings)
+PUSH_SETTINGS = web.AppKey("push_settings", PushSettings)
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(DOCUMENT)
+
+
+ROUTES: tuple[tuple[str, str, object], ...] = (
+    ("GET", "/openapi.json", openapi),
+    ("GET", "/canteens", resources.list_canteens),
+    ("GET", "/devices", resources.list_devices),
+    ("GET", "/cameras", resources.list_cameras),
+    ("GET", "/alerts", alerts.list_alerts),
+    ("GET", "/alerts/stream", stream.alert_stream),  # before /alerts/{id}
+    ("GET", "/alerts/{id}", alerts.get_alert),
+    ("POST", "/alerts/{id}/deadline", alerts.set_deadline),
+    ("POST", "/alerts/{id}/rectification", alerts.submit_rectification),
+    ("POST", "/alerts/{id}/review", alerts.review),
+    ("GET", "/media/{sha256}", resources.get_media),
+    ("GET", "/stats", resources.get_stats),
+    ("GET", "/public/canteens/{id}", resources.public_canteen),
+)
+
+
+def _db_of(app: web.Application):  # noqa: ANN202 - sqlite_utils.Database
+    return app[API_CONTEXT].storage.db
+
+
+def setup_api(app: web.Application, *, settings: ApiSettings | None = None,
+              push_settings: PushSettings | None = None) -> None:
+    """Register /api/v1 on `app` (call before the app starts)."""
+    app[API_SETTINGS] = settings or ApiSettings()
+    app[PUSH_SETTINGS] = push_settings or PushSettings(default_deadline_hours=app[API_SETTINGS].default_deadline_hours)
+    app.middlewares.append(error_middleware)
+    app.middlewares.append(auth.auth_middleware(_db_of, json_error))
+    for method, path, handler in ROUTES:
+        app.router.add_route(method, PREFIX + path, handler)  # type: ignore[arg-type]
+    app.cleanup_ctx.append(_api_ctx)
+    app.on_shutdown.append(_stop_streams)
+
+
+async def _api_ctx(app: web.Application) -> AsyncIterator[None]:
+    from cloud_receiver.api.pushwire import push_ctx
+    from cloud_receiver.app import ALERT_HUB, CONFIG, STORAGE  # late: app.py imports this package
+    app[API_CONTEXT] = ApiContext(storage=app[STORAGE], hub=app.get(ALERT_HUB),
+                                  media_dir=app[CONFIG].storage.media_dir, settings=app[API_SETTINGS])
+    async with push_ctx(app[API_CONTEXT], app[PUSH_SETTINGS]):
+        yield
+
+
+async def _stop_streams(app: web.Application) -> None:
+    if API_CONTEXT in app:
+        app[API_CONTEXT].stop.set()
+
+
+__all__ = ["API_CONTEXT", "API_SETTINGS", "PUSH_SETTINGS", "PREFIX", "ROUTES", "ApiContext", "ApiSettings", "ctx",
+           "setup_api"]

@@ -1,0 +1,46 @@
+"""What the API handlers need from the app: storage, hub, media folder and settings (typed AppKeys)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from cloud_receiver.hub import AlertHub
+from cloud_receiver.storage import SqliteStorage
+
+
+@dataclass(frozen=True, slots=True)
+class ApiSettings:
+    default_deadline_hours: float | None = 24.0  # deadline of an alert nobody set one for
+    photo_max_bytes: int = 5 * 1024 * 1024
+    sse_keepalive_s: float = 15.0
+    public_snapshots: int = 12  # how many recent public kitchen snapshots the public page lists
+    tz_hours: int = 8  # local day boundary of /stats (China Standard Time)
+    stats_max_days: int = 366
+
+
+@dataclass(slots=True)
+class ApiContext:
+    storage: SqliteStorage
+    hub: AlertHub | None
+    media_dir: Path
+    settings: ApiSettings = field(default_factory=ApiSettings)
+    stop: asyncio.Event = field(default_factory=asyncio.Event)  # set on shutdown; ends SSE streams
+    jurisdictions: dict[str, str] = field(default_factory=dict)  # canteen id -> jurisdiction (SSE filter)
+    pusher: Any = None  # cloud_receiver.push.Pusher while the app runs
+
+    def now(self) -> datetime:
+        from datetime import UTC
+        return datetime.now(UTC)
+
+
+API_CONTEXT = web.AppKey("api_context", ApiContext)
+
+
+def ctx(request: web.Request) -> ApiContext:
+    return request.app[API_CONTEXT]

@@ -1,0 +1,131 @@
+"""Wiring of the push: the `webhooks` table → robots, the alert hub → per-robot queues.
+
+`push_ctx` runs for the app's lifetime (entered by `setup_api`'s cleanup context);
+`add_webhook` / `register_webhook_cli` configure robots.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
+
+import aiohttp
+import structlog
+
+from cloud_receiver import rectify
+from cloud_receiver.config import resolve_secret
+from cloud_receiver.push import AlertNotice, Pusher, PushSettings, Robot
+
+log = structlog.get_logger(__name__)
+
+
+def robots_for(db: Any, canteen_id: str | None, jurisdiction: str | None) -> list[Robot]:
+    """Robots configured for this canteen or for a jurisdiction prefix of its code.
+
+    A DingTalk robot whose `secret_env` is not set in the environment is skipped with an error log.
+    """
+    rows = db.execute(
+        "SELECT id, kind, url, secret_env FROM webhooks WHERE enabled = 1 AND ((scope_kind = 'canteen' AND scope = ?)"
+        " OR (scope_kind = 'jurisdiction' AND substr(?, 1, length(scope)) = scope)) ORDER BY id",
+        [canteen_id or "", jurisdiction or ""]).fetchall()
+    robots = []
+    for wid, kind, url, secret_env in rows:
+        secret = resolve_secret(secret_env)
+        if secret_env and secret is None:
+            log.error("push_secret_missing", robot=wid, secret_env=secret_env)
+            continue
+        robots.append(Robot(wid, kind, url, secret))
+    return robots
+
+
+def notice_for(db: Any, row: dict[str, Any], settings: PushSettings) -> tuple[AlertNotice, str | None]:
+    """The notice of a stored alert row, and its canteen's jurisdiction."""
+    canteen = db.execute("SELECT name, jurisdiction FROM canteens WHERE id = ?", [row.get("canteen_id")]).fetchone()
+    camera = db.execute("SELECT name FROM cameras WHERE device_id = ? AND camera_id = ?",
+                        [row["device_id"], row["camera_id"]]).fetchone()
+    started = datetime.fromisoformat(row["started_at"].replace("Z", "+00:00"))
+    stored = datetime.fromisoformat(row["deadline"].replace("Z", "+00:00")) if row.get("deadline") else None
+    deadline = rectify.effective_deadline(stored, started, settings.default_deadline_hours)
+    link = None
+    if settings.public_base_url and row.get("snapshot_sha256"):
+        link = f"{settings.public_base_url.rstrip('/')}/api/v1/media/{row['snapshot_sha256']}"
+    notice = AlertNotice(row["id"], (canteen[0] if canteen else None) or row.get("canteen_id") or "未知食堂",
+                         (camera[0] if camera else None) or row["camera_id"], row["type"], started, deadline, link)
+    return notice, canteen[1] if canteen else None
+
+
+@contextlib.asynccontextmanager
+async def push_ctx(context: Any, settings: PushSettings) -> AsyncIterator[Pusher | None]:
+    """Route every new alert from `context.hub` to its robots while the app runs.
+
+    `context` has `storage` (with `.db`) and `hub`; the running Pusher is also set as `context.pusher`.
+    """
+    if context.hub is None:
+        yield None
+        return
+    queue = context.hub.subscribe()
+    async with aiohttp.ClientSession() as session:
+        pusher = Pusher(session, settings)
+        context.pusher = pusher
+
+        async def route() -> None:
+            while True:
+                row = await queue.get()
+                if row.get("received_at") != row.get("updated_at"):
+                    continue  # a later revision of an alert already pushed
+                try:
+                    notice, jurisdiction = notice_for(context.storage.db, row, settings)
+                    for robot in robots_for(context.storage.db, row.get("canteen_id"), jurisdiction):
+                        pusher.enqueue(robot, notice)
+                except Exception:  # noqa: BLE001 - one bad row must not stop the push of the others
+                    log.exception("push_route_failed", alert_id=row.get("id"))
+
+        task = asyncio.create_task(route(), name="push-router")
+        try:
+            yield pusher
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            context.hub.unsubscribe(queue)
+            await pusher.close()
+
+
+def add_webhook(db: Any, webhook_id: str, scope_kind: str, scope: str, kind: str, url: str,
+                secret_env: str | None = None) -> None:
+    """Configure a robot (idempotent on id). The URL carries the robot's token: keep the DB private."""
+    if scope_kind not in ("canteen", "jurisdiction") or kind not in ("wecom", "dingtalk"):
+        raise ValueError("scope_kind must be canteen|jurisdiction and kind wecom|dingtalk")
+    if not url.startswith(("https://", "http://")):
+        raise ValueError("url must be an http(s) URL")
+    with db.conn:
+        db.execute("INSERT OR REPLACE INTO webhooks (id, scope_kind, scope, kind, url, secret_env, enabled)"
+                   " VALUES (?, ?, ?, ?, ?, ?, 1)", [webhook_id, scope_kind, scope, kind, url, secret_env])
+    log.info("webhook_configured", id=webhook_id, scope_kind=scope_kind, scope=scope, kind=kind)
+
+
+def register_webhook_cli(subparsers: Any) -> None:
+    """Add `webhook add` to an argparse subparsers object; sets `func(args, db)` like `token`."""
+    hook = subparsers.add_parser("webhook", help="WeCom / DingTalk group robots for alert push")
+    sub = hook.add_subparsers(dest="webhook_command", required=True)
+    add = sub.add_parser("add", help="add or replace a robot")
+    add.add_argument("--id", required=True)
+    add.add_argument("--scope-kind", required=True, choices=("canteen", "jurisdiction"))
+    add.add_argument("--scope", required=True, help="canteen id or jurisdiction code prefix")
+    add.add_argument("--kind", required=True, choices=("wecom", "dingtalk"))
+    add.add_argument("--url", required=True, help="robot webhook URL (contains its access token)")
+    add.add_argument("--secret-env", default=None, help="environment variable holding the DingTalk signing secret")
+    add.set_defaults(func=_cli_add)
+
+
+def _cli_add(args: Any, db: Any) -> int:
+    try:
+        add_webhook(db, args.id, args.scope_kind, args.scope, args.kind, args.url, args.secret_env)
+    except ValueError as err:
+        print(f"error: {err}")
+        return 2
+    print(f"webhook {args.id} configured")
+    return 0
