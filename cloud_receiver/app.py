@@ -1,0 +1,115 @@
+"""The aiohttp application factory: storage, MQTT subscriber, alert hub and the API routes.
+
+Typed state (web.AppKey): CONFIG, STORAGE (the event loop's own SQLite connection, for the API),
+ALERT_HUB, SUBSCRIBER. STORAGE and SUBSCRIBER are set during startup by cleanup contexts, in
+this order: storage, subscriber, housekeeping, then whatever `setup_api` adds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from cloud_receiver.config import ReceiverConfig, resolve_secret
+from cloud_receiver.hub import AlertHub
+from cloud_receiver.ingest import Ingestor
+from cloud_receiver.mqtt import Subscriber
+from cloud_receiver.storage import SqliteStorage, iso
+
+# TODO(ingest): drop this guard once cloud_receiver.api (built in parallel by the API engineer) provides setup_api
+try:
+    from cloud_receiver.api import setup_api
+except ImportError as err:
+    if err.name != "cloud_receiver.api":
+        raise
+    setup_api = None
+
+log = structlog.get_logger(__name__)
+
+CONFIG = web.AppKey("config", ReceiverConfig)
+STORAGE = web.AppKey("storage", SqliteStorage)
+ALERT_HUB = web.AppKey("alert_hub", AlertHub)
+SUBSCRIBER = web.AppKey("subscriber", Subscriber)
+HOUSEKEEPING_INTERVAL_S = web.AppKey("housekeeping_interval_s", float)
+
+
+def open_configured_storage(cfg: ReceiverConfig) -> SqliteStorage:
+    return SqliteStorage(cfg.storage.path, busy_timeout_ms=cfg.storage.busy_timeout_ms)
+
+
+async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
+    cfg = app[CONFIG]
+    cfg.storage.media_dir.mkdir(parents=True, exist_ok=True)
+    app[STORAGE] = open_configured_storage(cfg)  # migrates before the subscriber opens its own
+    yield
+    app[STORAGE].close()
+
+
+async def _subscriber_ctx(app: web.Application) -> AsyncIterator[None]:
+    cfg = app[CONFIG]
+    loop = asyncio.get_running_loop()
+    hub = app[ALERT_HUB]
+
+    def announce(row: dict[str, Any]) -> None:  # called in the MQTT thread
+        with contextlib.suppress(RuntimeError):  # loop already closed during shutdown: the row is stored anyway
+            loop.call_soon_threadsafe(hub.publish, row)
+
+    def make_ingestor() -> Ingestor:
+        return Ingestor(open_configured_storage(cfg), cfg.storage.media_dir, cfg.limits, on_alert=announce)
+
+    sub = Subscriber(cfg.mqtt, make_ingestor, password=resolve_secret(cfg.mqtt.password_env))
+    sub.start()
+    await loop.run_in_executor(None, sub.ready.wait, 30)
+    if sub.failed is not None:
+        sub.stop()
+        raise sub.failed
+    app[SUBSCRIBER] = sub
+    log.info("subscriber started", host=cfg.mqtt.host, port=cfg.mqtt.port, group=cfg.mqtt.group)
+    yield
+    await loop.run_in_executor(None, sub.stop)
+
+
+async def _housekeeping_ctx(app: web.Application) -> AsyncIterator[None]:
+    async def run() -> None:
+        ttl = app[CONFIG].limits.incomplete_media_ttl_s
+        while True:
+            await asyncio.sleep(app[HOUSEKEEPING_INTERVAL_S])
+            cutoff = iso(datetime.now(UTC) - timedelta(seconds=ttl))
+            assert cutoff is not None
+            dropped = app[STORAGE].discard_stale_chunks(cutoff)
+            if dropped:
+                log.warning("incomplete media discarded", chunks=dropped, older_than=cutoff)
+
+    task = asyncio.create_task(run(), name="bk-housekeeping")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _health(request: web.Request) -> web.Response:
+    sub = request.app.get(SUBSCRIBER)
+    body = {"mqtt_connected": bool(sub and sub.connected.is_set()), "ingest": sub.counts if sub else {}}
+    return web.json_response(body, status=200 if body["mqtt_connected"] else 503)
+
+
+def create_app(cfg: ReceiverConfig, *, subscriber: bool = True) -> web.Application:
+    """Build the receiver app. `subscriber=False` serves the API on the database only (no MQTT)."""
+    app = web.Application(client_max_size=8 * 1024 * 1024)
+    app[CONFIG] = cfg
+    app[ALERT_HUB] = AlertHub()
+    app[HOUSEKEEPING_INTERVAL_S] = float(min(3600, cfg.limits.incomplete_media_ttl_s / 4))
+    app.cleanup_ctx.append(_storage_ctx)
+    if subscriber:
+        app.cleanup_ctx.append(_subscriber_ctx)
+    app.cleanup_ctx.append(_housekeeping_ctx)
+    app.router.add_get("/healthz", _health)
+    if setup_api is not None:
+        setup_api(app)
+    return app

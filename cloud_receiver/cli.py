@@ -1,0 +1,163 @@
+"""`cloud-receiver`: serve, config check, canteen/device provisioning, API tokens.
+
+Output for people is Simplified Chinese where it is addressed to an operator; ids, passwords
+and URLs are printed on their own lines so scripts can read them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from cloud_receiver.app import create_app, open_configured_storage
+from cloud_receiver.broker import DynsecAdmin
+from cloud_receiver.config import ReceiverConfig, load_config, resolve_secret
+from cloud_receiver.devices import add_device
+from cloud_receiver.errors import ConfigError, ReceiverError
+from cloud_receiver.logs import configure_logging
+
+log = structlog.get_logger(__name__)
+DEFAULT_CONFIG = Path("/etc/brightkitchen/receiver.yaml")
+
+
+async def _serve(cfg: ReceiverConfig) -> None:
+    runner = web.AppRunner(create_app(cfg), handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, cfg.http.host, cfg.http.port)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    print(f"API: http://{host}:{port}/api/v1", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping")
+    await runner.cleanup()
+
+
+def cmd_serve(args: argparse.Namespace, cfg: ReceiverConfig) -> int:
+    asyncio.run(_serve(cfg))
+    return 0
+
+
+def cmd_config_check(args: argparse.Namespace, cfg: ReceiverConfig) -> int:
+    print(f"配置有效: {args.config}")
+    return 0
+
+
+def cmd_canteen_add(args: argparse.Namespace, cfg: ReceiverConfig) -> int:
+    storage = open_configured_storage(cfg)
+    try:
+        storage.add_canteen(args.id, args.name, args.jurisdiction)
+    finally:
+        storage.close()
+    print(f"食堂已保存: {args.id}")
+    return 0
+
+
+def _admin(cfg: ReceiverConfig) -> DynsecAdmin:
+    b = cfg.broker
+    password = resolve_secret(b.admin_password_env)
+    if password is None:
+        raise ConfigError(f"broker admin password: environment variable {b.admin_password_env} is not set")
+    return DynsecAdmin(b.host, b.port, b.admin_username, password, tls=b.tls, timeout_s=b.timeout_s)
+
+
+def cmd_device_add(args: argparse.Namespace, cfg: ReceiverConfig) -> int:
+    storage = open_configured_storage(cfg)
+    try:
+        if args.no_broker:
+            creds = add_device(storage, None, args.canteen, args.name, cfg.device_ids)
+        else:
+            with _admin(cfg) as admin:
+                creds = add_device(storage, admin, args.canteen, args.name, cfg.device_ids)
+    finally:
+        storage.close()
+    # the password is shown once, here, and never logged
+    print(f"设备编号 device_id: {creds.device_id}")
+    print(f"设备密码 password: {creds.password}")
+    print("请妥善保存密码, 它不会再次显示。")
+    return 0
+
+
+def cmd_device_list(args: argparse.Namespace, cfg: ReceiverConfig) -> int:
+    storage = open_configured_storage(cfg)
+    try:
+        for d in storage.list_devices():
+            state = "在线" if d["online"] else "离线"
+            print(f"{d['id']}\t{d['canteen_id']}\t{state}\t{d['last_seen'] or '-'}\t{d['version'] or '-'}\t{d['name']}")
+    finally:
+        storage.close()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """`-c FILE` is accepted before the sub-command and after any of ours."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-c", "--config", type=Path, default=argparse.SUPPRESS, help="receiver YAML config")
+    p = argparse.ArgumentParser(prog="cloud-receiver", description="BrightKitchen cloud receiver")
+    p.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG, help=f"receiver YAML config (default {DEFAULT_CONFIG})")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", parents=[common], help="run the MQTT ingest and the HTTP API; prints the API URL").set_defaults(run=cmd_serve)
+    conf = sub.add_parser("config", help="configuration").add_subparsers(dest="config_command", required=True)
+    conf.add_parser("check", parents=[common], help="validate the config file").set_defaults(run=cmd_config_check)
+    canteen = sub.add_parser("canteen", help="canteens").add_subparsers(dest="canteen_command", required=True)
+    cadd = canteen.add_parser("add", parents=[common], help="add or update a canteen")
+    cadd.add_argument("--id", required=True, help="canteen id, e.g. canteen-0001")
+    cadd.add_argument("--name", default="", help="canteen name, e.g. 沙坡头区第一小学食堂")
+    cadd.add_argument("--jurisdiction", required=True, help="6-digit district code, e.g. 640502")
+    cadd.set_defaults(run=cmd_canteen_add)
+    device = sub.add_parser("device", help="devices (edge boxes)").add_subparsers(dest="device_command", required=True)
+    dadd = device.add_parser("add", parents=[common], help="issue an id + password, provision the broker, store the device")
+    dadd.add_argument("--canteen", required=True, help="canteen id (must exist)")
+    dadd.add_argument("--name", default="", help="name of the box")
+    dadd.add_argument("--no-broker", action="store_true", help="store only; do not touch the broker (plain test brokers)")
+    dadd.set_defaults(run=cmd_device_add)
+    device.add_parser("list", parents=[common], help="list devices").set_defaults(run=cmd_device_list)
+    _add_token_commands(sub)
+    return p
+
+
+def _add_token_commands(sub: Any) -> None:
+    try:
+        from cloud_receiver.auth import register_token_cli
+    except ImportError:
+        return
+    before = set(sub.choices)
+    register_token_cli(sub)
+    for name in set(sub.choices) - before:
+        sub.choices[name].set_defaults(run=_run_token)
+
+
+def _run_token(args: argparse.Namespace, cfg: ReceiverConfig) -> int:
+    storage = open_configured_storage(cfg)
+    try:
+        return int(args.func(args, storage.db))
+    finally:
+        storage.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = load_config(args.config)
+        configure_logging(cfg.log.level, cfg.log.format)
+        return int(args.run(args, cfg))
+    except ConfigError as err:
+        print(f"配置错误 (config error):\n{err}", file=sys.stderr)
+        return 2
+    except ReceiverError as err:
+        print(f"错误 (error): {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""Typed configuration of the cloud receiver, validated at load.
+
+One small pydantic model per concern; every field described; unknown keys rejected; errors name
+the file, line and key path. Secrets are never written here: the config names an environment
+variable (`*_env`), read at run time by `resolve_secret` (or a systemd credential of that name).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from cloud_receiver.errors import ConfigError
+from cloud_receiver.yamlconf import validate_file, validate_text
+
+KIB = 1024
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def resolve_secret(env_name: str | None) -> str | None:
+    """Read a secret from the environment, or from a systemd credential of the same name."""
+    if not env_name:
+        return None
+    if env_name in os.environ:
+        return os.environ[env_name]
+    cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
+    if cred_dir and (Path(cred_dir) / env_name).is_file():
+        return (Path(cred_dir) / env_name).read_text(encoding="utf-8").strip()
+    return None
+
+
+def _relative_to_config(value: Path, info: ValidationInfo) -> Path:
+    value = Path(value).expanduser()
+    base = (info.context or {}).get("config_dir")
+    return value if value.is_absolute() or base is None else Path(base) / value
+
+
+class HttpConfig(Section):
+    host: str = Field("127.0.0.1", description="Address the HTTP API listens on.")
+    port: int = Field(8080, ge=0, le=65535, description="Port of the HTTP API (0 = any free port).")
+
+
+class MqttConfig(Section):
+    host: str = Field("127.0.0.1", description="Broker host.")
+    port: int = Field(1883, ge=1, le=65535, description="Broker port.")
+    client_id: str = Field("bk-receiver-1", min_length=1, max_length=64,
+                           description="MQTT client id; unique per receiver instance, stable across restarts (persistent session).")
+    username: str | None = Field(None, description="Broker username of this receiver (dynsec client).")
+    password_env: str | None = Field("BK_RECEIVER_MQTT_PASSWORD", description="Environment variable holding the broker password.")
+    group: str = Field("receivers", pattern=r"^[A-Za-z0-9_-]{1,64}$",
+                       description="Shared-subscription group; all receivers of one deployment use the same group.")
+    session_expiry_s: int = Field(7 * 24 * 3600, ge=0, description="MQTT v5 session expiry: how long the broker queues messages for a stopped receiver.")
+    keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive.")
+    reconnect_min_s: float = Field(0.5, gt=0, description="First reconnect delay; doubles up to reconnect_max_s.")
+    reconnect_max_s: float = Field(30.0, gt=0, description="Longest reconnect delay.")
+    tls: bool = Field(False, description="Connect with TLS.")
+    ca_file: Path | None = Field(None, description="CA bundle for TLS (system store when empty).")
+    store_retries: int = Field(3, ge=0, description="Store attempts after a storage error before the message is left unacknowledged for redelivery.")
+    store_retry_s: float = Field(0.2, ge=0, description="Delay between store attempts.")
+
+    _rel = field_validator("ca_file")(lambda v, info: None if v is None else _relative_to_config(v, info))
+
+
+class StorageConfig(Section):
+    backend: Literal["sqlite"] = Field("sqlite", description="Storage backend (PostgreSQL to follow).")
+    path: Path = Field(Path("/var/lib/brightkitchen/receiver.db"), description="SQLite database file (WAL mode).")
+    media_dir: Path = Field(Path("/var/lib/brightkitchen/media"), description="Folder of media files, stored by content hash.")
+    busy_timeout_ms: int = Field(5000, ge=0, description="How long a writer waits for SQLite's lock.")
+
+    _rel = field_validator("path", "media_dir")(lambda v, info: _relative_to_config(v, info))
+
+
+class LimitsConfig(Section):
+    alert_json_bytes: int = Field(64 * KIB, ge=1 * KIB, description="Largest accepted alert/status/telemetry JSON payload.")
+    chunk_data_bytes: int = Field(256 * KIB, ge=1 * KIB, description="Largest accepted data part of one media chunk (the chunk header comes on top).")
+    media_max_bytes: int = Field(32 * KIB * KIB, ge=1 * KIB, description="Largest accepted whole snapshot or clip.")
+    incomplete_media_ttl_s: int = Field(24 * 3600, ge=60, description="Chunks of media that never completes are discarded after this long.")
+
+
+class BrokerAdminConfig(Section):
+    host: str = Field("127.0.0.1", description="Broker host for dynamic-security administration.")
+    port: int = Field(1883, ge=1, le=65535, description="Broker port for administration.")
+    admin_username: str = Field("bk-admin", description="Dynsec admin client (created with `mosquitto_ctrl dynsec init`).")
+    admin_password_env: str = Field("BK_BROKER_ADMIN_PASSWORD", description="Environment variable holding the admin password.")
+    tls: bool = Field(False, description="Connect with TLS.")
+    timeout_s: float = Field(5.0, gt=0, description="How long to wait for the broker's answer to a command.")
+
+
+class DeviceIdConfig(Section):
+    industry: str = Field("00", pattern=r"^\d{2}$", description="GB/T 28181 industry code of issued device ids.")
+    type_code: str = Field("118", pattern=r"^\d{3}$", description="GB/T 28181 type code of issued device ids (118 = NVR / edge box).")
+    network: str = Field("0", pattern=r"^\d$", description="GB/T 28181 network code of issued device ids.")
+
+
+class LogConfig(Section):
+    level: Literal["debug", "info", "warning", "error"] = Field("info", description="Lowest level logged.")
+    format: Literal["auto", "json", "console"] = Field("auto", description="auto = console on a TTY, JSON otherwise.")
+
+
+class ReceiverConfig(Section):
+    """The whole receiver configuration (one YAML file)."""
+
+    http: HttpConfig = Field(default_factory=HttpConfig, description="HTTP API listener.")
+    mqtt: MqttConfig = Field(default_factory=MqttConfig, description="Subscriber connection to the broker.")
+    storage: StorageConfig = Field(default_factory=StorageConfig, description="Database and media files.")
+    limits: LimitsConfig = Field(default_factory=LimitsConfig, description="Size limits of accepted messages.")
+    broker: BrokerAdminConfig = Field(default_factory=BrokerAdminConfig, description="Dynamic-security admin access used by `device add`.")
+    device_ids: DeviceIdConfig = Field(default_factory=DeviceIdConfig, description="How new device ids are composed.")
+    log: LogConfig = Field(default_factory=LogConfig, description="Logging.")
+
+
+def load_config(path: Path | str) -> ReceiverConfig:
+    """Load and validate a receiver config file; raises ConfigError naming file, line and key."""
+    cfg = validate_file(Path(path), ReceiverConfig)
+    assert isinstance(cfg, ReceiverConfig)
+    return cfg
+
+
+def parse_config(text: str, source: str = "<config>", config_dir: Path | None = None) -> ReceiverConfig:
+    """Validate config text (tests, `config check` of a pasted file)."""
+    cfg = validate_text(text, source, ReceiverConfig, {"config_dir": config_dir} if config_dir else None)
+    assert isinstance(cfg, ReceiverConfig)
+    return cfg
+
+
+__all__ = ["ConfigError", "ReceiverConfig", "load_config", "parse_config", "resolve_secret"]

@@ -1,0 +1,134 @@
+"""Validation and idempotent storage of one MQTT message, independent of the MQTT client.
+
+`Ingestor.handle(topic, payload)` returns once the message is either stored (or recognised as a
+repeat) or rejected and recorded in `rejects`; in all three cases the caller acknowledges it.
+Only a StorageError escapes: then nothing was stored and the message must stay unacknowledged,
+so the broker delivers it again.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import structlog
+from pydantic import BaseModel, ValidationError
+
+from bk_contract import Alert, CommandResult, Status, Telemetry, TopicError, decode_chunk, parse_topic
+from bk_contract.media import ChunkError
+from cloud_receiver.config import LimitsConfig
+from cloud_receiver.errors import Rejected
+from cloud_receiver.media import MediaAssembler
+from cloud_receiver.storage import Storage, utc_now
+
+log = structlog.get_logger(__name__)
+
+CHUNK_HEADER_MAX = 53 + 255  # fixed part of bk_contract's chunk header + longest content type
+JSON_KINDS: dict[str, type[BaseModel]] = {"alert": Alert, "status": Status, "telemetry": Telemetry,
+                                          "cmd/result": CommandResult}
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    outcome: Literal["stored", "duplicate", "rejected"]
+    kind: str | None = None
+    device_id: str | None = None
+    reason: str | None = None
+
+
+def _problem(err: ValidationError) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "(payload)"
+    more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return f"schema: {where}: {first['msg']}{more}"
+
+
+def parse_json_payload(kind: str, payload: bytes, max_bytes: int) -> BaseModel:
+    """Size check, JSON parse and contract validation; raises Rejected naming the problem."""
+    if len(payload) > max_bytes:
+        raise Rejected(f"{kind} payload of {len(payload)} bytes exceeds the limit of {max_bytes}")
+    try:
+        data = json.loads(payload.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise Rejected(f"not JSON: not UTF-8 ({err.reason} at byte {err.start})") from err
+    except json.JSONDecodeError as err:
+        raise Rejected(f"not JSON: {err}") from err
+    try:
+        return JSON_KINDS[kind].model_validate(data)
+    except ValidationError as err:
+        raise Rejected(_problem(err)) from err
+
+
+class Ingestor:
+    """Validates and stores messages. Not thread-safe: one Ingestor per thread (it owns `storage`)."""
+
+    def __init__(self, storage: Storage, media_dir: Path, limits: LimitsConfig,
+                 on_alert: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.storage = storage
+        self.limits = limits
+        self.on_alert = on_alert
+        self.media = MediaAssembler(storage, media_dir, chunk_data_bytes=limits.chunk_data_bytes,
+                                    media_max_bytes=limits.media_max_bytes)
+        self.counts: dict[str, int] = {"stored": 0, "duplicate": 0, "rejected": 0}
+
+    def handle(self, topic: str, payload: bytes) -> IngestResult:
+        device_id = None
+        kind = None
+        try:
+            parsed = parse_topic(topic)
+            device_id, kind = parsed.device_id, parsed.kind
+            if self.storage.get_device(device_id) is None:
+                raise Rejected(f"unknown device {device_id}")
+            result = self._dispatch(parsed, payload)
+        except (Rejected, TopicError) as err:
+            reason = err.reason if isinstance(err, Rejected) else f"topic: {err}"
+            self.storage.record_reject(device_id, topic, reason, utc_now())
+            log.warning("message rejected", topic=topic, device_id=device_id, reason=reason, bytes=len(payload))
+            result = IngestResult("rejected", kind, device_id, reason)
+        self.counts[result.outcome] += 1
+        return result
+
+    def _dispatch(self, parsed: Any, payload: bytes) -> IngestResult:
+        device_id, kind = parsed.device_id, parsed.kind
+        now = utc_now()
+        if kind == "media":
+            return self._media(parsed, payload, now)
+        if kind not in JSON_KINDS:
+            raise Rejected(f"the receiver does not accept {kind!r} messages")
+        msg = parse_json_payload(kind, payload, self.limits.alert_json_bytes)
+        payload_device = getattr(msg, "device_id", device_id)
+        if payload_device != device_id:
+            raise Rejected(f"payload device_id {payload_device} differs from topic device {device_id}")
+        if isinstance(msg, Alert):
+            write = self.storage.upsert_alert(msg, now)
+            if write.outcome == "unchanged":
+                log.debug("alert repeat", alert_id=msg.id, device_id=device_id, rev=msg.rev)
+                return IngestResult("duplicate", kind, device_id)
+            log.info("alert stored", alert_id=msg.id, device_id=device_id, type=msg.type, rev=msg.rev,
+                     outcome=write.outcome)
+            if self.on_alert is not None:
+                self.on_alert(write.row)
+        elif isinstance(msg, Status):
+            self.storage.record_status(msg, now)
+        elif isinstance(msg, Telemetry):
+            self.storage.record_telemetry(msg, now)
+        elif isinstance(msg, CommandResult):
+            self.storage.record_command_result(device_id, msg, now)
+        return IngestResult("stored", kind, device_id)
+
+    def _media(self, parsed: Any, payload: bytes, now: str) -> IngestResult:
+        limit = self.limits.chunk_data_bytes + CHUNK_HEADER_MAX
+        if len(payload) > limit:
+            raise Rejected(f"media chunk of {len(payload)} bytes exceeds the limit of {limit}")
+        try:
+            header, data = decode_chunk(payload)
+        except ChunkError as err:
+            raise Rejected(f"chunk: {err}") from err
+        out = self.media.accept(parsed.device_id, parsed.media_id, parsed.seq, header, data, now)
+        if out.state == "complete":
+            log.info("media stored", device_id=parsed.device_id, media_id=parsed.media_id, bytes=header.size,
+                     sha256=header.sha256, path=out.path)
+        return IngestResult("duplicate" if out.state == "duplicate" else "stored", "media", parsed.device_id)

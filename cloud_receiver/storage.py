@@ -1,0 +1,307 @@
+"""Storage of the receiver: a small `Storage` protocol and its SQLite implementation.
+
+SQLite runs in WAL mode so the API reads while ingest writes. Every write is one
+`BEGIN IMMEDIATE` transaction (a deferred BEGIN that later upgrades to a write lock can fail
+with SQLITE_BUSY without waiting). A `SqliteStorage` holds one connection and must be used by
+one thread at a time: the MQTT ingest thread and the aiohttp loop each open their own.
+PostgreSQL can follow behind the same protocol.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import structlog
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+from bk_contract import Alert, ChunkHeader, CommandResult, Status, Telemetry
+from cloud_receiver.errors import StorageError
+
+log = structlog.get_logger(__name__)
+
+# migration sets applied in this order; a module that does not exist yet is skipped
+SOURCES = ("cloud_receiver.migrations", "cloud_receiver.migrations_api")
+
+Outcome = Literal["inserted", "updated", "unchanged"]
+
+
+def utc_now() -> str:
+    """Current time as ISO-8601 UTC text, the timestamp format of every table."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, slots=True)
+class AlertWrite:
+    outcome: Outcome
+    row: dict[str, Any]
+
+
+class Storage(Protocol):
+    """What ingest, the CLI and the API need from a store. Every method is one transaction."""
+
+    def add_canteen(self, canteen_id: str, name: str = "", jurisdiction: str = "", public_json: str | None = None) -> None: ...
+    def get_canteen(self, canteen_id: str) -> dict[str, Any] | None: ...
+    def add_device(self, device_id: str, canteen_id: str, name: str = "") -> dict[str, Any]: ...
+    def get_device(self, device_id: str) -> dict[str, Any] | None: ...
+    def list_devices(self) -> list[dict[str, Any]]: ...
+    def max_device_serial(self, prefix: str) -> int: ...
+    def upsert_alert(self, alert: Alert, received_at: str) -> AlertWrite: ...
+    def get_alert(self, alert_id: str) -> dict[str, Any] | None: ...
+    def record_status(self, status: Status, received_at: str) -> None: ...
+    def record_telemetry(self, telemetry: Telemetry, received_at: str) -> None: ...
+    def record_command_result(self, device_id: str, result: CommandResult, received_at: str) -> None: ...
+    def record_reject(self, device_id: str | None, topic: str, reason: str, at: str) -> None: ...
+    def list_rejects(self, limit: int = 100) -> list[dict[str, Any]]: ...
+    def get_media(self, device_id: str, media_id: str) -> dict[str, Any] | None: ...
+    def add_chunk(self, device_id: str, media_id: str, header: ChunkHeader, data: bytes, received_at: str) -> int: ...
+    def chunk_headers(self, device_id: str, media_id: str) -> list[dict[str, Any]]: ...
+    def chunk_data(self, device_id: str, media_id: str) -> list[bytes]: ...
+    def finish_media(self, device_id: str, media_id: str, header: ChunkHeader, path: str, received_at: str) -> None: ...
+    def discard_chunks(self, device_id: str, media_id: str) -> int: ...
+    def count(self, table: str) -> int: ...
+    def close(self) -> None: ...
+
+
+class SqliteStorage:
+    """SQLite (WAL) through sqlite-utils. `db` is public for read queries (cloud_receiver.queries)."""
+
+    def __init__(self, path: Path | str, *, busy_timeout_ms: int = 5000, migrate: bool = True) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(str(self.path), timeout=busy_timeout_ms / 1000, check_same_thread=False)
+        except (OSError, sqlite3.Error) as err:
+            raise StorageError(f"cannot open database {self.path}: {err}") from err
+        self.db = Database(conn)
+        self.db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        self.db.execute("PRAGMA foreign_keys = OFF")
+        if self.db.journal_mode != "wal":
+            self.db.enable_wal()
+        self.db.execute("PRAGMA synchronous = NORMAL")
+        if migrate:
+            apply_migrations(self.db)
+
+    # -- plumbing -------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Database]:
+        """One write transaction (BEGIN IMMEDIATE); sqlite-utils helpers nest inside it."""
+        conn = self.db.conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as err:
+            raise StorageError(f"cannot start a write on {self.path}: {err}") from err
+        try:
+            yield self.db
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as err:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise StorageError(f"commit failed on {self.path}: {err}") from err
+
+    def _one(self, sql: str, params: tuple[Any, ...] | list[Any] = ()) -> dict[str, Any] | None:
+        rows = list(self.db.query(sql, params))
+        return rows[0] if rows else None
+
+    def count(self, table: str) -> int:
+        if table not in self.db.table_names():
+            raise StorageError(f"no table {table!r}")
+        return int(self.db.execute(f"SELECT count(*) FROM [{table}]").fetchone()[0])
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- canteens and devices -------------------------------------------------------------
+    def add_canteen(self, canteen_id: str, name: str = "", jurisdiction: str = "", public_json: str | None = None) -> None:
+        with self.write() as db:
+            db["canteens"].upsert({"id": canteen_id, "name": name, "jurisdiction": jurisdiction,
+                                   "public_json": public_json}, pk="id")
+
+    def get_canteen(self, canteen_id: str) -> dict[str, Any] | None:
+        return self._one("SELECT * FROM canteens WHERE id = ?", (canteen_id,))
+
+    def add_device(self, device_id: str, canteen_id: str, name: str = "") -> dict[str, Any]:
+        row = {"id": device_id, "canteen_id": canteen_id, "name": name, "created_at": utc_now(), "online": 0}
+        with self.write() as db:
+            if self._one("SELECT id FROM devices WHERE id = ?", (device_id,)):
+                raise StorageError(f"device {device_id} already exists")
+            db["devices"].insert(row)
+        return row
+
+    def get_device(self, device_id: str) -> dict[str, Any] | None:
+        return self._one("SELECT * FROM devices WHERE id = ?", (device_id,))
+
+    def list_devices(self) -> list[dict[str, Any]]:
+        return list(self.db.query("SELECT * FROM devices ORDER BY id"))
+
+    def max_device_serial(self, prefix: str) -> int:
+        """Highest serial (the digits after `prefix`) among device ids starting with `prefix`, 0 if none."""
+        row = self.db.execute("SELECT max(substr(id, ?)) FROM devices WHERE substr(id, 1, ?) = ?",
+                              (len(prefix) + 1, len(prefix), prefix)).fetchone()
+        return int(row[0]) if row and row[0] else 0
+
+    # -- alerts ---------------------------------------------------------------------------
+    def upsert_alert(self, alert: Alert, received_at: str) -> AlertWrite:
+        """Insert a new alert; a higher `rev` updates the event fields and keeps the workflow ones."""
+        fields = _alert_fields(alert)
+        with self.write() as db:
+            old = self._one("SELECT * FROM alerts WHERE id = ?", (alert.id,))
+            if old is None:
+                device = self._one("SELECT canteen_id FROM devices WHERE id = ?", (alert.device_id,))
+                row = {**fields, "canteen_id": device["canteen_id"] if device else None,
+                       "received_at": received_at, "updated_at": received_at}
+                db["alerts"].insert(row)
+                outcome: Outcome = "inserted"
+            elif old["device_id"] != alert.device_id or alert.rev <= old["rev"]:
+                return AlertWrite("unchanged", old)
+            else:
+                fields.pop("id")
+                fields.pop("device_id")
+                db["alerts"].update(alert.id, {**fields, "updated_at": received_at})
+                outcome = "updated"
+            new = self._one("SELECT * FROM alerts WHERE id = ?", (alert.id,))
+        assert new is not None
+        return AlertWrite(outcome, new)
+
+    def get_alert(self, alert_id: str) -> dict[str, Any] | None:
+        return self._one("SELECT * FROM alerts WHERE id = ?", (alert_id,))
+
+    # -- status, telemetry, command results, rejects --------------------------------------
+    def record_status(self, status: Status, received_at: str) -> None:
+        with self.write() as db:
+            db.execute(
+                "UPDATE devices SET online = ?, last_seen = ?, version = ?, status_json = ? WHERE id = ?",
+                (int(status.online), received_at, status.version, status.model_dump_json(), status.device_id))
+            for cam in status.cameras:
+                db["cameras"].upsert({"device_id": status.device_id, "camera_id": cam.id, "name": cam.name,
+                                      "state": cam.state, "fps": cam.fps, "reconnects": cam.reconnects,
+                                      "error": cam.error, "updated_at": received_at}, pk=("device_id", "camera_id"))
+
+    def record_telemetry(self, telemetry: Telemetry, received_at: str) -> None:
+        with self.write() as db:
+            db["telemetry"].upsert({"device_id": telemetry.device_id, "at": received_at,
+                                    "data_json": telemetry.model_dump_json()}, pk="device_id")
+            db.execute("UPDATE devices SET last_seen = ? WHERE id = ?", (received_at, telemetry.device_id))
+
+    def record_command_result(self, device_id: str, result: CommandResult, received_at: str) -> None:
+        with self.write() as db:
+            db["command_results"].upsert({"device_id": device_id, "command_id": result.id, "ok": int(result.ok),
+                                          "error": result.error, "at": received_at}, pk=("device_id", "command_id"))
+
+    def record_reject(self, device_id: str | None, topic: str, reason: str, at: str) -> None:
+        with self.write() as db:
+            db["rejects"].insert({"at": at, "device_id": device_id, "topic": topic[:512], "reason": reason[:1000]})
+
+    def list_rejects(self, limit: int = 100) -> list[dict[str, Any]]:
+        return list(self.db.query("SELECT * FROM rejects ORDER BY id DESC LIMIT ?", (limit,)))
+
+    # -- media ----------------------------------------------------------------------------
+    def get_media(self, device_id: str, media_id: str) -> dict[str, Any] | None:
+        return self._one("SELECT * FROM media WHERE device_id = ? AND id = ?", (device_id, media_id))
+
+    def add_chunk(self, device_id: str, media_id: str, header: ChunkHeader, data: bytes, received_at: str) -> int:
+        """Store one chunk once (a repeat is ignored); returns how many distinct chunks are stored."""
+        with self.write() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO media_chunks (device_id, media_id, idx, total, size, sha256, content_type,"
+                " data, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (device_id, media_id, header.index, header.total, header.size, header.sha256,
+                 header.content_type, data, received_at))
+            row = db.execute("SELECT count(*) FROM media_chunks WHERE device_id = ? AND media_id = ?",
+                             (device_id, media_id)).fetchone()
+        return int(row[0])
+
+    def chunk_headers(self, device_id: str, media_id: str) -> list[dict[str, Any]]:
+        return list(self.db.query(
+            "SELECT idx, total, size, sha256, content_type, received_at FROM media_chunks"
+            " WHERE device_id = ? AND media_id = ? ORDER BY idx", (device_id, media_id)))
+
+    def chunk_data(self, device_id: str, media_id: str) -> list[bytes]:
+        cur = self.db.execute("SELECT data FROM media_chunks WHERE device_id = ? AND media_id = ? ORDER BY idx",
+                              (device_id, media_id))
+        return [bytes(r[0]) for r in cur.fetchall()]
+
+    def finish_media(self, device_id: str, media_id: str, header: ChunkHeader, path: str, received_at: str) -> None:
+        """Record a verified media file and drop its chunks, in one transaction."""
+        with self.write() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO media (id, device_id, sha256, bytes, content_type, path, complete, received_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, 1, ?)",
+                (media_id, device_id, header.sha256, header.size, header.content_type, path, received_at))
+            db.execute("DELETE FROM media_chunks WHERE device_id = ? AND media_id = ?", (device_id, media_id))
+
+    def discard_chunks(self, device_id: str, media_id: str) -> int:
+        with self.write() as db:
+            return db.execute("DELETE FROM media_chunks WHERE device_id = ? AND media_id = ?",
+                              (device_id, media_id)).rowcount
+
+    def discard_stale_chunks(self, older_than: str) -> int:
+        """Drop chunks of media that never completed (received before `older_than`)."""
+        with self.write() as db:
+            return db.execute("DELETE FROM media_chunks WHERE received_at < ?", (older_than,)).rowcount
+
+
+def _alert_fields(alert: Alert) -> dict[str, Any]:
+    return {
+        "id": alert.id, "device_id": alert.device_id, "camera_id": alert.camera_id, "type": alert.type,
+        "level": alert.level, "state": alert.state, "rev": alert.rev, "started_at": iso(alert.started_at),
+        "ended_at": iso(alert.ended_at), "score": alert.score,
+        "boxes_json": json.dumps([b.model_dump() for b in alert.boxes], ensure_ascii=False),
+        "frame_size_json": json.dumps(alert.frame_size) if alert.frame_size else None,
+        "zone_json": json.dumps(alert.zone) if alert.zone else None, "detail": alert.detail,
+        "snapshot_id": alert.snapshot.id if alert.snapshot else None,
+        "snapshot_sha256": alert.snapshot.sha256 if alert.snapshot else None,
+        "clip_id": alert.clip.id if alert.clip else None, "clip_sha256": alert.clip.sha256 if alert.clip else None,
+    }
+
+
+def migration_sets() -> list[Migrations]:
+    """The migration sets of SOURCES that exist, in order."""
+    sets = []
+    for name in SOURCES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            if err.name == name:
+                continue
+            raise
+        sets.append(module.migrations)
+    return sets
+
+
+def apply_migrations(db: Database) -> None:
+    """Apply pending migrations of every set; each migration is its own transaction."""
+    for mset in migration_sets():
+        pending = [m.name for m in mset.pending(db)]
+        try:
+            mset.apply(db)
+        except sqlite3.Error as err:
+            raise StorageError(f"migration of set {mset.name!r} failed: {err}") from err
+        if pending:
+            log.info("migrations applied", set=mset.name, names=pending)
+
+
+def open_storage(path: Path | str, busy_timeout_ms: int = 5000) -> SqliteStorage:
+    """Open (and migrate) the configured store."""
+    return SqliteStorage(path, busy_timeout_ms=busy_timeout_ms)
