@@ -1,0 +1,26 @@
+"""Frame sources: RTSP cameras and video files, behind the `FrameSource` protocol."""
+
+from __future__ import annotations
+
+from edge_agent.config import CameraConfig, SourceConfig, resolve_secret
+from edge_agent.errors import NeedsHuman
+from edge_agent.sources.base import FrameSource
+from edge_agent.sources.file import FileSource
+from edge_agent.sources.rtsp import RtspSource
+
+__all__ = ["FileSource", "FrameSource", "RtspSource", "open_source"]
+
+
+def open_source(cam: CameraConfig, *, sub: bool = False) -> FrameSource:
+    """The source of a camera's main stream, or of its sub-stream (`sub=True`, if configured)."""
+    src: SourceConfig = cam.source
+    url = (src.sub_url if sub and src.sub_url else src.url) or ""
+    name = f"{cam.id}/{'sub' if sub and src.sub_url else 'main'}"
+    if src.type == "rtsp":
+        return RtspSource(url, transport=src.transport, username=src.username,
+                          password=resolve_secret(src.password_env),
+                          open_timeout_s=cam.open_timeout_s, read_timeout_s=cam.read_timeout_s, name=name)
+    if src.type == "file":
+        return FileSource(url, loop=src.loop, realtime=src.realtime, open_timeout_s=cam.open_timeout_s,
+                          read_timeout_s=cam.read_timeout_s, name=name)
+    raise NeedsHuman(f"camera {cam.id}: source type {src.type!r} is not served by the pipeline")

