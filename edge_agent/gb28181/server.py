@@ -63,9 +63,12 @@ class GbSipServer(DialogMixin):
                 await asyncio.wait_for(self.bye(sess), 2.0)
             except (asyncio.TimeoutError, RetryLater, OSError):
                 pass
-        for t in list(self._tasks):
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        # Python 3.11's wait_for can swallow a cancel that races a result, so cancel until done.
+        pending = set(self._tasks)
+        while pending:
+            for t in pending:
+                t.cancel()
+            _, pending = await asyncio.wait(pending, timeout=0.1)
         await self.transport.stop()
 
     def _spawn(self, coro, name: str) -> asyncio.Task:
