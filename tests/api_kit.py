@@ -74,9 +74,11 @@ class World:
 async def make_world(tmp_path: Path, **setup: Any) -> World:
     cfg = ReceiverConfig(storage=StorageConfig(path=tmp_path / "receiver.db", media_dir=tmp_path / "media"))
     app = create_app(cfg, subscriber=False)
-    if setup:
-        from cloud_receiver.api import API_SETTINGS
+    from cloud_receiver.api import API_SETTINGS, PUSH_SETTINGS
+    if "settings" in setup:
         app[API_SETTINGS] = setup["settings"]
+    if "push_settings" in setup:
+        app[PUSH_SETTINGS] = setup["push_settings"]
     client = TestClient(TestServer(app, host="127.0.0.1"))
     await client.start_server()
     storage = app[STORAGE]
