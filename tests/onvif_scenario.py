@@ -163,6 +163,10 @@ def run(workdir: str) -> dict[str, Any]:
         out["cli_wrong_password"] = {"rc": bad.returncode, "stderr": bad.stderr,
                                      "config_unchanged": config.read_text("utf-8") == out["config_after_second"]}
 
+        uni = _discover_cli(["--address", f"127.0.0.1:{ONVIF_PORT}", "--timeout", "1", "--username", USER,
+                             "--password-env", PASSWORD_ENV], PASSWORD)
+        out["cli_unicast"] = {"rc": uni.returncode, "stdout": uni.stdout, "stderr": uni.stderr}
+
         from edge_agent.config import load_config
 
         cams = {c.id: c for c in load_config(config).cameras}

@@ -89,6 +89,14 @@ def test_second_discover_changes_nothing(scenario):
     assert scenario["config_after_second"] == scenario["config_after_first"]
 
 
+def test_unicast_address_finds_ipycam(scenario):
+    """`discover --address` probes the camera by unicast and prints it without touching any config."""
+    uni = scenario["cli_unicast"]
+    assert uni["rc"] == 0, uni["stderr"]
+    assert "单播探测 127.0.0.1:3702" in uni["stderr"] and "未应答" not in uni["stderr"]
+    assert "Kitchen Cam" in uni["stdout"] and "320x180 rtsp://127.0.0.1:18554/video_sub" in uni["stdout"]
+
+
 @pytest.mark.parametrize(("key", "size"), [("stream_main", MAIN_SIZE), ("stream_sub", SUB_SIZE)])
 def test_pyav_decodes_written_streams(scenario, key, size):
     """PyAV opens the URIs written to the config and decodes >= 10 frames of the profile's size."""

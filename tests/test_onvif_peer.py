@@ -72,3 +72,29 @@ def test_closed_port_is_retry_later():
         port = s.getsockname()[1]
     with pytest.raises(RetryLater, match=f"127.0.0.1:{port}"):
         asyncio.run(fetch_device("127.0.0.1", port, "admin", "pw", timeout=5))
+
+
+def test_discover_address_falls_back_to_direct_onvif(tmp_path, monkeypatch):
+    """`discover --address` on a camera without WS-Discovery asks it directly and writes it (loopback only)."""
+    import argparse
+    import io
+
+    from edge_agent.config import load_config
+    from edge_agent.onvif.command import register
+
+    config = tmp_path / "agent.yaml"
+    config.write_text('device:\n  id: "64050200001180000001"\ncameras: []\n', encoding="utf-8")
+    monkeypatch.setenv("BK_FAKE_CAM_PW", "pw")
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command"))
+    out, err = io.StringIO(), io.StringIO()
+    with FakeOnvifPeer("admin", "pw", skew=SKEW) as peer:
+        args = parser.parse_args(["discover", "--address", f"127.0.0.1:{peer.port}", "--timeout", "0.3",
+                                  "--username", "admin", "--password-env", "BK_FAKE_CAM_PW", "--config", str(config), "--yes"])
+        rc = args.func(args, out=out, err=err)
+    assert rc == 0, err.getvalue()
+    assert "未应答 WS-Discovery" in err.getvalue()
+    (cam,) = load_config(config).cameras
+    assert cam.source.onvif_host == f"127.0.0.1:{peer.port}"
+    assert (cam.source.url, cam.source.username, cam.source.password_env) == ("rtsp://127.0.0.1:9554/fake", "admin", "BK_FAKE_CAM_PW")
+    assert "pw" not in config.read_text("utf-8").replace("password_env", "")
