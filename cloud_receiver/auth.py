@@ -173,7 +173,7 @@ def _cli_create(args: Any, db: Database) -> int:
     try:
         token = create_token(db, args.role, args.scope, args.name)
     except AuthError as err:
-        print(f"error: {err}")
+        print(f"错误 (error): {err}")
         return 2
     print(token)
     return 0
@@ -181,5 +181,5 @@ def _cli_create(args: Any, db: Database) -> int:
 
 def _cli_revoke(args: Any, db: Database) -> int:
     n = revoke_token(db, args.name)
-    print(f"revoked {n} token(s)")
+    print(f"已吊销 {n} 个令牌 (revoked {n} token(s))")
     return 0 if n else 1

@@ -125,7 +125,7 @@ def _cli_add(args: Any, db: Any) -> int:
     try:
         add_webhook(db, args.id, args.scope_kind, args.scope, args.kind, args.url, args.secret_env)
     except ValueError as err:
-        print(f"error: {err}")
+        print(f"错误 (error): {err}")
         return 2
-    print(f"webhook {args.id} configured")
+    print(f"推送机器人已保存: {args.id}")
     return 0
