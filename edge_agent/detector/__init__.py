@@ -1,13 +1,13 @@
 """Object detection for the edge agent: NanoDet COCO on TFLite behind a tiny interface.
 
-    det = create_detector("tflite", default_model_path("int8"), score_threshold=0.4)
-    for d in det.detect(rgb_frame):   # RGB uint8 HxWx3, any size
-        print(d.label, d.score, d.box)  # box in rgb_frame pixels
+det = create_detector("tflite", default_model_path("int8"), score_threshold=0.4)
+for d in det.detect(rgb_frame):   # RGB uint8 HxWx3, any size
+    print(d.label, d.score, d.box)  # box in rgb_frame pixels
 """
 
 from edge_agent.detector.base import (
-    DetectTiming,
     Detector,
+    DetectTiming,
     available_detectors,
     create_detector,
     default_model_path,

@@ -75,9 +75,7 @@ def create_detector(kind: str, model_path: str | Path | None = None, **opts: Any
     try:
         factory = _REGISTRY[kind]
     except KeyError:
-        raise ConfigError(
-            f"detector type {kind!r} is unknown; available: {', '.join(available_detectors())}"
-        ) from None
+        raise ConfigError(f"detector type {kind!r} is unknown; available: {', '.join(available_detectors())}") from None
     return factory(model_path if model_path is not None else default_model_path(), **opts)
 
 

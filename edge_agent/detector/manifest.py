@@ -133,14 +133,10 @@ def load_manifest(model_path: str | Path, manifest_path: str | Path | None = Non
     try:
         manifest = ModelManifest.model_validate(raw)
     except ValidationError as err:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in err.errors()
-        )
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in err.errors())
         raise ModelError(f"{manifest_path}: invalid manifest: {problems}") from err
     if manifest.file != model_path.name:
-        raise ModelError(
-            f"{manifest_path}: describes {manifest.file!r}, not the model file {model_path.name!r}"
-        )
+        raise ModelError(f"{manifest_path}: describes {manifest.file!r}, not the model file {model_path.name!r}")
     actual = sha256_of(model_path)
     if actual != manifest.sha256:
         raise ModelError(

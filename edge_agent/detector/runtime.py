@@ -32,9 +32,7 @@ def _interpreter_class() -> tuple[type, str]:
 
         return Interpreter, "tflite_runtime"
     except ImportError as err:
-        raise ModelError(
-            "no TFLite runtime installed: pip install ai-edge-litert (or tflite-runtime)"
-        ) from err
+        raise ModelError("no TFLite runtime installed: pip install ai-edge-litert (or tflite-runtime)") from err
 
 
 def load_interpreter(model_path: Path, num_threads: int = 1) -> tuple[Any, str]:
@@ -75,9 +73,7 @@ class TfliteModel:
             raise ModelError(f"{model_path}: expected one input tensor, found {len(inputs)}")
         inp = inputs[0]
         if list(inp["shape"]) != manifest.input.shape:
-            raise ModelError(
-                f"{model_path}: input shape {list(inp['shape'])} != manifest {manifest.input.shape}"
-            )
+            raise ModelError(f"{model_path}: input shape {list(inp['shape'])} != manifest {manifest.input.shape}")
         if np.dtype(inp["dtype"]).name != manifest.input.dtype:
             raise ModelError(f"{model_path}: input dtype {inp['dtype']} != {manifest.input.dtype}")
         self.input_index: int = inp["index"]
@@ -93,9 +89,12 @@ class TfliteModel:
                 raise ModelError(f"{model_path}: output {spec.name} shape {list(det['shape'])}")
             self.outputs.append(OutputBinding(det["index"], spec.kind, spec.stride, _quant(det)))
         log.info(
-            "model_loaded", model=str(model_path), backend=self.backend, threads=num_threads,
+            "model_loaded",
+            model=str(model_path),
+            backend=self.backend,
+            threads=num_threads,
             precision=manifest.precision,
-        )  # fmt: skip
+        )
 
     def input_lut(self) -> np.ndarray:
         """256-entry table from an RGB uint8 pixel to the input tensor's value (scale + quantize)."""
