@@ -18,6 +18,7 @@ from sqlite_utils import Database
 
 from cloud_receiver import rectify
 from cloud_receiver.auth import Principal
+from cloud_receiver.push import type_name
 from cloud_receiver.storage import SqliteStorage, iso
 
 LIMIT_MAX = 200
@@ -77,15 +78,15 @@ class AlertFilter:
     status: str | None = None
 
 
-def _parse(ts: str | None) -> datetime | None:
+def parse_ts(ts: str | None) -> datetime | None:
+    """A stored ISO-8601 timestamp as an aware datetime (None stays None)."""
     return datetime.fromisoformat(ts.replace("Z", "+00:00")) if ts else None
 
 
 def alert_view(row: dict[str, Any], now: datetime, default_hours: float | None) -> dict[str, Any]:
     """The API's JSON form of an alert row, with its effective status and deadline."""
-    deadline = rectify.effective_deadline(_parse(row.get("deadline")), _parse(row["started_at"]), default_hours)
+    deadline = rectify.effective_deadline(parse_ts(row.get("deadline")), parse_ts(row["started_at"]), default_hours)
     status = rectify.effective_status(row["status"], deadline, now)
-    from cloud_receiver.push import type_name
     return {
         "id": row["id"], "device_id": row["device_id"], "canteen_id": row["canteen_id"],
         "canteen_name": row.get("canteen_name"), "camera_id": row["camera_id"], "type": row["type"],
@@ -167,7 +168,7 @@ def apply_action(storage: SqliteStorage, p: Principal, alert_id: str, action: re
     """Run one workflow action and record it, in one transaction; returns the updated row."""
     with storage.write() as db:
         row = get_alert_row(db, p, alert_id)
-        deadline = rectify.effective_deadline(_parse(row["deadline"]), _parse(row["started_at"]), default_hours)
+        deadline = rectify.effective_deadline(parse_ts(row["deadline"]), parse_ts(row["started_at"]), default_hours)
         out = rectify.apply(action, status=row["status"], deadline=deadline, actor=p.name, role=p.role, now=now,
                             note=note, photo_sha256=photo_sha256, new_deadline=new_deadline)
         cur = db.execute("UPDATE alerts SET status = ?, deadline = ? WHERE id = ? AND status = ?",

@@ -123,3 +123,12 @@ async def test_late_submission_then_rejected_listed(world):
     assert r.status == 200
     ids = [a["id"] for a in (await (await world.get("/alerts?status=驳回", "reg")).json())["items"]]
     assert ids == ["OLD"]
+
+
+async def test_submission_on_approved_alert_stores_no_photo(world):
+    """A rectification for an alert that cannot take one is refused (409) before its photo is stored."""
+    await world.post("/alerts/W1/rectification", "c1", data=_form("done", jpeg("first")))
+    await world.post("/alerts/W1/review", "reg", json={"decision": "approve"})
+    r = await world.post("/alerts/W1/rectification", "c1", data=_form("again", jpeg("second")))
+    assert r.status == 409 and (await r.json())["error"]["code"] == "illegal_transition"
+    assert world.storage.db.execute("SELECT count(*) FROM media WHERE device_id = 'api-upload'").fetchone()[0] == 1

@@ -12,7 +12,7 @@ from cloud_receiver import queries, rectify
 from cloud_receiver.api.context import ApiContext, ctx
 from cloud_receiver.api.errors import ApiError, bad_request
 from cloud_receiver.api.params import json_body, parse_int, parse_time, text_field
-from cloud_receiver.auth import principal_of
+from cloud_receiver.auth import Principal, principal_of
 from cloud_receiver.media import write_media_file
 from cloud_receiver.push import VIOLATION_NAMES
 from cloud_receiver.storage import utc_now
@@ -92,7 +92,8 @@ async def submit_rectification(request: web.Request) -> web.Response:
     if p.role != "canteen":
         raise ApiError(403, "forbidden", f"role {p.role!r} may not submit a rectification; only a canteen token may")
     alert_id = request.match_info["id"]
-    queries.get_alert_row(c.storage.db, p, alert_id)  # 404 before reading a large body
+    row = queries.get_alert_row(c.storage.db, p, alert_id)  # 404 before reading a large body
+    _dry_run_submit(c, p, row)  # 409 before storing a photo that could not be used
     limit = c.settings.photo_max_bytes
     if request.content_type.startswith("multipart/"):
         note, photo = await _read_multipart(request, limit)
@@ -138,6 +139,13 @@ async def _read_multipart(request: web.Request, limit: int) -> tuple[str, bytes 
         else:
             raise bad_request(f"unexpected form field {part.name!r}; expected note and photo")
     return note, photo
+
+
+def _dry_run_submit(c: ApiContext, p: Principal, row: dict) -> None:
+    deadline = rectify.effective_deadline(queries.parse_ts(row["deadline"]), queries.parse_ts(row["started_at"]),
+                                          c.settings.default_deadline_hours)
+    rectify.apply(rectify.Action.SUBMIT, status=row["status"], deadline=deadline, actor=p.name, role=p.role,
+                  now=c.now(), note="(check)", photo_sha256="(check)")
 
 
 def store_photo(c: ApiContext, data: bytes) -> str:
