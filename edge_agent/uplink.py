@@ -86,7 +86,7 @@ class Uplink:
         self.last_error = ""
         self.auth_failed = ""
         self.status_refused = ""
-        self.counts = {"connect_attempts": 0, "connections": 0, "ack_timeouts": 0, "refused": 0,
+        self.counts = {"connect_attempts": 0, "connections": 0, "ack_timeouts": 0, "refusals": 0,
                        "telemetry_sent": 0, "telemetry_skipped": 0, "status_sent": 0}
         self.sent = dict.fromkeys(PRIORITY_NAMES.values(), 0)
 
@@ -234,15 +234,15 @@ class Uplink:
         if entry is None:
             return  # QoS 0 write notifications, or a message of an earlier connection
         if ack.ok:
-            if entry.seq is not None:
+            if entry.seq is not None:  # status messages are not outbox traffic: counted in status_sent
                 self._acked.append(entry.seq)
-            with self._lock:
-                self.sent[PRIORITY_NAMES[entry.priority]] += 1
+                with self._lock:
+                    self.sent[PRIORITY_NAMES[entry.priority]] += 1
             return
         reason = f"PUBACK 0x{ack.code:02X} {ack.reason}"
         self._log.error("publish_refused", topic=entry.topic, code=hex(ack.code), reason=ack.reason, needs_human=True)
         with self._lock:
-            self.counts["refused"] += 1
+            self.counts["refusals"] += 1
         if entry.seq is None:
             with self._lock:
                 self.status_refused = f"{entry.topic}: {reason}"

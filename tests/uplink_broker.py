@@ -56,7 +56,10 @@ class Broker:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.log = self.dir / "mosquitto.log"
+        # as root, mosquitto would drop to user "mosquitto" and could not write our temp dir
         lines = [f"listener {self.port} 127.0.0.1", f"log_dest file {self.log}", "log_type all"]
+        if os.geteuid() == 0:
+            lines.append("user root")
         if users:
             if shutil.which("mosquitto_passwd") is None:
                 raise RuntimeError("mosquitto_passwd is not installed")
