@@ -8,6 +8,7 @@ INVITE with its own SSRC and streams a real H.264 clip packed into PS and RTP ov
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import secrets
 import subprocess
@@ -208,10 +209,8 @@ class GbDeviceEmulator:
             while True:
                 self._sn += 1
                 body = build_keepalive(self._sn, self.cfg.device_id)
-                try:
+                with contextlib.suppress(asyncio.TimeoutError):
                     await self._transact(self._request("MESSAGE", body, "Application/MANSCDP+xml"), 1.0)
-                except asyncio.TimeoutError:
-                    pass
                 await asyncio.sleep(self.cfg.keepalive_s)
 
         self._keepalive = asyncio.create_task(loop())

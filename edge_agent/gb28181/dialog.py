@@ -83,7 +83,7 @@ class DialogMixin:
             if dev.transport == "udp":
                 retrans = asyncio.create_task(self._retransmit(data, dev, branch, fut), name=f"gb-retrans-{branch}")
             return await asyncio.wait_for(asyncio.shield(fut), timeout)
-        except asyncio.TimeoutError as err:
+        except TimeoutError as err:
             raise RetryLater(f"GB device {dev.device_id} did not answer {method} within {timeout}s") from err
         finally:
             self._pending.pop(branch, None)  # type: ignore[attr-defined]

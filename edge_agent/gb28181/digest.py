@@ -13,6 +13,10 @@ _ALGOS = {"MD5": "md5", "MD5-SESS": "md5", "SHA-256": "sha256", "SHA-256-SESS": 
 MAX_HEADER = 4096
 
 
+def _q(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 @dataclass
 class DigestChallenge:
     realm: str
@@ -22,9 +26,9 @@ class DigestChallenge:
     opaque: str | None = None
 
     def to_header(self) -> str:
-        parts = [f'realm="{self.realm}"', f'nonce="{self.nonce}"']
+        parts = [f"realm={_q(self.realm)}", f"nonce={_q(self.nonce)}"]
         if self.opaque is not None:
-            parts.append(f'opaque="{self.opaque}"')
+            parts.append(f"opaque={_q(self.opaque)}")
         parts.append(f"algorithm={self.algorithm}")
         if self.qop:
             parts.append(f'qop="{",".join(self.qop)}"')
@@ -45,12 +49,12 @@ class DigestCredentials:
     opaque: str | None = None
 
     def to_header(self) -> str:
-        parts = [f'username="{self.username}"', f'realm="{self.realm}"', f'nonce="{self.nonce}"',
-                 f'uri="{self.uri}"', f'response="{self.response}"', f"algorithm={self.algorithm}"]
+        parts = [f"username={_q(self.username)}", f"realm={_q(self.realm)}", f"nonce={_q(self.nonce)}",
+                 f"uri={_q(self.uri)}", f"response={_q(self.response)}", f"algorithm={self.algorithm}"]
         if self.qop:
-            parts += [f"qop={self.qop}", f"nc={self.nc}", f'cnonce="{self.cnonce}"']
+            parts += [f"qop={self.qop}", f"nc={self.nc}", f"cnonce={_q(self.cnonce)}"]
         if self.opaque is not None:
-            parts.append(f'opaque="{self.opaque}"')
+            parts.append(f"opaque={_q(self.opaque)}")
         return "Digest " + ", ".join(parts)
 
 
@@ -154,7 +158,7 @@ def verify(creds: DigestCredentials, *, password: str, method: str) -> bool:
     expected = compute_response(algorithm=creds.algorithm, username=creds.username, realm=creds.realm,
                                 password=password, method=method, uri=creds.uri, nonce=creds.nonce,
                                 qop=creds.qop, nc=creds.nc, cnonce=creds.cnonce)
-    return hmac.compare_digest(expected, creds.response.lower())
+    return hmac.compare_digest(expected.encode(), creds.response.lower().encode("utf-8", "replace"))
 
 
 def answer(challenge: DigestChallenge, *, username: str, password: str, method: str, uri: str,

@@ -128,7 +128,7 @@ class MediaReceiver:
     async def connect_tcp(self, host: str, port: int, timeout: float) -> None:
         try:
             reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
-        except (OSError, asyncio.TimeoutError) as err:
+        except (TimeoutError, OSError) as err:
             raise RetryLater(f"cannot connect to device media port {host}:{port}: {err}") from err
         task = asyncio.create_task(self._read_stream(reader, writer), name=f"gb-media-tcp-{port}")
         self._tasks.add(task)
@@ -152,6 +152,8 @@ class MediaReceiver:
                     self.on_rtp(pkt)
         except ConnectionError:
             pass
+        except asyncio.CancelledError:
+            pass  # ending normally: asyncio 3.11 logs a cancelled client_connected_cb task as an error
         finally:
             writer.close()
             self._log.info("rtp_tcp_closed")

@@ -148,6 +148,12 @@ class PsDemuxer:
                 if len(buf) - pos < 6:
                     break
                 n = 6 + struct.unpack_from("!H", buf, pos + 4)[0]
+                # 00 00 01 BA cannot occur inside H.264/H.265 data (0xBA sets the forbidden bit), so a
+                # pack header inside the claimed span means this unit's length field is corrupt.
+                nxt = buf.find(b"\x00\x00\x01\xba", pos + 6, pos + n)
+                if nxt >= 0:
+                    raise ParseError(f"PS unit 0x{code:02x} at offset {pos}: length {n} overruns the pack "
+                                     f"header at offset {nxt}")
                 if len(buf) - pos < n:
                     break
                 unit = buf[pos: pos + n]

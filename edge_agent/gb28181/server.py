@@ -4,6 +4,7 @@ INVITEd to stream a channel. All I/O runs on one asyncio loop; see docs/gb28181.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import time
 from collections.abc import Callable
@@ -59,10 +60,8 @@ class GbSipServer(DialogMixin):
 
     async def stop(self) -> None:
         for sess in list(self.sessions.values()):
-            try:
+            with contextlib.suppress(asyncio.TimeoutError, RetryLater, OSError):
                 await asyncio.wait_for(self.bye(sess), 2.0)
-            except (asyncio.TimeoutError, RetryLater, OSError):
-                pass
         # Python 3.11's wait_for can swallow a cancel that races a result, so cancel until done.
         pending = set(self._tasks)
         while pending:
@@ -248,7 +247,7 @@ class GbSipServer(DialogMixin):
     async def _catalog_after_register(self, device_id: str) -> None:
         try:
             await self.query_catalog(device_id)
-        except (RetryLater, asyncio.TimeoutError) as err:
+        except (TimeoutError, RetryLater) as err:
             log.warning("gb_catalog_failed", device=device_id, error=str(err))
 
     # --- MESSAGE (MANSCDP) ---------------------------------------------------------------------

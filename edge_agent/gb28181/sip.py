@@ -201,10 +201,7 @@ def _parse_start_line(line: str) -> SipMessage:
 
 def serialize(msg: SipMessage) -> bytes:
     """Encode a message; Content-Length always reflects the body."""
-    if msg.is_request:
-        start = f"{msg.method} {msg.uri} SIP/2.0"
-    else:
-        start = f"SIP/2.0 {msg.status} {msg.reason}".rstrip()
+    start = f"{msg.method} {msg.uri} SIP/2.0" if msg.is_request else f"SIP/2.0 {msg.status} {msg.reason}".rstrip()
     lines = [start]
     for name, value in msg.headers:
         if name.lower() != "content-length":

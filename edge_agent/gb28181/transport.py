@@ -71,6 +71,8 @@ class SipTransport:
                     log.warning("sip_tcp_garbage", peer=f"{addr[0]}:{addr[1]}", error=str(err))
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
+        except asyncio.CancelledError:
+            pass  # ending normally: asyncio 3.11 logs a cancelled client_connected_cb task as an error
         finally:
             self._conns.pop(addr, None)
             writer.close()
