@@ -11,6 +11,7 @@ everything else may be retried later.
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,7 +153,5 @@ class MqttSession:
         self.open = False
         sock = self.client.socket()
         if sock is not None:  # DISCONNECT could not be written (dead link): do not leak the socket
-            try:
+            with contextlib.suppress(OSError):
                 sock.close()
-            except OSError:
-                pass

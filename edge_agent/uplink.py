@@ -14,34 +14,31 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
 
 import structlog
 
 import bk_contract
-from edge_agent.budget import PRIORITY_NAMES, Priority, UploadBudget
+from edge_agent.budget import PRIORITY_NAMES, UploadBudget
 from edge_agent.config import UplinkConfig, resolve_secret
 from edge_agent.errors import RetryLater
-from edge_agent.mqtt_session import (AUTH_FAILED_CODES, Connack, Disconnected, MqttSession, Puback, Will,
-                                     publish_packet_size)
+from edge_agent.mqtt_session import (
+    AUTH_FAILED_CODES,
+    Connack,
+    Disconnected,
+    MqttSession,
+    Puback,
+    Will,
+    publish_packet_size,
+)
 from edge_agent.outbox import Outbox
+from edge_agent.uplink_reports import Inflight, StatusReporting, needs_human_reasons, status_payload
 
 log = structlog.get_logger(__name__)
 
 IDLE_POLL_S = 0.05
 
 
-@dataclass(slots=True)
-class _Inflight:
-    seq: int | None  # None: a control message (status) that is not in the outbox
-    priority: Priority
-    sent_at: float
-    topic: str
-
-
-class Uplink:
+class Uplink(StatusReporting):
     """Ships outbox messages over MQTT v5 QoS 1; see docs/uplink.md."""
 
     def __init__(self, cfg: UplinkConfig, *, device_id: str, outbox: Outbox, n_cameras: int,
@@ -70,7 +67,7 @@ class Uplink:
         self._lock = threading.Lock()  # guards the counters health() reads
         self._session: MqttSession | None = None
         self._state = "stopped"
-        self._inflight: dict[int, _Inflight] = {}
+        self._inflight: dict[int, Inflight] = {}
         self._acked: list[int] = []
         self._attempted: list[int] = []
         self._delay = self.reconnect_min_s
@@ -107,13 +104,8 @@ class Uplink:
         """connected, state, last_error, needs_human (+ reasons), inflight, sent and refused counts, outbox."""
         stats = self.outbox.stats()
         with self._lock:
-            reasons = []
-            if self.auth_failed:
-                reasons.append(f"auth failed: broker refused the credentials ({self.auth_failed})")
-            if stats["refused_total"]:
-                reasons.append(f"{stats['refused_total']} message(s) refused by the broker (ACL?), kept in the outbox")
-            if self.status_refused:
-                reasons.append(f"status refused by the broker: {self.status_refused}")
+            reasons = needs_human_reasons(auth_failed=self.auth_failed, refused_total=stats["refused_total"],
+                                          status_refused=self.status_refused)
             return {
                 "connected": self._state == "connected",
                 "state": self._state,
@@ -174,7 +166,7 @@ class Uplink:
         with self._lock:
             self.counts["connect_attempts"] += 1
         b = self.cfg.broker
-        offline = self._status_payload(online=False)
+        offline = status_payload(self.device_id, self.version, online=False)
         session = MqttSession(
             host=b.host, port=b.port, client_id=self.device_id, username=b.username or self.device_id,
             password=resolve_secret(b.password_env), keepalive_s=b.keepalive_s, tls=b.tls, ca_file=b.ca_file,
@@ -196,12 +188,11 @@ class Uplink:
             self._on_puback(event)
         elif isinstance(event, Connack):
             self._on_connack(event)
-        elif isinstance(event, Disconnected) and self._session is not None:
-            if self._state != "auth_failed":
-                self._error(f"disconnected: {event.reason}")
-                self._log.warning("broker_disconnected", reason=event.reason, code=event.code,
-                                  inflight=len(self._inflight))
-                self._drop_session(retry_in=self._backoff())
+        elif isinstance(event, Disconnected) and self._session is not None and self._state != "auth_failed":
+            self._error(f"disconnected: {event.reason}")
+            self._log.warning("broker_disconnected", reason=event.reason, code=event.code,
+                              inflight=len(self._inflight))
+            self._drop_session(retry_in=self._backoff())
 
     def _on_connack(self, ack: Connack) -> None:
         if ack.ok:
@@ -295,77 +286,8 @@ class Uplink:
                     self.sent[PRIORITY_NAMES[msg.priority]] += 1
             else:
                 with self._lock:
-                    self._inflight[mid] = _Inflight(msg.seq, msg.priority, self.clock(), msg.topic)
+                    self._inflight[mid] = Inflight(msg.seq, msg.priority, self.clock(), msg.topic)
         self._dirty = True  # window full: look again when acknowledgements free it
-
-    # --- status and telemetry ------------------------------------------------------------
-    def _cameras(self) -> list[bk_contract.CameraHealth]:
-        try:
-            return list(self.status())
-        except Exception as err:
-            self._log.warning("status_callable_failed", error=repr(err))
-            return []
-
-    def _status_payload(self, *, online: bool, cameras: list[bk_contract.CameraHealth] | None = None) -> bytes:
-        return bk_contract.Status(device_id=self.device_id, online=online, version=self.version,
-                                  ts=datetime.now(UTC), cameras=cameras or []).model_dump_json().encode()
-
-    def _publish_status(self, *, online: bool) -> None:
-        if self._session is None:
-            return
-        cameras = self._cameras() if online else []
-        self._last_cameras = [c.model_dump(exclude={"fps"}) for c in cameras]
-        payload = self._status_payload(online=online, cameras=cameras)
-        topic = bk_contract.topic(self.device_id, "status")
-        self.budget.charge(publish_packet_size(topic, len(payload), 1), Priority.ALERT)
-        try:
-            mid = self._session.publish(topic, payload, qos=1, retain=True)
-        except RetryLater as err:
-            self._error(str(err))
-            return
-        with self._lock:
-            self._inflight[mid] = _Inflight(None, Priority.ALERT, self.clock(), topic)
-            self.counts["status_sent"] += 1
-
-    def _timers(self, now: float) -> None:
-        if now >= self._next_refused_check:
-            self._next_refused_check = now + min(self.refused_retry_s, 60.0)
-            if self.outbox.retry_refused(self.refused_retry_s):
-                self._dirty = True
-        if now < self._next_telemetry:
-            return
-        self._next_telemetry = now + self.cfg.telemetry_s
-        cameras = self._cameras()
-        if [c.model_dump(exclude={"fps"}) for c in cameras] != self._last_cameras:
-            self._publish_status(online=True)
-        self._publish_telemetry(cameras)
-
-    def _publish_telemetry(self, cameras: list[bk_contract.CameraHealth]) -> None:
-        assert self._session is not None
-        stats = self.outbox.stats()
-        cpu, wall = time.process_time(), time.monotonic()
-        cpu_pct = 100.0 * (cpu - self._cpu_mark[0]) / max(1e-6, wall - self._cpu_mark[1])
-        self._cpu_mark = (cpu, wall)
-        payload = bk_contract.Telemetry(
-            device_id=self.device_id, ts=datetime.now(UTC), fps={c.id: c.fps for c in cameras},
-            cpu_percent=round(cpu_pct, 1), temperature_c=_temperature(), outbox_depth=stats["depth_total"],
-            outbox_dropped=stats["dropped_total"], budget_bps=self.budget.rate * 8,
-        ).model_dump_json().encode()
-        topic = bk_contract.topic(self.device_id, "telemetry")
-        if not self.budget.try_take(publish_packet_size(topic, len(payload), 0), Priority.TELEMETRY):
-            with self._lock:
-                self.counts["telemetry_skipped"] += 1  # stale telemetry is worthless: skip, do not queue
-            return
-        try:
-            self._session.publish(topic, payload, qos=0)
-        except RetryLater as err:
-            self._error(str(err))
-            return
-        with self._lock:
-            self.counts["telemetry_sent"] += 1
-            self.sent["telemetry"] += 1
-        if stats["dropped_total"]:
-            self._log.warning("outbox_dropped_total", dropped=stats["dropped"], dropped_bytes=stats["dropped_bytes"])
 
     # --- helpers -------------------------------------------------------------------------
     def _backoff(self) -> float:
@@ -408,15 +330,6 @@ class Uplink:
             if self._state != "auth_failed":
                 self._state = "stopped"
         self._log.info("uplink_stopped")
-
-
-def _temperature() -> float | None:
-    """SoC temperature from the first thermal zone, if the box has one."""
-    path = Path("/sys/class/thermal/thermal_zone0/temp")
-    try:
-        return round(int(path.read_text().strip()) / 1000.0, 1) if path.exists() else None
-    except (OSError, ValueError):
-        return None
 
 
 __all__ = ["Uplink"]

@@ -7,6 +7,7 @@ Missing tools raise (mosquitto, mosquitto_passwd), so a test fails rather than s
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -21,8 +22,8 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.properties import Properties
 from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEVICE = "64050200001180000001"
@@ -200,10 +201,8 @@ class CountingProxy:
             pass
         finally:
             for s in (src, dst):
-                try:
+                with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
     def bytes_between(self, t0: float, t1: float) -> int:
         with self._lock:
