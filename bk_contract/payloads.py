@@ -81,6 +81,8 @@ class Status(Payload):
     version: str = Field("", max_length=32)
     ts: datetime
     cameras: list[CameraHealth] = Field(default_factory=list, max_length=256)
+    problems: list[str] = Field(default_factory=list, max_length=20,
+                                description="What needs a human, e.g. a publish the broker refused.")
 
 
 class Telemetry(Payload):
@@ -94,6 +96,8 @@ class Telemetry(Payload):
     temperature_c: float | None = None
     outbox_depth: int = 0
     outbox_dropped: int = 0
+    outbox_dropped_by_priority: dict[str, int] = Field(default_factory=dict)
+    outbox_refused: int = 0
     budget_bps: float = 0.0
 
 
