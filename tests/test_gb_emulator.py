@@ -76,10 +76,16 @@ async def run_stream(sip_transport: str, media_transport: str, units: list[bytes
         source = GbChannelSource(server, CHANNELS[1].device_id, transport=media_transport, media_timeout_s=5)
         stop = threading.Event()
 
+        seen: dict = {}
+
         def consume() -> tuple[list, BaseException | None]:
             got = []
             try:
                 for f in source.frames(stop):
+                    if not got:
+                        seen["answered"] = source.session.answered_ssrc
+                        seen["bound"] = source.session.receiver.expected_ssrc
+                        seen["offered"] = source.session.offered_ssrc
                     got.append((f.width, f.height))
             except RetryLater as err:
                 return got, err
@@ -88,6 +94,8 @@ async def run_stream(sip_transport: str, media_transport: str, units: list[bytes
         frames, err = await asyncio.to_thread(consume)
         assert isinstance(err, RetryLater) and "ended the session" in str(err)
         assert emu.invites == 1
+        # The device answered with its own SSRC; the receiver re-bound to it.
+        assert seen["answered"] == "123456789" and seen["bound"] == 123456789 and seen["offered"] != "123456789"
         return frames, events, server, emu
     finally:
         await emu.stop()
@@ -185,4 +193,30 @@ async def test_garbage_datagram_logged_and_server_survives(monkeypatch, capsys):
         assert await emu.register() == 200
         await emu.stop()
     finally:
+        await server.stop()
+
+
+async def test_channel_source_retry_later_when_offline_or_silent(monkeypatch):
+    """GbChannelSource raises RetryLater for an unknown channel and when no media arrives in time."""
+    monkeypatch.setenv("BK_TEST_GB_DEV_PW", "dev-secret")
+    server = GbSipServer(gb_config())
+    await server.start()
+    emu = GbDeviceEmulator(EmulatorConfig("127.0.0.1", server.port, DEVICE, "dev-secret", channels=CHANNELS[:1],
+                                          units=[], bye_after_clip=False))
+    try:
+        stop = threading.Event()
+        unknown = GbChannelSource(server, "64050200001319999999")
+        with pytest.raises(RetryLater, match="not in any registered"):
+            await asyncio.to_thread(lambda: next(iter(unknown.frames(stop))))
+        await emu.start()
+        assert await emu.register() == 200
+        emu.start_keepalives()
+        await wait_for(lambda: len(server.channels()) == 1)
+        silent = GbChannelSource(server, CHANNELS[0].device_id, media_timeout_s=0.5)
+        with pytest.raises(RetryLater, match="no media"):
+            await asyncio.to_thread(lambda: next(iter(silent.frames(stop))))
+        await wait_for(lambda: emu.byes_received == 1)  # the source said BYE on its way out
+        assert server.sessions == {}
+    finally:
+        await emu.stop()
         await server.stop()

@@ -140,7 +140,10 @@ def parse_message(data: bytes, *, stream: bool = False) -> SipMessage:
     try:
         text = head.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise ParseError(f"SIP header block is not UTF-8 at byte {err.start}") from err
+        try:  # some Chinese NVRs put GBK display names into From/To
+            text = head.decode("gb18030")
+        except UnicodeDecodeError:
+            raise ParseError(f"SIP header block is neither UTF-8 nor GB18030 (byte {err.start})") from err
     lines = text.replace("\r\n", "\n").split("\n")
     msg = _parse_start_line(lines[0])
     raw: list[tuple[str, str]] = []
