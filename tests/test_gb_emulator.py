@@ -123,7 +123,7 @@ async def test_device_goes_offline_when_keepalives_stop(monkeypatch):
     """Three missed keepalive intervals mark the device and its channels offline and fire the event."""
     monkeypatch.setenv("BK_TEST_GB_DEV_PW", "dev-secret")
     events: list[GbEvent] = []
-    server = GbSipServer(gb_config(keepalive_timeout_s=0.1), on_event=events.append)
+    server = GbSipServer(gb_config(keepalive_timeout_s=0.2), on_event=events.append)
     await server.start()
     emu = GbDeviceEmulator(EmulatorConfig("127.0.0.1", server.port, DEVICE, "dev-secret", channels=CHANNELS,
                                           keepalive_s=0.05))
@@ -132,7 +132,7 @@ async def test_device_goes_offline_when_keepalives_stop(monkeypatch):
         assert await emu.register() == 200
         emu.start_keepalives()
         await wait_for(lambda: len(server.channels()) == 3)
-        await asyncio.sleep(0.5)  # keepalives keep it online beyond 3 intervals
+        await asyncio.sleep(0.8)  # keepalives keep it online beyond 3 intervals
         assert not any(e.kind == "device_offline" for e in events)
         emu.stop_keepalives()
         await wait_for(lambda: any(e.kind == "device_offline" for e in events), timeout=3)
