@@ -79,6 +79,8 @@ class Uplink(StatusReporting):
         self._next_telemetry = 0.0
         self._next_refused_check = 0.0
         self._last_cameras: list[dict] | None = None
+        self._last_problems: list[str] = []
+        self._problems_changed = False
         self._cpu_mark = (time.process_time(), time.monotonic())
         self.last_error = ""
         self.auth_failed = ""
@@ -239,6 +241,7 @@ class Uplink(StatusReporting):
                 self.status_refused = f"{entry.topic}: {reason}"
         else:
             self.outbox.mark_refused(entry.seq, ack.code, reason)
+        self._problems_changed = True
 
     def _settle(self) -> None:
         if self._acked or self._attempted:

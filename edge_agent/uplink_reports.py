@@ -17,10 +17,10 @@ THERMAL_ZONE = Path("/sys/class/thermal/thermal_zone0/temp")
 
 
 def status_payload(device_id: str, version: str, *, online: bool,
-                   cameras: list[bk_contract.CameraHealth] | None = None) -> bytes:
+                   cameras: list[bk_contract.CameraHealth] | None = None, problems: list[str] | None = None) -> bytes:
     """JSON of a retained `Status` (also the last will when online is False)."""
     return bk_contract.Status(device_id=device_id, online=online, version=version, ts=datetime.now(UTC),
-                              cameras=cameras or []).model_dump_json().encode()
+                              cameras=cameras or [], problems=(problems or [])[:20]).model_dump_json().encode()
 
 
 def telemetry_payload(device_id: str, cameras: list[bk_contract.CameraHealth], outbox_stats: dict, *,
@@ -30,7 +30,8 @@ def telemetry_payload(device_id: str, cameras: list[bk_contract.CameraHealth], o
         device_id=device_id, ts=datetime.now(UTC), fps={c.id: c.fps for c in cameras},
         cpu_percent=round(cpu_percent, 1), temperature_c=temperature_c,
         outbox_depth=outbox_stats["depth_total"], outbox_dropped=outbox_stats["dropped_total"],
-        budget_bps=budget_bps,
+        outbox_dropped_by_priority={k: v for k, v in outbox_stats["dropped"].items() if v},
+        outbox_refused=outbox_stats["refused_total"], budget_bps=budget_bps,
     ).model_dump_json().encode()
 
 
@@ -85,7 +86,9 @@ class StatusReporting:
             return
         cameras = self._cameras() if online else []
         self._last_cameras = camera_states(cameras)
-        payload = status_payload(self.device_id, self.version, online=online, cameras=cameras)
+        problems = self.health()["needs_human_reasons"] if online else []
+        self._last_problems = problems
+        payload = status_payload(self.device_id, self.version, online=online, cameras=cameras, problems=problems)
         topic = bk_contract.topic(self.device_id, "status")
         self.budget.charge(publish_packet_size(topic, len(payload), 1), Priority.ALERT)
         try:
@@ -102,6 +105,11 @@ class StatusReporting:
             self._next_refused_check = now + min(self.refused_retry_s, 60.0)
             if self.outbox.retry_refused(self.refused_retry_s):
                 self._dirty = True
+        if self._problems_changed:
+            # what needs a human goes into the retained status at once, not at the next telemetry tick
+            self._problems_changed = False
+            if self.health()["needs_human_reasons"] != getattr(self, "_last_problems", []):
+                self._publish_status(online=True)
         if now < self._next_telemetry:
             return
         self._next_telemetry = now + self.cfg.telemetry_s

@@ -168,6 +168,9 @@ def test_acl_refusal_is_kept_and_reported(tmp_path, acl_broker):
         assert up.health()["refusals"] == 1
         assert box.stats()["depth_total"] == 0 and box.stats()["refused_total"] == 1
         assert all(OTHER_DEVICE not in m.topic for m in rx.snapshot())
+        # the retained status tells the cloud that this box needs a human
+        assert rx.wait_for(lambda r: any(
+            json.loads(m.payload).get("problems") for m in r.snapshot() if m.topic.endswith("/status")), 5)
     finally:
         up.stop()
     # a restart (new connection) retries it once; still refused, still kept
