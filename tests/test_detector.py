@@ -229,3 +229,20 @@ def test_time_detect_reports_both_timings() -> None:
     assert result["detect_ms"] > 0 and result["invoke_ms"] > 0
     assert result["detect_ms"] >= result["preprocess_ms"] + result["postprocess_ms"]
     assert det.last_timing is not None and det.last_timing.total_ms > 0
+
+
+def test_no_tflite_runtime_is_model_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With neither ai_edge_litert nor tflite_runtime importable, loading names both."""
+    import sys
+
+    from edge_agent.detector import runtime
+
+    monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)
+    monkeypatch.setitem(sys.modules, "tflite_runtime.interpreter", None)
+    with pytest.raises(ModelError, match="ai-edge-litert"):
+        runtime.load_interpreter(default_model_path("int8"))
+
+
+def test_ai_edge_litert_is_preferred() -> None:
+    """The detector runs on ai_edge_litert where it is installed."""
+    assert detector("int8").backend == "ai_edge_litert"
