@@ -404,7 +404,7 @@ def check_agreement(out_dir: Path) -> None:
         found[precision] = det.detect(img)
         print(precision, [(d.label, round(d.score, 2), d.box.as_list()) for d in found[precision]])
     top = {p: max(found[p], key=lambda d: d.score) for p in found if found[p]}
-    if len(top) != 2 or top["fp32"].label != top["int8"].label != "person":
+    if len(top) != 2 or not top["fp32"].label == top["int8"].label == "person":
         raise SystemExit("int8 and fp32 disagree on the astronaut photo: calibration broke")
     if top["fp32"].box.iou(top["int8"].box) < 0.8:
         raise SystemExit("int8 and fp32 person boxes differ (IoU < 0.8)")
