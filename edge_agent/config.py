@@ -126,8 +126,16 @@ class GbConfig(Section):
     password_env: str = Field("BK_GB_PASSWORD", description="Environment variable with the global device password.")
     device_password_envs: dict[str, str] = Field(default_factory=dict, description="Per-device password variables: device id -> env name.")
     keepalive_timeout_s: float = Field(60.0, gt=0, description="Keepalive interval; three missed mark the device offline.")
-    media_port_range: tuple[int, int] = Field((30000, 30100), description="RTP ports for INVITE sessions.")
+    media_port_range: tuple[int, int] = Field((30000, 30100), description="RTP ports for INVITE sessions; (0, 0) lets the OS choose.")
     media_ip: str = Field("127.0.0.1", description="Address put into SDP for devices to send media to.")
+
+    @field_validator("media_port_range")
+    @classmethod
+    def _port_range(cls, v: tuple[int, int]) -> tuple[int, int]:
+        lo, hi = v
+        if not 0 <= lo <= hi <= 65535:
+            raise ValueError(f"media_port_range must satisfy 0 <= low <= high <= 65535, got {list(v)}")
+        return v
 
 
 class Schedule(Section):
@@ -248,6 +256,8 @@ class SourceConfig(Section):
     realtime: bool = Field(True, description="Files: pace frames at their timestamps, like a camera.")
     gb_device_id: str | None = Field(None, description="GB/T 28181 device that owns the channel.")
     gb_channel_id: str | None = Field(None, description="GB/T 28181 channel id (a camera).")
+    gb_media_transport: Literal["udp", "tcp_passive", "tcp_active"] = Field(
+        "udp", description="GB/T 28181 media transport: RTP over UDP, or TCP with the box listening (passive) or connecting (active).")
     onvif_host: str | None = Field(None, description="ONVIF host:port this camera was discovered at (for reference).")
 
     @model_validator(mode="after")
