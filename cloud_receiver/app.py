@@ -16,19 +16,12 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from cloud_receiver.api import setup_api
 from cloud_receiver.config import ReceiverConfig, resolve_secret
 from cloud_receiver.hub import AlertHub
 from cloud_receiver.ingest import Ingestor
 from cloud_receiver.mqtt import Subscriber
 from cloud_receiver.storage import SqliteStorage, iso
-
-# TODO(ingest): drop this guard once cloud_receiver.api (built in parallel by the API engineer) provides setup_api
-try:
-    from cloud_receiver.api import setup_api
-except ImportError as err:
-    if err.name != "cloud_receiver.api":
-        raise
-    setup_api = None
 
 log = structlog.get_logger(__name__)
 
@@ -95,8 +88,9 @@ async def _housekeeping_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _health(request: web.Request) -> web.Response:
     sub = request.app.get(SUBSCRIBER)
-    body = {"mqtt_connected": bool(sub and sub.connected.is_set()), "ingest": sub.counts if sub else {}}
-    return web.json_response(body, status=200 if body["mqtt_connected"] else 503)
+    body = {"mqtt_connected": bool(sub and sub.connected.is_set()),
+            "mqtt_subscribed": bool(sub and sub.subscribed.is_set()), "ingest": sub.counts if sub else {}}
+    return web.json_response(body, status=200 if body["mqtt_subscribed"] else 503)
 
 
 def create_app(cfg: ReceiverConfig, *, subscriber: bool = True) -> web.Application:
@@ -110,6 +104,5 @@ def create_app(cfg: ReceiverConfig, *, subscriber: bool = True) -> web.Applicati
         app.cleanup_ctx.append(_subscriber_ctx)
     app.cleanup_ctx.append(_housekeeping_ctx)
     app.router.add_get("/healthz", _health)
-    if setup_api is not None:
-        setup_api(app)
+    setup_api(app)
     return app

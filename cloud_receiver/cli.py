@@ -19,7 +19,7 @@ from aiohttp import web
 from cloud_receiver.app import create_app, open_configured_storage
 from cloud_receiver.broker import DynsecAdmin
 from cloud_receiver.config import ReceiverConfig, load_config, resolve_secret
-from cloud_receiver.devices import add_device
+from cloud_receiver.devices import add_device, new_password
 from cloud_receiver.errors import ConfigError, ReceiverError
 from cloud_receiver.logs import configure_logging
 
@@ -88,6 +88,16 @@ def cmd_device_add(args: argparse.Namespace, cfg: ReceiverConfig) -> int:
     return 0
 
 
+def cmd_broker_add_receiver(args: argparse.Namespace, cfg: ReceiverConfig) -> int:
+    password = new_password()
+    with _admin(cfg) as admin:
+        admin.add_receiver(args.username, password, cfg.mqtt.group)
+    print(f"接收端账号 username: {args.username}")
+    print(f"接收端密码 password: {password}")
+    print(f"请将密码放入环境变量 {cfg.mqtt.password_env} (或同名 systemd credential), 它不会再次显示。")
+    return 0
+
+
 def cmd_device_list(args: argparse.Namespace, cfg: ReceiverConfig) -> int:
     storage = open_configured_storage(cfg)
     try:
@@ -122,6 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
     dadd.add_argument("--no-broker", action="store_true", help="store only; do not touch the broker (plain test brokers)")
     dadd.set_defaults(run=cmd_device_add)
     device.add_parser("list", parents=[common], help="list devices").set_defaults(run=cmd_device_list)
+    broker = sub.add_parser("broker", help="broker (dynamic security)").add_subparsers(dest="broker_command", required=True)
+    badd = broker.add_parser("add-receiver", parents=[common], help="create a receiver client with the shared-subscription role")
+    badd.add_argument("--username", default="bk-receiver", help="broker username of the receiver (mqtt.username)")
+    badd.set_defaults(run=cmd_broker_add_receiver)
     _add_token_commands(sub)
     return p
 

@@ -8,6 +8,11 @@ import sys
 import structlog
 
 
+def _stdout_logger(*_args: object) -> structlog.PrintLogger:
+    # looked up per logger, so a replaced sys.stdout (tests, daemons re-opening it) is honoured
+    return structlog.PrintLogger(sys.stdout)
+
+
 def configure_logging(level: str = "info", fmt: str = "auto") -> None:
     """Configure structlog once for the process."""
     use_json = fmt == "json" or (fmt == "auto" and not sys.stdout.isatty())
@@ -21,6 +26,6 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        logger_factory=_stdout_logger,
         cache_logger_on_first_use=False,
     )

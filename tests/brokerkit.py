@@ -16,6 +16,7 @@ API (everything else here is private):
     Broker.stop()                     SIGTERM and wait; Broker.restart() stops and starts on the same port
     Broker.log_text() -> str          the broker's log, for failure messages
 
+The broker runs config/mosquitto/demo.conf, moved to the free port and the temp dir.
 A missing mosquitto / mosquitto_ctrl / dynsec plugin raises (tests fail, they never skip).
 """
 
@@ -118,22 +119,28 @@ class Broker:
         return device_id, password
 
 
+DEMO_CONF = Path(__file__).resolve().parents[1] / "config" / "mosquitto" / "demo.conf"
+
+
+def _replace(text: str, old: str, new: str) -> str:
+    if old not in text:
+        raise RuntimeError(f"{DEMO_CONF} no longer contains {old!r}; update tests/brokerkit.py")
+    return text.replace(old, new)
+
+
 def _config(b: Broker) -> str:
-    lines = [
-        "per_listener_settings false",
-        f"listener {b.port} {b.host}",
-        f"allow_anonymous {'false' if b.dynsec else 'true'}",
-        "persistence true",
-        f"persistence_location {b.dir}/",
-        f"log_dest file {b.dir}/mosquitto.log",
-        "log_type error", "log_type warning", "log_type notice", "log_type information",
-        "max_queued_messages 100000",
-    ]
+    """The project's demo config (config/mosquitto/demo.conf) moved to this broker's port and folder."""
+    text = DEMO_CONF.read_text()
+    text = _replace(text, "listener 18883 127.0.0.1", f"listener {b.port} {b.host}")
+    text = _replace(text, "/tmp/bk-broker/", f"{b.dir}/")
+    text = _replace(text, "log_dest stdout", f"log_dest file {b.dir}/mosquitto.log")
+    text = _replace(text, "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so", dynsec_plugin())
+    if not b.dynsec:
+        text = _replace(text, "allow_anonymous false", "allow_anonymous true")
+        text = "\n".join(line for line in text.splitlines() if not line.startswith("plugin")) + "\n"
     if os.geteuid() == 0:
-        lines.append("user root")  # else mosquitto drops to user 'mosquitto', which cannot write the temp dir
-    if b.dynsec:
-        lines += [f"plugin {dynsec_plugin()}", f"plugin_opt_config_file {b.dir}/dynamic-security.json"]
-    return "\n".join(lines) + "\n"
+        text += "user root\n"  # else mosquitto drops to user 'mosquitto', which cannot write the temp dir
+    return text
 
 
 def start_broker(tmp_dir: Path | None = None, *, dynsec: bool = False, group: str = "receivers") -> Broker:
@@ -164,3 +171,5 @@ def running_broker(tmp_dir: Path | None = None, *, dynsec: bool = False, group: 
         yield b
     finally:
         b.stop()
+        if tmp_dir is None:
+            shutil.rmtree(b.dir, ignore_errors=True)

@@ -101,7 +101,9 @@ def _bad_messages(known: str, other: str, unknown: str) -> list[tuple[str, str, 
         ("unknown field", topic(known, "alert"), json.dumps(extra)),
         ("oversized alert", topic(known, "alert"), json.dumps(huge)),
         ("oversized chunk", topic(known, "media", media_id="BIG", seq=0),
-         encode_chunk(ChunkHeader(0, 1, 300_000, "0" * 64, "image/jpeg"), b"\0" * 300_000)),
+         encode_chunk(ChunkHeader(0, 1, 100_000, "0" * 64, "image/jpeg"), b"\0" * 100_000)),
+        ("oversized media", topic(known, "media", media_id="HUGE", seq=0),
+         encode_chunk(ChunkHeader(0, 64, 4 * 1024 * 1024, "0" * 64, "video/mp4"), b"\0" * 1000)),
         ("malformed chunk", topic(known, "media", media_id="M2", seq=0), b"BKM0" + b"\0" * 100),
         ("wrong sha256 0", topic(known, "media", media_id="LIAR", seq=0), liar[0]),
         ("wrong sha256 1", topic(known, "media", media_id="LIAR", seq=1), liar[1]),
@@ -115,7 +117,7 @@ def _bad_messages(known: str, other: str, unknown: str) -> list[tuple[str, str, 
 EXPECTED_REASONS = {
     "bad JSON": "not JSON", "not UTF-8": "not JSON", "wrong schema": "schema: type",
     "unknown field": "schema: surprise", "oversized alert": "exceeds the limit",
-    "oversized chunk": "exceeds the limit", "malformed chunk": "chunk magic",
+    "oversized chunk": "exceeds the limit of 65844", "oversized media": "exceeds the limit of 1048576", "malformed chunk": "chunk magic",
     "wrong sha256 2": "sha256", "unknown device": "unknown device",
     "device mismatch": "differs from topic device", "bad topic": "not 20 digits",
 }
@@ -123,7 +125,8 @@ EXPECTED_REASONS = {
 
 async def test_malformed_messages_rejected_logged_recorded_and_ingest_continues(broker, tmp_path):
     """Bad JSON, wrong schema, oversize, wrong sha256, unknown or mismatched device: rejected, logged, recorded; a valid alert follows."""
-    rx = await RunningReceiver(receiver_config(tmp_path, broker)).start()
+    cfg = receiver_config(tmp_path, broker, chunk_data_bytes=64 * 1024, media_max_bytes=1024 * 1024)
+    rx = await RunningReceiver(cfg).start()
     try:
         known, other, unknown = "64050200001180000101", "64050200001180000102", "64050200001180000199"
         _register(rx.storage, known, other)
@@ -137,8 +140,8 @@ async def test_malformed_messages_rejected_logged_recorded_and_ingest_continues(
         dev.close()
         rejects = list(reversed(rx.storage.list_rejects()))
         reasons = [r["reason"] for r in rejects]
-        # 13 messages, of which the first two LIAR chunks are accepted until the set is complete
-        assert len(rejects) == 11, reasons
+        # 14 messages, of which the first two LIAR chunks are accepted until the set is complete
+        assert len(rejects) == 12, reasons
         refused = [(n, t) for n, t, _p in _bad_messages(known, other, unknown) if n in EXPECTED_REASONS]
         assert [r["topic"] for r in rejects] == [t for _n, t in refused]
         for (name, _t), reason in zip(refused, reasons, strict=True):

@@ -62,10 +62,14 @@ class DeviceClient:
         c.on_subscribe = self._on_subscribe
         c.on_message = lambda _c, _u, m: self.received.append(m.topic)
         connected = threading.Event()
-        c.on_connect = lambda *_a: connected.set()
+        reasons: list[Any] = []
+        c.on_connect = lambda _c, _u, _f, reason, _p: (reasons.append(reason), connected.set())
         c.connect(self.broker.host, self.broker.port)
         c.loop_start()
-        assert connected.wait(5), "device could not connect"
+        ok = connected.wait(5) and not reasons[0].is_failure
+        if not ok:
+            c.loop_stop()
+        assert ok, f"device could not connect: {reasons[0] if reasons else 'no CONNACK'}"
         self.client = c
 
     def _on_publish(self, _c: Any, _u: Any, mid: int, reason: Any, _p: Any) -> None:
