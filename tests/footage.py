@@ -33,7 +33,7 @@ def clip_1080p(name: str, *, fps: int = 25, seconds: float | None = None) -> Pat
         raise RuntimeError("ffmpeg is not installed (apt-get install ffmpeg)")
     CACHE.mkdir(parents=True, exist_ok=True)
     stem = Path(name).stem
-    out = CACHE / f"{stem}-1080p-{fps}fps-{seconds or 'full'}.mp4"
+    out = CACHE / f"{stem}-1080p-{fps}fps-{seconds or 'full'}-1slice.mp4"
     if out.is_file() and out.stat().st_size > 0:
         return out
     tmp = out.with_suffix(f".{os.getpid()}.tmp.mp4")
@@ -41,7 +41,7 @@ def clip_1080p(name: str, *, fps: int = 25, seconds: float | None = None) -> Pat
     if seconds:
         cmd += ["-t", str(seconds)]
     cmd += ["-vf", f"scale=1920:1080,fps={fps}", "-an", "-c:v", "libx264", "-preset", "ultrafast",
-            "-tune", "zerolatency", "-g", "50", "-bf", "0", "-pix_fmt", "yuv420p",
+            "-g", "50", "-bf", "0", "-pix_fmt", "yuv420p",
             "-movflags", "+faststart", str(tmp)]
     subprocess.run(cmd, check=True, timeout=120)
     tmp.replace(out)

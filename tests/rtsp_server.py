@@ -14,6 +14,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -47,17 +48,17 @@ class RtspServer:
                "--file", str(self.file), "--path", self.path]
         if self.user:
             cmd += ["--user", self.user, "--password", self.password or ""]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.log_path = Path(tempfile.gettempdir()) / f"bk-rtsp-server-{self.port}.log"
+        with open(self.log_path, "wb") as log:  # a file, not a pipe: a full pipe would block the server
+            self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
+                err = self.log_path.read_text(errors="replace")
                 raise RuntimeError(f"RTSP server exited with {self.proc.returncode}: {err[-2000:]}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return self
-            except OSError:
-                time.sleep(0.05)
+            if "ready" in self.log_path.read_text(errors="replace"):
+                return self
+            time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"RTSP server did not listen on port {self.port} within {timeout} s")
 
@@ -66,8 +67,6 @@ class RtspServer:
             return
         self.proc.kill()
         self.proc.wait(timeout=5)
-        if self.proc.stderr:
-            self.proc.stderr.close()
         self.proc = None
 
     def __enter__(self) -> RtspServer:
@@ -139,6 +138,9 @@ def _serve(port: int, file: str, path: str, user: str | None, password: str | No
     server.get_mount_points().add_factory(path, factory)
     if server.attach(None) == 0:
         raise SystemExit(f"cannot listen on 127.0.0.1:{port}")
+    if server.get_bound_port() != port:
+        raise SystemExit(f"bound to {server.get_bound_port()} instead of {port}")
+    print(f"ready on port {port}", file=sys.stderr, flush=True)
     GLib.MainLoop().run()
 
 

@@ -75,12 +75,15 @@ def decode_video(container: av.container.InputContainer, stop: threading.Event, 
                  what: str) -> Iterator[av.VideoFrame]:
     """Every frame of the first video stream (every packet decoded, frame threads on).
 
-    A few undecodable packets are logged and skipped; a long run of them means garbage and
-    raises RetryLater. Demux errors and stalls (read timeout) raise RetryLater.
+    Packets before the first keyframe are not decoded (a stream joined mid-GOP would give smeared
+    frames) and frames the decoder marks corrupt are dropped. A few undecodable packets are
+    logged and skipped; a long run of them means garbage and raises RetryLater. Demux errors and
+    stalls (read timeout) raise RetryLater.
     """
     stream = container.streams.video[0]
     stream.thread_type = "AUTO"
     bad = 0
+    keyframe_seen = False
     packets = container.demux(stream)
     while not stop.is_set():
         try:
@@ -89,6 +92,10 @@ def decode_video(container: av.container.InputContainer, stop: threading.Event, 
             return
         except Exception as err:  # noqa: BLE001
             raise translate(err, what) from err
+        if not keyframe_seen:
+            if not packet.is_keyframe:
+                continue
+            keyframe_seen = True
         try:
             frames = packet.decode()
         except av.error.FFmpegError as err:
@@ -100,4 +107,6 @@ def decode_video(container: av.container.InputContainer, stop: threading.Event, 
             continue
         if frames:
             bad = 0
-        yield from frames
+        for frame in frames:
+            if not frame.is_corrupt:
+                yield frame
