@@ -48,9 +48,10 @@ def device_commands(device_id: str, password: str) -> list[dict[str, Any]]:
 
 
 def receiver_commands(username: str, password: str, group: str = "receivers") -> list[dict[str, Any]]:
-    """The receivers' role: the shared subscriptions of `group` (exact strings) and publishing commands."""
-    acls = [{"acltype": "subscribeLiteral", "topic": t, "priority": 0, "allow": True} for t in subscriptions(group)]
-    acls += [{"acltype": "unsubscribeLiteral", "topic": t, "priority": 0, "allow": True} for t in subscriptions(group)]
+    """The receivers' role: their subscriptions (exact strings, shared in `group` and plain) and publishing commands."""
+    topics = subscriptions(group, shared=True) + subscriptions(group, shared=False)
+    acls = [{"acltype": "subscribeLiteral", "topic": t, "priority": 0, "allow": True} for t in topics]
+    acls += [{"acltype": "unsubscribeLiteral", "topic": t, "priority": 0, "allow": True} for t in topics]
     acls.append({"acltype": "publishClientSend", "topic": "bk/v1/+/cmd", "priority": 0, "allow": True})
     return [
         {"command": "createRole", "rolename": RECEIVER_ROLE, "textname": "cloud receivers", "acls": acls},

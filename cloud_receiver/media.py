@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 from bk_contract import ChunkHeader
-from cloud_receiver.errors import Rejected
+from cloud_receiver.errors import Rejected, StorageError
 from cloud_receiver.storage import Storage
 
 CONTENT_TYPE = re.compile(r"^[a-z]+/[a-z0-9.+-]{1,60}$")
@@ -116,6 +116,9 @@ class MediaAssembler:
             self.storage.discard_chunks(device_id, media_id)
             raise Rejected(f"media {media_id}: reassembled {len(blob)} bytes with sha256 {digest}, "
                            f"expected {header.size} bytes with sha256 {header.sha256}; chunks discarded")
-        rel = write_media_file(self.media_dir, blob, digest)
+        try:
+            rel = write_media_file(self.media_dir, blob, digest)
+        except OSError as err:  # disk full, permissions: retryable, the message stays unacknowledged
+            raise StorageError(f"cannot write media file for {media_id}: {err}") from err
         self.storage.finish_media(device_id, media_id, header, rel, received_at)
         return ChunkOutcome("complete", header.total, header.total, rel)

@@ -36,9 +36,10 @@ log = structlog.get_logger(__name__)
 KINDS = ("alert", "media/#", "status", "telemetry", "cmd/result")
 
 
-def subscriptions(group: str) -> list[str]:
-    """The shared subscriptions of a receiver in `group`."""
-    return [f"$share/{group}/bk/v1/+/{kind}" for kind in KINDS]
+def subscriptions(group: str, shared: bool = True) -> list[str]:
+    """The subscriptions of a receiver: shared ones in `group`, or plain ones (single receiver)."""
+    prefix = f"$share/{group}/" if shared else ""
+    return [f"{prefix}bk/v1/+/{kind}" for kind in KINDS]
 
 
 class Subscriber:
@@ -109,17 +110,20 @@ class Subscriber:
         props.SessionExpiryInterval = self.cfg.session_expiry_s
         self.client.connect_async(self.cfg.host, self.cfg.port, self.cfg.keepalive_s, clean_start=False,
                                   properties=props)
+        delay = self.cfg.reconnect_min_s
         try:
             while not self._stop.is_set():
                 self.client.loop_forever(retry_first_connection=True)
                 if self._stop.is_set():
                     break
                 # we disconnected on purpose after a storage failure: come back for redelivery
-                self._stop.wait(self.cfg.reconnect_min_s)
+                self._stop.wait(delay)
                 try:
                     self.client.reconnect()
+                    delay = self.cfg.reconnect_min_s
                 except OSError as err:
-                    log.warning("reconnect failed", error=str(err))
+                    delay = min(delay * 2, self.cfg.reconnect_max_s)
+                    log.warning("reconnect failed", error=str(err), retry_in_s=delay)
         finally:
             self._ingestor.storage.close()
             log.info("subscriber stopped", thread=self.thread_name, counts=self.counts)
@@ -132,7 +136,7 @@ class Subscriber:
         self._broken = False
         self.connected.set()
         log.info("receiver connected", host=self.cfg.host, port=self.cfg.port, session_present=flags.session_present)
-        client.subscribe([(t, 1) for t in subscriptions(self.cfg.group)])
+        client.subscribe([(t, 1) for t in subscriptions(self.cfg.group, self.cfg.shared)])
 
     def _on_subscribe(self, _c: mqtt.Client, _u: Any, _mid: int, reasons: list[Any], _p: Any) -> None:
         refused = [str(r) for r in reasons if r.is_failure]

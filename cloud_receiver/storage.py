@@ -10,10 +10,11 @@ PostgreSQL can follow behind the same protocol.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -79,6 +80,24 @@ class Storage(Protocol):
     def close(self) -> None: ...
 
 
+def _translate_errors(cls: type) -> type:
+    """Wrap every public method so sqlite3 errors leave as StorageError (the receiver's own word)."""
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def method(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except sqlite3.Error as err:
+                raise StorageError(f"{fn.__name__}: {type(err).__name__}: {err}") from err
+        return method
+
+    for name, fn in list(vars(cls).items()):
+        if callable(fn) and not name.startswith("_") and name != "write":
+            setattr(cls, name, wrap(fn))
+    return cls
+
+
+@_translate_errors
 class SqliteStorage:
     """SQLite (WAL) through sqlite-utils. `db` is public for read queries (cloud_receiver.queries)."""
 

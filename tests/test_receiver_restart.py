@@ -6,10 +6,14 @@ import asyncio
 import threading
 import time
 
+import pytest
 from brokerkit import running_broker
 from test_receiver_support import DeviceClient, RunningReceiver, make_alert, receiver_config, wait_for
 
 from cloud_receiver.app import SUBSCRIBER
+from cloud_receiver.errors import StorageError
+
+NO_MATCHING_SUBSCRIBERS = 0x10
 
 
 def _register(storage, device_id):
@@ -82,3 +86,64 @@ async def test_stored_but_unacknowledged_alerts_are_redelivered_and_not_doubled(
             assert rx2.app[SUBSCRIBER].counts["stored"] == 0
         finally:
             await rx2.stop()
+
+
+async def test_storage_failure_leaves_message_unacknowledged_until_stored(tmp_path):
+    """While the store fails the message is not acknowledged; the subscriber reconnects, gets it again, stores it once."""
+    with running_broker(tmp_path / "broker") as broker:
+        cfg = receiver_config(tmp_path, broker)  # store_retries 3: four failed attempts, then reconnect
+        rx = await RunningReceiver(cfg).start()
+        device_id, _ = broker.add_device()
+        _register(rx.storage, device_id)
+        storage = rx.app[SUBSCRIBER]._ingestor.storage
+        real_upsert = storage.upsert_alert
+        failures = []
+
+        def failing_upsert(alert, received_at):
+            if len(failures) < 6:
+                failures.append(alert.id)
+                raise StorageError("disk I/O error (simulated)")
+            return real_upsert(alert, received_at)
+
+        storage.upsert_alert = failing_upsert
+        dev = DeviceClient(broker, device_id)
+        try:
+            assert dev.publish_alert(make_alert(device_id, 1)) == 0
+            assert dev.publish_alert(make_alert(device_id, 2)) == 0
+            assert await wait_for(lambda: rx.storage.count("alerts") == 2)
+            await asyncio.sleep(0.2)
+            assert rx.storage.count("alerts") == 2 and rx.storage.count("rejects") == 0
+            assert len(failures) == 6 and rx.app[SUBSCRIBER].counts["stored"] == 2
+        finally:
+            dev.close()
+            await rx.stop()
+
+
+@pytest.mark.parametrize("shared", [False, True])
+async def test_broker_restart_receiver_reconnects_and_nothing_is_lost(tmp_path, shared):
+    """Broker restart: plain subscriptions survive it; shared ones do not (Mosquitto 2.0), the device sees 0x10 and resends."""
+    with running_broker(tmp_path / "broker") as broker:
+        cfg = receiver_config(tmp_path, broker, mqtt={"shared": shared, "reconnect_min_s": 2.0, "reconnect_max_s": 2.0})
+        rx = await RunningReceiver(cfg).start()
+        try:
+            device_id, _ = broker.add_device()
+            _register(rx.storage, device_id)
+            dev = DeviceClient(broker, device_id)
+            assert dev.publish_alert(make_alert(device_id, 1)) == 0
+            dev.close()
+            assert await wait_for(lambda: rx.storage.count("alerts") == 1)
+            broker.restart()
+            dev = DeviceClient(broker, device_id)  # the receiver is still waiting 2 s before it reconnects
+            codes = {n: dev.publish_alert(make_alert(device_id, n)) for n in range(2, 12)}
+            assert not rx.app[SUBSCRIBER].connected.is_set(), "test premise: receiver not back yet"
+            if shared:
+                assert set(codes.values()) == {NO_MATCHING_SUBSCRIBERS}  # nobody holds them: the device must resend
+                assert await wait_for(lambda: rx.app[SUBSCRIBER].subscribed.is_set(), 10)
+                assert {dev.publish_alert(make_alert(device_id, n)) for n in codes} == {0}
+            else:
+                assert set(codes.values()) == {0}  # queued in the receiver's restored session
+            dev.close()
+            assert await wait_for(lambda: rx.storage.count("alerts") == 11, 15)
+            assert rx.app[SUBSCRIBER].counts["stored"] == 11
+        finally:
+            await rx.stop()

@@ -22,14 +22,17 @@ from cloud_receiver.config import ReceiverConfig, parse_config
 from cloud_receiver.storage import SqliteStorage
 
 
-def receiver_config(tmp: Path, broker: Any, *, client_id: str = "bk-receiver-test-1", **limits: int) -> ReceiverConfig:
+def receiver_config(tmp: Path, broker: Any, *, client_id: str = "bk-receiver-test-1", mqtt: dict[str, Any] | None = None,
+                    **limits: int) -> ReceiverConfig:
     user = ""
     if broker.receiver:
         os.environ["BK_TEST_RECEIVER_PASSWORD"] = broker.receiver[1]
         user = f"  username: {broker.receiver[0]}\n  password_env: BK_TEST_RECEIVER_PASSWORD\n"
     lim = "".join(f"  {k}: {v}\n" for k, v in limits.items())
+    mqtt = {"reconnect_min_s": 0.1, "reconnect_max_s": 0.5, "store_retry_s": 0.01} | (mqtt or {})
+    extra = "".join(f"  {k}: {str(v).lower() if isinstance(v, bool) else v}\n" for k, v in mqtt.items())
     text = (f"mqtt:\n  host: {broker.host}\n  port: {broker.port}\n  client_id: {client_id}\n{user}"
-            f"  reconnect_min_s: 0.1\n  reconnect_max_s: 0.5\n  store_retry_s: 0.01\n"
+            f"{extra}"
             f"storage:\n  path: {tmp}/receiver.db\n  media_dir: {tmp}/media\n"
             + (f"limits:\n{lim}" if lim else ""))
     return parse_config(text, "test")
