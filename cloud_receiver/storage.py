@@ -4,7 +4,7 @@ SQLite runs in WAL mode so the API reads while ingest writes. Every write is one
 `BEGIN IMMEDIATE` transaction (a deferred BEGIN that later upgrades to a write lock can fail
 with SQLITE_BUSY without waiting). A `SqliteStorage` holds one connection and must be used by
 one thread at a time: the MQTT ingest thread and the aiohttp loop each open their own.
-PostgreSQL can follow behind the same protocol.
+PostgreSQL: storage_pg.PostgresStorage implements the same protocol.
 """
 
 from __future__ import annotations
@@ -80,24 +80,26 @@ class Storage(Protocol):
     def close(self) -> None: ...
 
 
-def _translate_errors(cls: type) -> type:
-    """Wrap every public method so sqlite3 errors leave as StorageError (the receiver's own word)."""
+def translate_errors(*library_errors: type[Exception]) -> Callable[[type], type]:
+    """Class decorator: every public method lets the library's errors leave as StorageError."""
     def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(fn)
         def method(*args: Any, **kwargs: Any) -> Any:
             try:
                 return fn(*args, **kwargs)
-            except sqlite3.Error as err:
+            except library_errors as err:
                 raise StorageError(f"{fn.__name__}: {type(err).__name__}: {err}") from err
         return method
 
-    for name, fn in list(vars(cls).items()):
-        if callable(fn) and not name.startswith("_") and name != "write":
-            setattr(cls, name, wrap(fn))
-    return cls
+    def decorate(cls: type) -> type:
+        for name, fn in list(vars(cls).items()):
+            if callable(fn) and not name.startswith("_") and name != "write":
+                setattr(cls, name, wrap(fn))
+        return cls
+    return decorate
 
 
-@_translate_errors
+@translate_errors(sqlite3.Error)
 class SqliteStorage:
     """SQLite (WAL) through sqlite-utils. `db` is public for read queries (cloud_receiver.queries)."""
 

@@ -1,0 +1,102 @@
+"""The same ingest behaviour on both Storage backends: SQLite (default) and PostgreSQL (real server, own schema)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+from datetime import UTC, datetime
+
+import psycopg
+import pytest
+from psycopg.conninfo import make_conninfo
+from test_receiver_support import make_alert
+
+from bk_contract import MediaRef, Status, split_media, topic
+from cloud_receiver.config import LimitsConfig
+from cloud_receiver.ingest import Ingestor
+from cloud_receiver.media import relative_media_path
+from cloud_receiver.storage import SqliteStorage
+from cloud_receiver.storage_pg import PostgresStorage
+
+PG_DSN = os.environ.get("BK_TEST_PG_DSN", "host=127.0.0.1 port=5432 dbname=test user=postgres")
+DEV = "64050200001180000301"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request, tmp_path):
+    if request.param == "sqlite":
+        s = SqliteStorage(tmp_path / "r.db")
+        yield s
+        s.close()
+        return
+    schema = f"bk_test_{secrets.token_hex(4)}"
+    with psycopg.connect(PG_DSN, autocommit=True) as admin:
+        admin.execute(f"CREATE SCHEMA {schema}")
+        try:
+            s = PostgresStorage(make_conninfo(PG_DSN, options=f"-c search_path={schema}"))
+            yield s
+            s.close()
+        finally:
+            admin.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture
+def ingestor(store, tmp_path):
+    store.add_canteen("c1", "第一小学食堂", "640502")
+    store.add_device(DEV, "c1", "box")
+    announced: list[dict] = []
+    ing = Ingestor(store, tmp_path / "media", LimitsConfig(chunk_data_bytes=4096), on_alert=announced.append)
+    ing.announced = announced
+    return ing
+
+
+def test_alert_snapshot_and_repeats(ingestor, tmp_path):
+    """Alert + chunked snapshot stored once, file sha256 equal to the one sent, repeats recognised, higher rev updates."""
+    data = os.urandom(10_000)
+    digest, chunks = split_media(data, "image/jpeg", 4096)
+    alert = make_alert(DEV, 1, snapshot=MediaRef(id="S1", sha256=digest, bytes=len(data)))
+    outcomes = []
+    for _ in range(2):
+        outcomes.append(ingestor.handle(topic(DEV, "alert"), alert.model_dump_json().encode()).outcome)
+        for i in (2, 0, 1):
+            outcomes.append(ingestor.handle(topic(DEV, "media", media_id="S1", seq=i), chunks[i]).outcome)
+    assert outcomes == ["stored"] * 4 + ["duplicate"] * 4
+    media = ingestor.storage.get_media(DEV, "S1")
+    assert media["path"] == relative_media_path(digest)
+    assert hashlib.sha256((tmp_path / "media" / media["path"]).read_bytes()).hexdigest() == digest
+    assert ingestor.storage.count("alerts") == 1 and ingestor.storage.count("media_chunks") == 0
+    update = make_alert(DEV, 1, rev=2, state="end", snapshot=alert.snapshot)
+    assert ingestor.handle(topic(DEV, "alert"), update.model_dump_json().encode()).outcome == "stored"
+    assert [a["rev"] for a in ingestor.announced] == [0, 2]
+    assert ingestor.storage.get_alert(alert.id)["state"] == "end"
+
+
+def test_rejects_recorded_on_both_backends(ingestor):
+    """Bad JSON, unknown device, mismatched device and a wrong sha256 are rejected and recorded."""
+    _, chunks = split_media(b"x" * 5000, "image/jpeg", 4096)
+    _, other_chunks = split_media(b"y" * 5000, "image/jpeg", 4096)
+    results = [
+        ingestor.handle(topic(DEV, "alert"), b"{oops"),
+        ingestor.handle(topic("64050200001180000399", "alert"), make_alert("64050200001180000399", 1).model_dump_json().encode()),
+        ingestor.handle(topic(DEV, "alert"), make_alert("64050200001180000302", 1).model_dump_json().encode()),
+        ingestor.handle(topic(DEV, "media", media_id="M", seq=0), chunks[0]),
+        ingestor.handle(topic(DEV, "media", media_id="M", seq=1), other_chunks[1]),  # same media id, other sha256
+    ]
+    assert [r.outcome for r in results] == ["rejected"] * 3 + ["stored", "rejected"]
+    reasons = [r["reason"] for r in reversed(ingestor.storage.list_rejects())]
+    assert reasons[0].startswith("not JSON") and reasons[1].startswith("unknown device")
+    assert "differs from topic device" in reasons[2] and "disagrees" in reasons[3]
+    assert ingestor.storage.count("rejects") == 4 and ingestor.storage.get_media(DEV, "M") is None
+
+
+def test_status_on_both_backends(ingestor):
+    """A status message sets online, version and camera rows."""
+    status = Status(device_id=DEV, online=True, version="2.0.0", ts=datetime(2026, 3, 1, tzinfo=UTC),
+                    cameras=[{"id": "cam1", "state": "online", "fps": 5}])
+    assert ingestor.handle(topic(DEV, "status"), status.model_dump_json().encode()).outcome == "stored"
+    dev = ingestor.storage.get_device(DEV)
+    assert (dev["online"], dev["version"]) == (1, "2.0.0") and json.loads(dev["status_json"])["cameras"][0]["id"] == "cam1"
+    assert ingestor.storage.count("cameras") == 1
+    assert ingestor.storage.max_device_serial("64050200001180") == 301
