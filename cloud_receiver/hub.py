@@ -28,7 +28,11 @@ class AlertHub:
         self._queues.discard(queue)
 
     def publish(self, alert_row: dict[str, Any]) -> None:
-        """Hand a stored alert row (as in the `alerts` table) to every subscriber."""
+        """Hand a stored alert row (as in the `alerts` table) to every subscriber.
+
+        Called for a new alert and for an update to a higher `rev` (e.g. state "end"); a repeat is
+        never announced. Listeners that want only new events check `row["rev"]` or keep seen ids.
+        """
         self.published += 1
         for queue in list(self._queues):
             if queue.full():
