@@ -5,6 +5,9 @@
 - `cpu_seconds(pid)`: user + system CPU time of a process (all its threads), from /proc.
 - `ReceiverProcess`: `cloud-receiver -c FILE serve` as a subprocess, the way production runs it.
 - `DevicePublisher`: a device-side paho MQTT v5 client that counts PUBACKs and their reason codes.
+- `provision()`, `fresh_db()`, `write_receiver_config()`, `wait_rows()`: a receiver's database with a
+  canteen, provisioned devices and an admin token; its config file; polling its alerts table.
+- `make_alert()`: a valid `bk_contract.Alert`; `summarise()`: the median of several rounds.
 - `print_table()`: a plain-text table.
 
 The broker itself comes from tests/brokerkit.py (the team's Mosquitto-on-a-free-port kit, with
@@ -27,6 +30,7 @@ import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +40,14 @@ for _p in (ROOT, ROOT / "tests"):
         sys.path.insert(0, str(_p))
 
 import paho.mqtt.client as mqtt  # noqa: E402
+from brokerkit import Broker  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
+
+from bk_contract import Alert  # noqa: E402
+from bk_contract.payloads import AlertBox  # noqa: E402
+from cloud_receiver import auth  # noqa: E402
+from cloud_receiver.devices import add_device  # noqa: E402
+from cloud_receiver.storage import SqliteStorage  # noqa: E402
 
 
 class BenchError(RuntimeError):
@@ -118,6 +129,15 @@ def cpu_seconds(pid: int | None) -> float | None:
         return None
     fields = stat.rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_used(before: float | None, after: float | None) -> float | None:
+    return None if before is None or after is None else after - before
+
+
+def broker_pid(broker: Broker) -> int | None:
+    proc = getattr(broker, "_proc", None)  # brokerkit keeps its Popen private
+    return proc.pid if proc is not None else None
 
 
 def free_port() -> int:
@@ -231,7 +251,7 @@ class DevicePublisher:
                 self.failures[reason.value] = self.failures.get(reason.value, 0) + 1
             self._cond.notify_all()
 
-    def publish(self, topic: str, payload: bytes) -> None:
+    def publish(self, topic: str, payload: bytes | str) -> None:
         info = self.client.publish(topic, payload, qos=1)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             raise BenchError(f"publish by {self.device_id} failed: {mqtt.error_string(info.rc)}")
@@ -244,6 +264,109 @@ class DevicePublisher:
         with contextlib.suppress(Exception):
             self.client.disconnect()
         self.client.loop_stop()
+
+
+# --- the receiver's world: canteen, devices, token, config ------------------------------------
+
+CANTEEN = ("C-bench", "基准测试食堂", "640502")  # id, name, jurisdiction
+
+
+def make_alert(device_id: str, n: int, started_at: datetime, tag: str = "T") -> Alert:
+    """A realistic phone_use alert with one box, unique per (device, n, tag)."""
+    return Alert(id=f"{tag}{device_id[-6:]}-{n:07d}", device_id=device_id, camera_id="cam1", type="phone_use",
+                 level="warning", started_at=started_at, score=0.87, frame_size=[1920, 1080],
+                 boxes=[AlertBox(label="person", score=0.91, box=[412.0, 188.5, 655.0, 870.25], track_id=n),
+                        AlertBox(label="cell phone", score=0.66, box=[530.0, 402.0, 575.0, 470.0])],
+                 detail="persistence_s=10")
+
+
+@dataclass
+class World:
+    db_path: Path
+    devices: dict[str, str]  # device id -> password
+    token: str
+
+
+def provision(broker: Broker, db_path: Path, n_devices: int) -> World:
+    """Canteen, devices (broker accounts via dynsec + rows) and an admin API token in the receiver's DB."""
+    storage = SqliteStorage(db_path)
+    try:
+        storage.add_canteen(*CANTEEN)
+        devices = {}
+        with broker.admin_client() as admin:
+            for i in range(n_devices):
+                creds = add_device(storage, admin, CANTEEN[0], f"bench box {i + 1}")
+                devices[creds.device_id] = creds.password
+        token = auth.create_token(storage.db, "admin", "", "bench-admin")
+    finally:
+        storage.close()
+    return World(db_path, devices, token)
+
+
+def fresh_db(path: Path, device_ids: list[str]) -> None:
+    """A database made by the receiver's own migrations, with the canteen and devices."""
+    storage = SqliteStorage(path)
+    try:
+        storage.add_canteen(*CANTEEN)
+        for d in device_ids:
+            storage.add_device(d, CANTEEN[0], "bench")
+    finally:
+        storage.close()
+
+
+def write_receiver_config(path: Path, broker: Broker, db_path: Path, log_level: str) -> dict[str, str]:
+    assert broker.receiver is not None
+    path.write_text(
+        f"http:\n  host: 127.0.0.1\n  port: {free_port()}\n"
+        f"mqtt:\n  host: {broker.host}\n  port: {broker.port}\n  client_id: bench-receiver-1\n"
+        f"  username: {broker.receiver[0]}\n  password_env: BK_BENCH_RECEIVER_PASSWORD\n"
+        f"storage:\n  path: {db_path}\n  media_dir: {db_path.parent / 'media'}\n"
+        f"log:\n  level: {log_level}\n  format: json\n", encoding="utf-8")
+    return {"BK_BENCH_RECEIVER_PASSWORD": broker.receiver[1]}
+
+
+def scalar(db_path: Path, sql: str) -> Any:
+    """One value from a read-only connection."""
+    with contextlib.closing(sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5)) as conn:
+        return conn.execute(sql).fetchone()[0]
+
+
+def count_rows(conn: sqlite3.Connection, like: str) -> int:
+    return int(conn.execute("SELECT count(*) FROM alerts WHERE id LIKE ?", (like,)).fetchone()[0])
+
+
+def wait_rows(db_path: Path, like: str, want: int, timeout: float, step: float = 0.01) -> tuple[float | None, int]:
+    """Poll a separate read-only connection until `want` alerts match `like`: (perf_counter then or None, count)."""
+    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5)
+    try:
+        deadline = time.perf_counter() + timeout
+        while (got := count_rows(conn, like)) < want and time.perf_counter() < deadline:
+            time.sleep(step)
+        return (time.perf_counter() if got >= want else None), got
+    finally:
+        conn.close()
+
+
+def make_workload(device_ids: list[str], total: int, tag: str = "T") -> dict[str, list[Alert]]:
+    """`total` alerts spread evenly over the devices, started in the past (older than latency probes)."""
+    base = datetime.now(UTC) - timedelta(days=1)
+    per: dict[str, list[Alert]] = {d: [] for d in device_ids}
+    for n in range(total):
+        d = device_ids[n % len(device_ids)]
+        per[d].append(make_alert(d, n, base + timedelta(milliseconds=n), tag))
+    return per
+
+
+def summarise(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median round (by alerts/s) with the best and worst rate; rounds differ when the machine is shared."""
+    by_rate = sorted(rounds, key=lambda r: r["alerts_per_s"])
+    med = by_rate[(len(by_rate) - 1) // 2]
+    return {**med, "rounds": len(rounds), "best_alerts_per_s": by_rate[-1]["alerts_per_s"],
+            "worst_alerts_per_s": by_rate[0]["alerts_per_s"], "all_alerts_per_s": [r["alerts_per_s"] for r in rounds]}
+
+
+def say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
 
 
 # --- output ----------------------------------------------------------------------------------------
@@ -260,6 +383,7 @@ def print_table(headers: list[str], rows: list[list[Any]]) -> None:
     cells = [headers] + [[fmt(c) for c in r] for r in rows]
     widths = [max(len(str(row[i])) for row in cells) for i in range(len(headers))]
     for n, row in enumerate(cells):
-        print("  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))))
+        print("  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
+                        for i, (c, w) in enumerate(zip(row, widths, strict=True))))
         if n == 0:
             print("  ".join("-" * w for w in widths))

@@ -29,171 +29,45 @@ import itertools
 import json
 import os
 import shutil
+import signal
 import sqlite3
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bench_common import (
-    ROOT,
-    BenchError,
-    DevicePublisher,
-    ReceiverProcess,
-    cpu_seconds,
-    fmt,
-    free_port,
-    machine_facts,
-    percentile,
-    print_table,
-    rate,
-    ratio,
-)
+import bench_common as bc
 from brokerkit import Broker, start_broker
 
 from bk_contract import Alert, topic
-from bk_contract.payloads import AlertBox
-from cloud_receiver import auth
 from cloud_receiver.config import LimitsConfig
-from cloud_receiver.devices import add_device
 from cloud_receiver.ingest import Ingestor
 from cloud_receiver.logs import configure_logging
 from cloud_receiver.storage import SqliteStorage, _alert_fields, utc_now
 
-CANTEEN = ("C-bench", "基准测试食堂", "640502")
 GOAL_RATIO = 0.5  # receiver / raw per-row commit
 GOAL_P95_S = 0.5
 
 
-def say(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
 # --- inputs ----------------------------------------------------------------------------------------
-
-def make_alert(device_id: str, n: int, started_at: datetime, tag: str = "T") -> Alert:
-    """A realistic phone_use alert with one box, unique per (device, n, tag)."""
-    return Alert(id=f"{tag}{device_id[-6:]}-{n:07d}", device_id=device_id, camera_id="cam1", type="phone_use",
-                 level="warning", started_at=started_at, score=0.87, frame_size=[1920, 1080],
-                 boxes=[AlertBox(label="person", score=0.91, box=[412.0, 188.5, 655.0, 870.25], track_id=n),
-                        AlertBox(label="cell phone", score=0.66, box=[530.0, 402.0, 575.0, 470.0])],
-                 detail="persistence_s=10")
-
-
-def make_workload(device_ids: list[str], total: int, tag: str = "T") -> dict[str, list[Alert]]:
-    """`total` alerts spread evenly over the devices, started in the past (older than latency probes)."""
-    base = datetime.now(UTC) - timedelta(days=1)
-    per: dict[str, list[Alert]] = {d: [] for d in device_ids}
-    for n in range(total):
-        d = device_ids[n % len(device_ids)]
-        per[d].append(make_alert(d, n, base + timedelta(milliseconds=n), tag))
-    return per
-
-
-def summarise(rounds: list[dict[str, Any]]) -> dict[str, Any]:
-    """Median round (by alerts/s) with the best and worst rate; rounds differ when the machine is shared."""
-    by_rate = sorted(rounds, key=lambda r: r["alerts_per_s"])
-    med = by_rate[(len(by_rate) - 1) // 2]
-    return {**med, "rounds": len(rounds), "best_alerts_per_s": by_rate[-1]["alerts_per_s"],
-            "worst_alerts_per_s": by_rate[0]["alerts_per_s"], "all_alerts_per_s": [r["alerts_per_s"] for r in rounds]}
-
 
 def row_of(alert: Alert, canteen_id: str, received_at: str) -> dict[str, Any]:
     """The alerts-table row the receiver writes for a new alert (same fields, same encoding)."""
     return {**_alert_fields(alert), "canteen_id": canteen_id, "received_at": received_at, "updated_at": received_at}
 
 
-# --- set-up ----------------------------------------------------------------------------------------
-
-@dataclass
-class World:
-    db_path: Path
-    devices: dict[str, str]  # device id -> password
-    token: str
-
-
-def provision(broker: Broker, db_path: Path, n_devices: int) -> World:
-    """Canteen, devices (broker accounts via dynsec + rows) and an admin API token in the receiver's DB."""
-    storage = SqliteStorage(db_path)
-    try:
-        storage.add_canteen(*CANTEEN)
-        devices = {}
-        with broker.admin_client() as admin:
-            for i in range(n_devices):
-                creds = add_device(storage, admin, CANTEEN[0], f"bench box {i + 1}")
-                devices[creds.device_id] = creds.password
-        token = auth.create_token(storage.db, "admin", "", "bench-admin")
-    finally:
-        storage.close()
-    return World(db_path, devices, token)
-
-
-def fresh_db(path: Path, device_ids: list[str]) -> None:
-    """A database made by the receiver's own migrations, with the canteen and devices."""
-    storage = SqliteStorage(path)
-    try:
-        storage.add_canteen(*CANTEEN)
-        for d in device_ids:
-            storage.add_device(d, CANTEEN[0], "bench")
-    finally:
-        storage.close()
-
-
-def write_receiver_config(path: Path, broker: Broker, db_path: Path, log_level: str) -> dict[str, str]:
-    assert broker.receiver is not None
-    path.write_text(
-        f"http:\n  host: 127.0.0.1\n  port: {free_port()}\n"
-        f"mqtt:\n  host: {broker.host}\n  port: {broker.port}\n  client_id: bench-receiver-1\n"
-        f"  username: {broker.receiver[0]}\n  password_env: BK_BENCH_RECEIVER_PASSWORD\n"
-        f"storage:\n  path: {db_path}\n  media_dir: {db_path.parent / 'media'}\n"
-        f"log:\n  level: {log_level}\n  format: json\n", encoding="utf-8")
-    return {"BK_BENCH_RECEIVER_PASSWORD": broker.receiver[1]}
-
-
-def count_rows(conn: sqlite3.Connection, like: str) -> int:
-    return int(conn.execute("SELECT count(*) FROM alerts WHERE id LIKE ?", (like,)).fetchone()[0])
-
-
-def wait_rows(db_path: Path, like: str, want: int, timeout: float, step: float = 0.01) -> float | None:
-    """Poll with a separate read-only connection until `want` rows match; the perf_counter then, or None."""
-    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5)
-    try:
-        deadline = time.perf_counter() + timeout
-        while time.perf_counter() < deadline:
-            if count_rows(conn, like) >= want:
-                return time.perf_counter()
-            time.sleep(step)
-        return None
-    finally:
-        conn.close()
-
-
 # --- 1. ingest through MQTT ------------------------------------------------------------------------
 
-def _broker_pid(broker: Broker) -> int | None:
-    proc = getattr(broker, "_proc", None)  # brokerkit keeps its Popen private
-    return proc.pid if proc is not None else None
-
-
-def _cpu(pids: tuple[int | None, ...]) -> tuple[float | None, ...]:
-    return tuple(cpu_seconds(p) for p in pids)
-
-
-def _delta(a: float | None, b: float | None) -> float | None:
-    return None if a is None or b is None else b - a
-
-
-def ingest_round(world: World, pubs: list[DevicePublisher], receiver: ReceiverProcess, broker: Broker,
+def ingest_round(world: bc.World, pubs: list[bc.DevicePublisher], receiver: bc.ReceiverProcess, broker: Broker,
                  work: dict[str, list[Alert]], tag: str, timeout: float) -> dict[str, Any]:
     """One throughput round: every device publishes its share; wait until the DB holds every row."""
     payloads = {d: [(topic(d, "alert"), a.model_dump_json().encode()) for a in alerts] for d, alerts in work.items()}
     total = sum(len(v) for v in payloads.values())
     acked0 = {p.device_id: p.acked for p in pubs}
-    pids = (receiver.pid, _broker_pid(broker))
-    cpu0 = _cpu(pids)
+    pids = (receiver.pid, bc.broker_pid(broker))
+    cpu0 = [bc.cpu_seconds(p) for p in pids]
     t0 = time.perf_counter()
     # interleave the devices so all windows fill at once; paho queues what the window does not yet allow
     for i in range(max(len(v) for v in payloads.values())):
@@ -202,61 +76,50 @@ def ingest_round(world: World, pubs: list[DevicePublisher], receiver: ReceiverPr
             if i < len(msgs):
                 p.publish(*msgs[i])
     t_queued = time.perf_counter()
-    t_done = wait_rows(world.db_path, f"{tag}%", total, timeout)
-    cpu1 = _cpu(pids)
+    t_done, got = bc.wait_rows(world.db_path, f"{tag}%", total, timeout)
+    cpu1 = [bc.cpu_seconds(p) for p in pids]
     if t_done is None:
-        conn = sqlite3.connect(f"file:{world.db_path}?mode=ro", uri=True)
-        got = count_rows(conn, f"{tag}%")
-        conn.close()
-        raise BenchError(f"only {got} of {total} alerts stored within {timeout} s:\n{receiver.log_tail()}")
+        raise bc.BenchError(f"only {got} of {total} alerts stored within {timeout} s:\n{receiver.log_tail()}")
     for p in pubs:
         if not p.wait_acked(acked0[p.device_id] + len(payloads[p.device_id]), 10):
-            raise BenchError(f"device {p.device_id} is missing PUBACKs")
+            raise bc.BenchError(f"device {p.device_id} is missing PUBACKs")
     elapsed = t_done - t0
-    rcpu = _delta(cpu0[0], cpu1[0])
-    return {"alerts": total, "seconds": elapsed, "alerts_per_s": rate(total, elapsed),
+    rcpu = bc.cpu_used(cpu0[0], cpu1[0])
+    return {"alerts": total, "seconds": elapsed, "alerts_per_s": bc.rate(total, elapsed),
             "publish_calls_s": t_queued - t0, "all_pubacks_s": max(p.last_ack_at for p in pubs) - t0,
             "receiver_cpu_s": rcpu, "receiver_cpu_ms_per_alert": None if rcpu is None else rcpu / total * 1000,
-            "broker_cpu_s": _delta(cpu0[1], cpu1[1])}
+            "broker_cpu_s": bc.cpu_used(cpu0[1], cpu1[1])}
 
 
-def measure_ingest(world: World, broker: Broker, receiver: ReceiverProcess, total: int, rounds: int,
+def measure_ingest(world: bc.World, broker: Broker, receiver: bc.ReceiverProcess, total: int, rounds: int,
                    inflight: int, timeout: float) -> dict[str, Any]:
-    pubs: list[DevicePublisher] = []
+    pubs: list[bc.DevicePublisher] = []
     results = []
     try:
         for d, pw in world.devices.items():
-            pubs.append(DevicePublisher(broker.host, broker.port, d, pw, inflight=inflight))
+            pubs.append(bc.DevicePublisher(broker.host, broker.port, d, pw, inflight=inflight))
         # warm-up: one alert per device proves the ACLs, the subscription and the path end to end
         warm_at = datetime.now(UTC) - timedelta(days=2)
         for p in pubs:
-            p.publish(topic(p.device_id, "alert"), make_alert(p.device_id, 0, warm_at, "W").model_dump_json().encode())
-        if wait_rows(world.db_path, "W%", len(pubs), 15) is None:
-            raise BenchError(f"warm-up alerts never reached the database:\n{receiver.log_tail()}")
+            p.publish(topic(p.device_id, "alert"), bc.make_alert(p.device_id, 0, warm_at, "W").model_dump_json())
+        if bc.wait_rows(world.db_path, "W%", len(pubs), 15)[0] is None:
+            raise bc.BenchError(f"warm-up alerts never reached the database:\n{receiver.log_tail()}")
         for r in range(rounds):
-            res = ingest_round(world, pubs, receiver, broker, make_workload(list(world.devices), total, f"T{r}"),
+            res = ingest_round(world, pubs, receiver, broker, bc.make_workload(list(world.devices), total, f"T{r}"),
                                f"T{r}", timeout)
-            say(f"  round {r + 1}/{rounds}: {res['alerts_per_s']:,.0f} alerts/s")
+            bc.say(f"  round {r + 1}/{rounds}: {res['alerts_per_s']:,.0f} alerts/s")
             results.append(res)
     finally:
         for p in pubs:
             p.close()
-    conn = sqlite3.connect(f"file:{world.db_path}?mode=ro", uri=True)
-    try:
-        rejects = int(conn.execute("SELECT count(*) FROM rejects").fetchone()[0])
-    finally:
-        conn.close()
+    rejects = bc.scalar(world.db_path, "SELECT count(*) FROM rejects")
     failures = {k: v for p in pubs for k, v in p.failures.items()}
     if rejects or failures:
-        raise BenchError(f"receiver rejected {rejects} messages, broker refused {failures}: see {receiver.log_path}")
-    return summarise(results)
+        raise bc.BenchError(f"receiver rejected {rejects} messages, broker refused {failures}: see {receiver.log_path}")
+    return bc.summarise(results)
 
 
 # --- 2. the SQLite limit and the receiver's own layers in-process ----------------------------------
-
-def _insert_sql(conn: sqlite3.Connection, columns: list[str]) -> str:
-    return f"INSERT INTO alerts ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
-
 
 def raw_sqlite(path: Path, rows: list[dict[str, Any]], batch: int) -> float:
     """Plain sqlite3, the receiver's pragmas (WAL, synchronous NORMAL): one transaction per `batch` rows."""
@@ -264,7 +127,7 @@ def raw_sqlite(path: Path, rows: list[dict[str, Any]], batch: int) -> float:
     try:
         conn.execute("PRAGMA synchronous = NORMAL")
         columns = list(rows[0])
-        sql = _insert_sql(conn, columns)
+        sql = f"INSERT INTO alerts ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
         values = [tuple(r[c] for c in columns) for r in rows]
         t0 = time.perf_counter()
         for i in range(0, len(values), batch):
@@ -273,7 +136,7 @@ def raw_sqlite(path: Path, rows: list[dict[str, Any]], batch: int) -> float:
             conn.execute("COMMIT")
         elapsed = time.perf_counter() - t0
         if conn.execute("SELECT count(*) FROM alerts").fetchone()[0] != len(rows):
-            raise BenchError(f"raw insert into {path} lost rows")
+            raise bc.BenchError(f"raw insert into {path} lost rows")
         return elapsed
     finally:
         conn.close()
@@ -299,7 +162,7 @@ def ingestor_handles(path: Path, alerts: list[Alert]) -> float:
         t0 = time.perf_counter()
         for t, p in msgs:
             if ing.handle(t, p).outcome != "stored":
-                raise BenchError(f"in-process ingest did not store {t}")
+                raise bc.BenchError(f"in-process ingest did not store {t}")
         return time.perf_counter() - t0
     finally:
         ing.storage.close()
@@ -308,7 +171,7 @@ def ingestor_handles(path: Path, alerts: list[Alert]) -> float:
 def measure_limits(tmp: Path, work: dict[str, list[Alert]], batch: int, rounds: int) -> dict[str, dict[str, Any]]:
     alerts = [a for group in itertools.zip_longest(*work.values()) for a in group if a is not None]  # publish order
     now = utc_now()
-    rows = [row_of(a, CANTEEN[0], now) for a in alerts]
+    rows = [row_of(a, bc.CANTEEN[0], now) for a in alerts]
     out: dict[str, dict[str, Any]] = {}
     stages = [("raw_per_row", lambda p: raw_sqlite(p, rows, 1)),
               ("raw_batch", lambda p: raw_sqlite(p, rows, batch)),
@@ -318,18 +181,18 @@ def measure_limits(tmp: Path, work: dict[str, list[Alert]], batch: int, rounds: 
         results = []
         for r in range(rounds):
             path = tmp / f"{name}-{r}.db"
-            fresh_db(path, list(work))
+            bc.fresh_db(path, list(work))
             seconds = run(path)
-            results.append({"alerts": len(rows), "seconds": seconds, "alerts_per_s": rate(len(rows), seconds)})
+            results.append({"alerts": len(rows), "seconds": seconds, "alerts_per_s": bc.rate(len(rows), seconds)})
             path.unlink()
-        out[name] = summarise(results)
-        say(f"  {name}: {out[name]['alerts_per_s']:,.0f} alerts/s (median of {rounds})")
+        out[name] = bc.summarise(results)
+        bc.say(f"  {name}: {out[name]['alerts_per_s']:,.0f} alerts/s (median of {rounds})")
     return out
 
 
 # --- 3. latency: event -> visible through the API --------------------------------------------------
 
-async def _latency(api: str, token: str, pub: DevicePublisher, samples: int, per_s: float, mode: str,
+async def _latency(api: str, token: str, pub: bc.DevicePublisher, samples: int, per_s: float, mode: str,
                    poll_s: float, tag: str, timeout: float = 5.0) -> dict[str, Any]:
     import aiohttp
     headers = {"Authorization": f"Bearer {token}"}
@@ -342,7 +205,7 @@ async def _latency(api: str, token: str, pub: DevicePublisher, samples: int, per
         if mode == "sse":
             stream = await http.get(f"{api}/api/v1/alerts/stream", timeout=aiohttp.ClientTimeout(total=None))
             if stream.status != 200:
-                raise BenchError(f"SSE stream answered {stream.status}")
+                raise bc.BenchError(f"SSE stream answered {stream.status}")
 
             async def read() -> None:
                 async for raw in stream.content:
@@ -356,7 +219,7 @@ async def _latency(api: str, token: str, pub: DevicePublisher, samples: int, per
             start = time.perf_counter()
             for i in range(samples):
                 await asyncio.sleep(max(0.0, start + i / per_s - time.perf_counter()))
-                alert = make_alert(pub.device_id, i, datetime.now(UTC), tag)
+                alert = bc.make_alert(pub.device_id, i, datetime.now(UTC), tag)
                 body = alert.model_dump_json().encode()
                 t_pub = time.perf_counter()
                 pub.publish(topic(pub.device_id, "alert"), body)
@@ -387,19 +250,18 @@ async def _latency(api: str, token: str, pub: DevicePublisher, samples: int, per
                 with contextlib.suppress(asyncio.CancelledError):
                     await reader
                 stream.close()
-    return {"samples": samples, "missing": missing, "p50_s": percentile(lat, 50), "p95_s": percentile(lat, 95),
+    bc.say(f"  {mode}: p50 {bc.fmt(bc.percentile(lat, 50), 3)} s, p95 {bc.fmt(bc.percentile(lat, 95), 3)} s")
+    return {"samples": samples, "missing": missing, "p50_s": bc.percentile(lat, 50), "p95_s": bc.percentile(lat, 95),
             "max_s": max(lat) if lat else None, "mean_s": sum(lat) / len(lat) if lat else None}
 
 
-def measure_latency(world: World, broker: Broker, receiver: ReceiverProcess, samples: int, per_s: float,
+def measure_latency(world: bc.World, broker: Broker, receiver: bc.ReceiverProcess, samples: int, per_s: float,
                     poll_s: float) -> dict[str, Any]:
     device, password = next(iter(world.devices.items()))
-    pub = DevicePublisher(broker.host, broker.port, device, password, inflight=10)
+    pub = bc.DevicePublisher(broker.host, broker.port, device, password, inflight=10)
     try:
-        rest = asyncio.run(_latency(receiver.api_url, world.token, pub, samples, per_s, "rest", poll_s, "L"))
-        say(f"  REST poll: p50 {fmt(rest['p50_s'], 3)} s, p95 {fmt(rest['p95_s'], 3)} s")
-        sse = asyncio.run(_latency(receiver.api_url, world.token, pub, samples, per_s, "sse", poll_s, "S"))
-        say(f"  SSE: p50 {fmt(sse['p50_s'], 3)} s, p95 {fmt(sse['p95_s'], 3)} s")
+        rest, sse = (asyncio.run(_latency(receiver.api_url, world.token, pub, samples, per_s, mode, poll_s, tag))
+                     for mode, tag in (("rest", "L"), ("sse", "S")))
     finally:
         pub.close()
     return {"rest_poll": {**rest, "poll_interval_s": poll_s}, "sse": sse, "rate_per_s": per_s}
@@ -419,7 +281,7 @@ def report(res: dict[str, Any]) -> None:
     labels = {"raw_per_row": "raw sqlite3, 1 txn per row", "raw_batch": f"raw sqlite3, 1 txn per {p['batch']} rows",
               "storage_upsert": "SqliteStorage.upsert_alert, in-proc", "ingestor_handle": "Ingestor.handle, in-proc"}
     rows = [["receiver: MQTT -> subprocess -> SQLite", ing]] + [[label, lim[k]] for k, label in labels.items()]
-    print_table(["path", "alerts/s", "worst", "best", "ms/alert", "receiver/this", "this/raw-per-row"],
+    bc.print_table(["path", "alerts/s", "worst", "best", "ms/alert", "receiver/this", "this/raw-per-row"],
                 [[name, round(r["alerts_per_s"]), round(r["worst_alerts_per_s"]), round(r["best_alerts_per_s"]),
                   f"{1000 / r['alerts_per_s']:.3f}", f"{ing['alerts_per_s'] / r['alerts_per_s']:.3f}",
                   f"{r['alerts_per_s'] / base:.3f}"] for name, r in rows])
@@ -429,13 +291,13 @@ def report(res: dict[str, Any]) -> None:
           f" receiver / raw batch = {r['receiver_vs_raw_batch']:.3f}")
     if ing["receiver_cpu_ms_per_alert"] is not None:
         print(f"median round: receiver CPU {ing['receiver_cpu_s']:.2f} s in {ing['seconds']:.2f} s"
-              f" ({ing['receiver_cpu_ms_per_alert']:.3f} ms per alert), broker CPU {fmt(ing['broker_cpu_s'], 2)} s;"
+              f" ({ing['receiver_cpu_ms_per_alert']:.3f} ms per alert), broker CPU {bc.fmt(ing['broker_cpu_s'], 2)} s;"
               f" the broker had PUBACKed everything after {ing['all_pubacks_s']:.2f} s")
     print()
     rest, sse = lat["rest_poll"], lat["sse"]
     lrows = [[f"REST: poll GET /api/v1/alerts every {rest['poll_interval_s'] * 1000:g} ms", rest],
              ["SSE: GET /api/v1/alerts/stream", sse]]
-    print_table(["event -> visible", "samples", "missing", "p50 ms", "p95 ms", "max ms"],
+    bc.print_table(["event -> visible", "samples", "missing", "p50 ms", "p95 ms", "max ms"],
                 [[name, x["samples"], x["missing"], *(None if x[k] is None else round(x[k] * 1000, 1)
                                                       for k in ("p50_s", "p95_s", "max_s"))] for name, x in lrows])
     p95 = rest["p95_s"]
@@ -467,33 +329,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
-    """Everything this process logs (the receiver's modules log to stdout) goes to bench-process.log."""
-    with open(tmp / "bench-process.log", "w", encoding="utf-8") as bench_log, contextlib.redirect_stdout(bench_log):
-        configure_logging("info", "json")  # as in production, so the in-process Ingestor pays for its log line
-        return _run(args, tmp)
-
-
-def _run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     broker = receiver = None
     load_before = os.getloadavg()
     try:
-        say(f"starting Mosquitto (dynsec) and provisioning {args.devices} devices in {tmp}")
+        bc.say(f"starting Mosquitto (dynsec) and provisioning {args.devices} devices in {tmp}")
         broker = start_broker(tmp / "broker", dynsec=True)
-        world = provision(broker, tmp / "receiver" / "receiver.db", args.devices)
+        world = bc.provision(broker, tmp / "receiver" / "receiver.db", args.devices)
         cfg = tmp / "receiver" / "receiver.yaml"
-        env = write_receiver_config(cfg, broker, world.db_path, args.log_level)
-        receiver = ReceiverProcess(cfg, tmp / "receiver" / "receiver.log", env)
+        env = bc.write_receiver_config(cfg, broker, world.db_path, args.log_level)
+        receiver = bc.ReceiverProcess(cfg, tmp / "receiver" / "receiver.log", env)
         receiver.start()
-        say(f"receiver up at {receiver.api_url} (pid {receiver.pid}); ingest of {args.alerts} alerts ...")
+        bc.say(f"receiver up at {receiver.api_url} (pid {receiver.pid}); ingest of {args.alerts} alerts ...")
         ingest = measure_ingest(world, broker, receiver, args.alerts, args.rounds, args.inflight, args.timeout)
-        say(f"latency: {args.latency_samples} samples per pass at {args.latency_rate:g}/s ...")
+        bc.say(f"latency: {args.latency_samples} samples per pass at {args.latency_rate:g}/s ...")
         latency = measure_latency(world, broker, receiver, args.latency_samples, args.latency_rate, args.poll_interval)
         code = receiver.stop()
         if code not in (0, None):
-            raise BenchError(f"receiver exited with {code} on SIGTERM:\n{receiver.log_tail()}")
+            raise bc.BenchError(f"receiver exited with {code} on SIGTERM:\n{receiver.log_tail()}")
         broker.stop()
-        say("the limit: raw SQLite and the receiver's layers in-process ...")
-        limits = measure_limits(tmp, make_workload(list(world.devices), args.alerts), args.batch, args.rounds)
+        bc.say("the limit: raw SQLite and the receiver's layers in-process ...")
+        limits = measure_limits(tmp, bc.make_workload(list(world.devices), args.alerts), args.batch, args.rounds)
     finally:
         if receiver is not None:
             receiver.stop()
@@ -501,34 +356,38 @@ def _run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             broker.stop()
     load = {"load_before": [round(x, 2) for x in load_before], "load_after": [round(x, 2) for x in os.getloadavg()]}
     return {
-        "machine": {**machine_facts(tmp), **load},
+        "machine": {**bc.machine_facts(tmp), **load},
         "params": {"alerts": args.alerts, "devices": args.devices, "rounds": args.rounds, "inflight": args.inflight,
                    "batch": args.batch, "latency_samples": args.latency_samples, "log_level": args.log_level,
                    "receiver_mode": f"subprocess `{Path(receiver.proc.args[0]).name} -c FILE serve`"},
         "ingest": ingest, "limits": limits, "latency": latency,
-        "ratios": {"receiver_vs_raw_per_row": ratio(ingest["alerts_per_s"], limits["raw_per_row"]["alerts_per_s"]),
-                   "receiver_vs_raw_batch": ratio(ingest["alerts_per_s"], limits["raw_batch"]["alerts_per_s"]),
-                   "receiver_vs_storage_upsert": ratio(ingest["alerts_per_s"], limits["storage_upsert"]["alerts_per_s"]),
-                   "receiver_vs_ingestor_handle": ratio(ingest["alerts_per_s"], limits["ingestor_handle"]["alerts_per_s"])},
+        "ratios": {f"receiver_vs_{k}": bc.ratio(ingest["alerts_per_s"], v["alerts_per_s"]) for k, v in limits.items()},
         "goals": {"receiver_vs_raw_per_row_min": GOAL_RATIO, "latency_p95_max_s": GOAL_P95_S},
     }
 
 
+def _interrupt(_sig: int, _frame: Any) -> None:
+    raise KeyboardInterrupt  # SIGTERM stops us like Ctrl-C: the finally blocks stop what we started
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)
     tmp = Path(tempfile.mkdtemp(prefix="bk-bench-ingest-", dir=args.dir))
     t0 = time.monotonic()
-    try:
-        res = run(args, tmp)
-    except BenchError as err:
-        say(f"benchmark failed: {err}")
+    try:  # what this process logs (the receiver's modules log to stdout) goes to a file, as in production
+        with open(tmp / "bench-process.log", "w", encoding="utf-8") as log, contextlib.redirect_stdout(log):
+            configure_logging("info", "json")  # so the in-process Ingestor pays for its log line too
+            res = run(args, tmp)
+    except bc.BenchError as err:
+        bc.say(f"benchmark failed: {err}")
         return 1
     except KeyboardInterrupt:
-        say("interrupted; everything started was stopped")
+        bc.say("interrupted; everything started was stopped")
         return 130
     finally:
         if args.keep:
-            say(f"kept {tmp}")
+            bc.say(f"kept {tmp}")
         else:
             shutil.rmtree(tmp, ignore_errors=True)
     res["wall_s"] = time.monotonic() - t0
@@ -536,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(res, ensure_ascii=False, indent=2))
     else:
         report(res)
-        print(f"\n(wall time {res['wall_s']:.0f} s; script: {Path(__file__).relative_to(ROOT)})")
+        print(f"\n(wall time {res['wall_s']:.0f} s; script: {Path(__file__).relative_to(bc.ROOT)})")
     return 0
 
 
