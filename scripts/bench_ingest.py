@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Receiver ingest benchmark: the real receiver beside its SQLite limit, and event → API latency.
 
-    python scripts/bench_ingest.py                       # 4 devices, 4000 alerts, 200 latency samples
+    python scripts/bench_ingest.py                       # 4 devices, 3 rounds of 4000 alerts, 2 x 200 latency samples
     python scripts/bench_ingest.py --alerts 20000 --devices 8 --json
 
 Everything runs on 127.0.0.1 in a temporary folder: a Mosquitto on a free port with the
@@ -11,13 +11,13 @@ dynamic-security plugin (tests/brokerkit.py), the devices provisioned through th
 
 1. ingest: D devices publish valid `bk_contract.Alert`s (QoS 1, unique ids) as fast as their
    in-flight window allows; time from the first publish until a separate read connection counts
-   every row in the receiver's database.
+   every row in the receiver's database. Median of --rounds rounds (the machine may be shared).
 2. the limit: the same rows inserted with plain `sqlite3` into a database created by the
    receiver's own migrations, one transaction per row and one per batch; plus, to locate the
    cost, the receiver's `SqliteStorage.upsert_alert` and `Ingestor.handle` called in-process.
 3. latency: one alert at a time (~20/s), time until `GET /api/v1/alerts` (polled) lists it, and,
    in a second pass, until the SSE stream `GET /api/v1/alerts/stream` delivers it.
-Everything started is stopped in `finally` blocks, also on Ctrl-C.
+Everything started is stopped in `finally` blocks, also on Ctrl-C and SIGTERM.
 """
 
 from __future__ import annotations
