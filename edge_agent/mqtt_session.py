@@ -50,6 +50,12 @@ class Puback:
         # 0x00 success and 0x10 "no matching subscribers" both mean the broker took it.
         return self.code < 0x80
 
+    @property
+    def no_subscribers(self) -> bool:
+        # 0x10: accepted, but nobody will get it (e.g. Mosquitto restarted and lost the receivers'
+        # shared subscriptions): for the outbox that is not delivered
+        return self.code == 0x10
+
 
 @dataclass(frozen=True, slots=True)
 class Disconnected:

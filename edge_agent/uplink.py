@@ -36,6 +36,8 @@ from edge_agent.uplink_reports import Inflight, StatusReporting, needs_human_rea
 log = structlog.get_logger(__name__)
 
 IDLE_POLL_S = 0.05
+HOLD_MIN_S = 1.0  # first pause after a PUBACK "no matching subscribers"; doubles up to HOLD_MAX_S
+HOLD_MAX_S = 30.0
 
 
 class Uplink(StatusReporting):
@@ -71,6 +73,8 @@ class Uplink(StatusReporting):
         self._acked: list[int] = []
         self._attempted: list[int] = []
         self._delay = self.reconnect_min_s
+        self._hold_until = 0.0
+        self._hold_delay = HOLD_MIN_S
         self._next_attempt = 0.0
         self._connect_started = 0.0
         self._poll_timeout = IDLE_POLL_S
@@ -86,7 +90,8 @@ class Uplink(StatusReporting):
         self.auth_failed = ""
         self.status_refused = ""
         self.counts = {"connect_attempts": 0, "connections": 0, "ack_timeouts": 0, "refusals": 0,
-                       "telemetry_sent": 0, "telemetry_skipped": 0, "status_sent": 0}
+                       "telemetry_sent": 0, "telemetry_skipped": 0, "status_sent": 0,
+                       "no_subscribers": 0}
         self.sent = dict.fromkeys(PRIORITY_NAMES.values(), 0)
 
     # --- public API ----------------------------------------------------------------------
@@ -226,7 +231,12 @@ class Uplink(StatusReporting):
         entry = self._inflight.pop(ack.mid, None)
         if entry is None:
             return  # QoS 0 write notifications, or a message of an earlier connection
+        if ack.no_subscribers and entry.seq is not None:
+            self._hold(entry)
+            return
         if ack.ok:
+            if ack.code == 0:
+                self._hold_delay = HOLD_MIN_S
             if entry.seq is not None:  # status messages are not outbox traffic: counted in status_sent
                 self._acked.append(entry.seq)
                 with self._lock:
@@ -260,8 +270,23 @@ class Uplink(StatusReporting):
             # MQTT resends a QoS 1 message only on a new connection; drop this one and reconnect now.
             self._drop_session(retry_in=0.0)
 
+    def _hold(self, entry: Inflight) -> None:
+        """Nobody subscribes to what we send: keep the message and pause sending, with back-off."""
+        now = self.clock()
+        with self._lock:
+            self.counts["no_subscribers"] += 1
+        if now >= self._hold_until:
+            self._hold_until = now + self._hold_delay
+            self._log.warning("no_subscribers", topic=entry.topic, pause_s=self._hold_delay,
+                              hint="the cloud receivers are not subscribed; messages stay in the outbox")
+            self._hold_delay = min(self._hold_delay * 2, HOLD_MAX_S)
+        self._dirty = True
+
     def _pump(self) -> None:
         assert self._session is not None
+        if self.clock() < self._hold_until:
+            self._poll_timeout = min(IDLE_POLL_S, max(0.001, self._hold_until - self.clock()))
+            return
         changes = self.outbox.changes
         if not self._dirty and changes == self._seen_changes:
             return

@@ -232,3 +232,26 @@ def test_ack_timeout_reconnects_and_resends(tmp_path, anon_broker):
         up.stop()
         rx.stop()
         box.close()
+
+
+def test_no_matching_subscribers_keeps_alerts_until_a_receiver_listens(tmp_path, anon_broker):
+    """PUBACK 0x10 (nobody subscribed, e.g. a broker restart lost the receivers' shared
+    subscriptions) is not delivery: alerts stay in the outbox and arrive once a receiver listens."""
+    box = Outbox(tmp_path / "agent.db", device_id=DEVICE)
+    for i in range(5):
+        box.add_event(make_alert(i))
+    up = make_uplink(anon_broker.port, box, cfg={"telemetry_s": 3600})
+    up.start()
+    try:
+        assert wait_until(lambda: up.health()["no_subscribers"] >= 1, 10)
+        assert box.stats()["depth"]["alert"] == 5  # nothing deleted on 0x10
+        rx = Receiver(anon_broker.port).start()
+        try:
+            assert rx.wait_for(lambda r: len(r.alerts()) >= 5, 40)
+            assert wait_until(lambda: box.stats()["depth_total"] == 0, 10)
+            assert sorted({a["id"] for a in rx.alerts()}) == [f"EVT{i:05d}" for i in range(5)]
+        finally:
+            rx.stop()
+    finally:
+        up.stop()
+        box.close()
