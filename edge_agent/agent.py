@@ -21,7 +21,7 @@ from edge_agent.camera import CameraWorker, SampledFrame
 from edge_agent.config import AgentConfig, CameraConfig
 from edge_agent.events import EventEmitter, EventStore
 from edge_agent.rules import Observation, OfflineMonitor, RuleEngine
-from edge_agent.sources import FrameSource
+from edge_agent.sources import FrameSource, open_source
 from edge_agent.tracker import IouTracker
 
 log = structlog.get_logger(__name__)
@@ -74,6 +74,7 @@ class Agent:
         self.tuning = tuning or PipelineTuning()
         self.wall = wall
         self.uplink = None
+        self.gb = None  # GbBridge when gb28181.enabled: the SIP server thread for GB/T 28181 cameras
         self.cameras: dict[str, CameraPipeline] = {}
         self._cond = threading.Condition()
         self._owns_outbox = outbox is None
@@ -94,11 +95,15 @@ class Agent:
 
             self.outbox = Outbox(cfg.storage.path, device_id=cfg.device.id,
                                  quota_bytes=int(cfg.storage.quota_mb * (1 << 20)), chunk_bytes=cfg.uplink.chunk_bytes)
+        if cfg.gb28181.enabled:
+            from edge_agent.gb_bridge import GbBridge
+
+            self.gb = GbBridge(cfg.gb28181, wall=self.wall)
         for cam in cfg.cameras:
             if not cam.enabled:
                 continue
             worker = CameraWorker(cam, cfg.detector, cfg.motion, submit=self._submit,
-                                  source_factory=self.source_factory, wall=self.wall,
+                                  source_factory=self.source_factory or self._open_source, wall=self.wall,
                                   healthy_after_s=tu.healthy_after_s)
             self.cameras[cam.id] = CameraPipeline(
                 worker=worker,
@@ -117,6 +122,9 @@ class Agent:
             self.uplink = factory(cfg.uplink, device_id=cfg.device.id, outbox=self.outbox,
                                   n_cameras=len(self.cameras), status=self.health, version=__version__)
 
+    def _open_source(self, cam: CameraConfig, sub: bool) -> FrameSource:
+        return open_source(cam, sub=sub, gb=self.gb.source if self.gb is not None else None)
+
     def _submit(self, sf: SampledFrame) -> None:
         """Called from decode threads: queue the newest frame, dropping the oldest when full."""
         cp = self.cameras[sf.camera_id]
@@ -130,6 +138,8 @@ class Agent:
     def run(self, stop: threading.Event) -> None:
         """Start every thread, run the inference worker here until `stop`, then join everything."""
         self._build()
+        if self.gb is not None:
+            self.gb.start()  # a bind failure is logged and shown in the GB cameras' health
         if self.uplink is not None:
             self.uplink.start()
         for cp in self.cameras.values():
@@ -143,6 +153,8 @@ class Agent:
             for cp in self.cameras.values():
                 if not cp.worker.join(max(0.0, deadline - time.monotonic())):
                     self.log.warning("decode_thread_still_running", camera=cp.worker.cam.id)
+            if self.gb is not None:  # after the decode threads: their BYEs go through its loop
+                self.gb.stop(max(0.1, deadline - time.monotonic()))
             if self.uplink is not None:
                 self.uplink.stop(max(0.1, deadline - time.monotonic()))
             if self._owns_outbox and self.outbox is not None:
@@ -208,4 +220,5 @@ class Agent:
                               "detect_frames": cp.worker.detect_frames, "detections": cp.detections,
                               "dropped": cp.dropped}
                         for cid, cp in self.cameras.items()},
+            **({"gb28181": self.gb.status()} if self.gb is not None else {}),
         }

@@ -1,0 +1,208 @@
+"""GB/T 28181 cameras in the running Agent: the emulated device registers, streams, goes silent, comes back."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from bk_contract import Alert
+from edge_agent.agent import Agent, PipelineTuning
+from edge_agent.config import AgentConfig
+from edge_agent.errors import NeedsHuman
+from edge_agent.gb28181.manscdp import CatalogItem
+from edge_agent.outbox import Outbox
+from edge_agent.sources import open_source
+from tests.gb_device_emulator import EmulatorConfig, GbDeviceEmulator, clip_path, load_h264_units
+from tests.test_gb_emulator import free_port
+
+DEVICE = "64050200001180000001"
+GB_DEVICE = "64050200001320000007"
+CHANNELS = [CatalogItem(f"6405020000131000000{i}", name=f"后厨摄像头{i}", manufacturer="Hik", status="ON")
+            for i in range(1, 3)]
+PW_ENV = "BK_TEST_AGENT_GB_PW"
+
+
+@pytest.fixture(scope="module")
+def h264_units(tmp_path_factory) -> list[bytes]:
+    return load_h264_units(Path(tmp_path_factory.mktemp("gb")))
+
+
+class EmulatorThread:
+    """A GbDeviceEmulator on its own asyncio loop thread, driven synchronously from the test."""
+
+    def __init__(self, cfg: EmulatorConfig) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="gb-emulator", daemon=True)
+        self.thread.start()
+        self.emu = GbDeviceEmulator(cfg)
+
+    def call(self, fn: Callable, timeout: float = 10.0):
+        """Run `fn()` (a coroutine function or a plain function) on the emulator's loop."""
+        async def run():
+            out = fn()
+            return await out if asyncio.iscoroutine(out) else out
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.call(self.emu.stop)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
+
+
+class Running:
+    """An Agent (real detector and Outbox, uplink disabled) on its own thread, with its events."""
+
+    def __init__(self, cfg: AgentConfig) -> None:
+        self.events: list[Alert] = []
+        self.outbox = Outbox(cfg.storage.path, device_id=cfg.device.id)
+        self.agent = Agent(cfg, outbox=self.outbox, on_event=self.events.append,
+                           tuning=PipelineTuning(housekeeping_s=0.2))
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.agent.run, args=(self.stop,), name="agent-gb-test")
+
+    def __enter__(self) -> Running:
+        self.thread.start()
+        self.wait_for(lambda: self.agent.gb is not None and self.agent.gb.running, 10, "GB SIP server up")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        t0 = time.monotonic()
+        self.thread.join(15)
+        self.stopped_in = time.monotonic() - t0
+        assert not self.thread.is_alive() and self.stopped_in < 10, "agent did not stop within 10 s"
+        assert not any(t.name == "gb28181-sip" for t in threading.enumerate()), "SIP thread left running"
+        self.outbox.close()
+
+    def health(self, cam: str):
+        return next(h for h in self.agent.health() if h.id == cam)
+
+    def wait_for(self, pred: Callable[[], bool], timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if pred():
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {what}; health={self.agent.health()} "
+                             f"stats={self.agent.stats()} events={[(e.camera_id, e.type, e.state) for e in self.events]}")
+
+    def offline_events(self, cam: str, state: str) -> list[Alert]:
+        return [e for e in self.events if e.camera_id == cam and e.type == "camera_offline" and e.state == state]
+
+
+def gb_agent_config(tmp_path: Path, cameras: list[dict], **gb) -> AgentConfig:
+    return AgentConfig.model_validate({
+        "device": {"id": DEVICE}, "storage": {"path": str(tmp_path / "agent.db")}, "uplink": {"enabled": False},
+        "gb28181": {"enabled": True, "host": "127.0.0.1", "port": free_port(), "keepalive_timeout_s": 0.5,
+                    "media_port_range": (0, 0), "media_ip": "127.0.0.1", "password_env": PW_ENV, **gb},
+        "cameras": cameras})
+
+
+def gb_camera(cam_id: str, channel: str, device: str = GB_DEVICE, transport: str = "udp", **kw) -> dict:
+    return {"id": cam_id, "source": {"type": "gb28181", "gb_device_id": device, "gb_channel_id": channel,
+                                     "gb_media_transport": transport},
+            "open_timeout_s": 3, "read_timeout_s": 3, "reconnect_min_s": 0.2, "reconnect_max_s": 0.5,
+            "offline_after_s": 2.0, **kw}
+
+
+@pytest.mark.parametrize(("sip_t", "media_t"), [("udp", "udp"), ("tcp", "tcp_passive"), ("udp", "tcp_active")])
+def test_gb_camera_streams_goes_offline_and_back(sip_t, media_t, h264_units, tmp_path, monkeypatch):
+    """Registered device → catalog → INVITE → frames decoded; keepalives stop → camera_offline; back → end."""
+    monkeypatch.setenv(PW_ENV, "gb-secret")
+    cfg = gb_agent_config(tmp_path, [gb_camera("gbcam", CHANNELS[1].device_id, transport=media_t)])
+    emu = EmulatorThread(EmulatorConfig("127.0.0.1", cfg.gb28181.port, GB_DEVICE, "gb-secret", transport=sip_t,
+                                        channels=CHANNELS, page_size=1, units=h264_units, keepalive_s=0.1,
+                                        frame_interval_s=1 / 30))
+    try:
+        with Running(cfg) as run:
+            emu.call(emu.emu.start)
+            assert emu.call(emu.emu.register) == 200
+            emu.call(emu.emu.start_keepalives)
+            run.wait_for(lambda: run.health("gbcam").state == "online" and run.health("gbcam").fps > 0, 10,
+                         "GB camera online")
+            gb = run.agent.stats()["gb28181"]
+            assert gb["devices"][GB_DEVICE] == {"online": True, "reason": "", "channels": 2}
+            assert emu.emu.invites >= 1 and emu.emu.catalog_pages_sent == 2
+            decoded = run.agent.stats()["cameras"]["gbcam"]["decoded"]
+            run.wait_for(lambda: run.agent.stats()["cameras"]["gbcam"]["decoded"] >= decoded + 10, 5,
+                         "decoded frames growing")
+            fps = run.health("gbcam").fps
+            run.wait_for(lambda: run.agent.stats()["cameras"]["gbcam"]["detect_frames"] > 0, 5, "detector runs")
+            assert not run.offline_events("gbcam", "start")
+
+            emu.call(emu.emu.stop_keepalives)
+            t_silent, t0 = datetime.now(UTC), time.monotonic()
+            run.wait_for(lambda: run.health("gbcam").state == "offline", 5, "GB camera offline")
+            offline_after = time.monotonic() - t0  # 3 missed keepalive intervals (1.5 s) + watchdog tick
+            assert 1.0 < offline_after < 3.5, offline_after
+            assert "keepalive timeout" in run.health("gbcam").error
+            run.wait_for(lambda: run.offline_events("gbcam", "start"), 5, "camera_offline event")
+            [start] = run.offline_events("gbcam", "start")
+            assert start.started_at >= t_silent and start.level == "critical"
+            assert start.id in {e.id for e in run.outbox.recent_events(20)}
+            assert run.agent.stats()["gb28181"]["devices"][GB_DEVICE]["online"] is False
+
+            emu.call(emu.emu.start_keepalives)  # the device is heard again: the camera comes back
+            run.wait_for(lambda: run.offline_events("gbcam", "end"), 10, "camera_offline end")
+            assert run.offline_events("gbcam", "end")[0].id == start.id
+            assert run.health("gbcam").state == "online"
+            invites = emu.emu.invites
+        byes = emu.emu.byes_received
+    finally:
+        emu.close()
+    assert invites >= 2 and byes >= 1  # a new INVITE after the outage; the agent said BYE on stop
+    assert 10 < fps < 60
+
+
+def test_gb_device_never_registers_other_cameras_unaffected(tmp_path, monkeypatch):
+    """A GB camera whose device never registers is offline with a clear error; a file camera runs on."""
+    monkeypatch.setenv(PW_ENV, "gb-secret")
+    cfg = gb_agent_config(tmp_path, [
+        gb_camera("ghost", "64050200001310000099", device="64050200001320000099", offline_after_s=1.0),
+        {"id": "file", "source": {"type": "file", "url": str(clip_path())}, "offline_after_s": 1.0},
+    ])
+    with Running(cfg) as run:
+        run.wait_for(lambda: run.offline_events("ghost", "start"), 10, "camera_offline for the ghost")
+        run.wait_for(lambda: run.health("file").state == "online", 10, "file camera online")
+        decoded = run.agent.stats()["cameras"]["file"]["decoded"]
+        run.wait_for(lambda: run.agent.stats()["cameras"]["file"]["decoded"] >= decoded + 10, 5, "file frames")
+        ghost, file_ = run.health("ghost"), run.health("file")
+        stored = {(e.camera_id, e.type) for e in run.outbox.recent_events(20)}
+    assert ghost.state == "offline" and ghost.fps == 0 and ghost.reconnects >= 1
+    assert "GB device 64050200001320000099 has not registered with this box" in ghost.error
+    assert file_.fps > 0
+    assert ("ghost", "camera_offline") in stored and ("file", "camera_offline") not in stored
+    assert not run.offline_events("file", "start")
+
+
+def test_gb_sip_port_taken_needs_human_not_a_crash(tmp_path, monkeypatch):
+    """The SIP port in use: the agent runs on and the GB camera's health says why it cannot stream."""
+    import socket
+
+    monkeypatch.setenv(PW_ENV, "gb-secret")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        cfg = gb_agent_config(tmp_path, [gb_camera("gbcam", CHANNELS[0].device_id)], port=taken.getsockname()[1])
+        run = Running(cfg)
+        run.thread.start()
+        try:
+            run.wait_for(lambda: run.agent.cameras and run.health("gbcam").error, 10, "GB camera error")
+            err = run.health("gbcam").error
+        finally:
+            run.__exit__()
+    assert err.startswith("needs human: GB/T 28181 SIP server cannot listen on 127.0.0.1:")
+    assert run.agent.stats()["gb28181"]["running"] is False
+
+
+def test_gb_source_without_enabled_server_needs_human(tmp_path):
+    """A gb28181 camera while gb28181.enabled is false is refused with a message naming the key."""
+    cfg = AgentConfig.model_validate({"device": {"id": DEVICE}, "cameras": [gb_camera("gbcam", CHANNELS[0].device_id)]})
+    with pytest.raises(NeedsHuman, match="gb28181.enabled: true"):
+        open_source(cfg.cameras[0])
