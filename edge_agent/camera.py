@@ -1,9 +1,13 @@
-"""Camera worker: a decode thread per stream, reconnect with back-off, health, sampling + motion gate.
+"""Camera worker: a thread per stream, reconnect with back-off, health, sampling + motion gate.
 
-The detection stream (sub-stream when configured) is sampled at `sample_fps` by pts; sampled
-frames pass the motion gate (small grayscale frame) and only those with motion, or due for the
-periodic full check, are converted to RGB for the detector. The main stream's latest frame is
-kept unconverted for snapshots.
+The detection stream (sub-stream when configured) is decoded and sampled at `sample_fps` by pts;
+sampled frames pass the motion gate (small grayscale frame) and only those with motion, or due for
+the periodic full check, are converted to RGB for the detector.
+
+The main stream's encoded packets are kept in a ring (`CameraMedia`) for snapshots and clips. With
+a sub-stream the main stream is only demuxed, never decoded: a snapshot decodes its one GOP on
+demand. Sources that only give decoded frames (GB/T 28181) keep the old way: the main stream is
+decoded and its latest frame kept; no clips.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import av
@@ -19,12 +23,14 @@ import numpy as np
 import structlog
 
 from bk_contract import CameraHealth
+from edge_agent.clips import CLIP_POST_S, CLIP_PRE_S, CameraMedia
 from edge_agent.config import CameraConfig, DetectorConfig, MotionConfig
 from edge_agent.errors import NeedsHuman, RetryLater
 from edge_agent.motion import MotionDetector
+from edge_agent.packet_ring import MediaClock, PacketFeed, packet_feed, packet_seconds
 from edge_agent.sampler import FrameScaler, Sampler
 from edge_agent.sources import FrameSource, open_source
-from edge_agent.sources._av import mask_url
+from edge_agent.sources._av import decode_packets, mask_url
 
 log = structlog.get_logger(__name__)
 
@@ -34,7 +40,7 @@ class SampledFrame:
     camera_id: str
     t: float  # wall clock (epoch s) when sampled: the time rules see
     rgb: np.ndarray | None  # None: no motion, the detector is skipped and tracks are kept
-    frame: av.VideoFrame  # full-resolution frame for a snapshot (not converted)
+    frame: object  # snapshot handle: a clips.Moment (main-stream picture + clip) or an av.VideoFrame
     motion: float = 0.0
 
 
@@ -43,15 +49,24 @@ def backoff_delay(attempt: int, min_s: float, max_s: float) -> float:
     return min(max_s, min_s * (2 ** min(attempt, 30)))
 
 
-class StreamReader:
-    """One stream: open, decode, hand every frame to `on_frame`; reconnect with exponential back-off."""
+def source_frames(source: FrameSource, stop: threading.Event) -> Iterator[av.VideoFrame]:
+    return source.frames(stop)
 
-    def __init__(self, name: str, make_source: Callable[[], FrameSource], on_frame: Callable[[av.VideoFrame], None],
+
+class StreamReader:
+    """One stream: open it, hand every item (a decoded frame, or a packet when only demuxed) to
+    `on_frame`; reconnect with exponential back-off; `on_close` after each connection ends."""
+
+    def __init__(self, name: str, make_source: Callable[[], FrameSource], on_frame: Callable[[object], None],
                  *, reconnect_min_s: float, reconnect_max_s: float, healthy_after_s: float = 30.0,
-                 stall_s: float = 2.0, wall: Callable[[], float] = time.time) -> None:
+                 stall_s: float = 2.0, wall: Callable[[], float] = time.time,
+                 read: Callable[[FrameSource, threading.Event], Iterator[object]] = source_frames,
+                 on_close: Callable[[], None] | None = None) -> None:
         self.name = name
         self.make_source = make_source
         self.on_frame = on_frame
+        self.read = read
+        self.on_close = on_close
         self.reconnect_min_s = reconnect_min_s
         self.reconnect_max_s = reconnect_max_s
         self.healthy_after_s = healthy_after_s
@@ -74,7 +89,7 @@ class StreamReader:
             first_frame: float | None = None
             try:
                 source = self.make_source()
-                for frame in source.frames(stop):
+                for frame in self.read(source, stop):
                     now = time.monotonic()
                     if first_frame is None:
                         first_frame = now
@@ -100,6 +115,9 @@ class StreamReader:
                 self._offline(f"{err.__class__.__name__}: {mask_url(str(err))[:200]}")
                 delay = backoff_delay(attempt, self.reconnect_min_s, self.reconnect_max_s)
                 attempt += 1
+            finally:
+                if self.on_close is not None:
+                    self.on_close()
             self.log.info("reconnect_wait", delay_s=round(delay, 2), attempt=attempt,
                           ran_s=round(time.monotonic() - opened, 1))
             if stop.wait(delay):
@@ -136,31 +154,43 @@ class StreamReader:
 
 
 class CameraWorker:
-    """Decode thread(s) of one camera; sampled frames go to `submit` (the inference worker)."""
+    """Stream thread(s) of one camera; sampled frames go to `submit` (the inference worker).
+
+    `clip_pre_s` / `clip_post_s`: the clip cut around an event start (the ring keeps `clip_pre_s`
+    plus up to one GOP of the main stream).
+    """
 
     def __init__(self, cam: CameraConfig, detector_cfg: DetectorConfig, motion_cfg: MotionConfig, *,
                  submit: Callable[[SampledFrame], None],
                  source_factory: Callable[[CameraConfig, bool], FrameSource] | None = None,
-                 wall: Callable[[], float] = time.time, healthy_after_s: float = 30.0) -> None:
+                 wall: Callable[[], float] = time.time, healthy_after_s: float = 30.0,
+                 clip_pre_s: float = CLIP_PRE_S, clip_post_s: float = CLIP_POST_S) -> None:
         self.cam = cam
         self.submit = submit
         self.wall = wall
         self.motion_cfg = motion_cfg
-        factory = source_factory or (lambda c, sub: open_source(c, sub=sub))
+        self.factory = source_factory or (lambda c, sub: open_source(c, sub=sub))
         self.use_sub = bool(cam.source.sub_url)
         self.sampler = Sampler(detector_cfg.sample_fps)
         self.scaler = FrameScaler(detector_cfg.input_width, motion_cfg.width)
         self.motion = MotionDetector(threshold=motion_cfg.threshold, min_area=motion_cfg.min_area,
                                      alpha=motion_cfg.alpha, masks=motion_cfg.masks)
         self.last_full_check = float("-inf")
-        self.latest_main: av.VideoFrame | None = None
+        self.latest_main: av.VideoFrame | None = None  # only for sources without packet access
+        self.media = CameraMedia(cam.id, pre_s=clip_pre_s, post_s=clip_post_s)
+        self.det_clock = MediaClock()
+        self.main_clock = MediaClock()
+        self.main_demuxed = False  # True while the main stream's packets feed the ring
         self.sampled = 0
         self.detect_frames = 0
         common = dict(reconnect_min_s=cam.reconnect_min_s, reconnect_max_s=cam.reconnect_max_s,
                       healthy_after_s=healthy_after_s, wall=wall)
         self.reader = StreamReader(f"{cam.id}/{'sub' if self.use_sub else 'main'}",
-                                   lambda: factory(cam, self.use_sub), self._on_detect_frame, **common)
-        self.main_reader = (StreamReader(f"{cam.id}/main", lambda: factory(cam, False), self._on_main_frame, **common)
+                                   lambda: self.factory(cam, self.use_sub), self._on_detect_frame,
+                                   read=self._read_detect, on_close=None if self.use_sub else self.media.ring.reset,
+                                   **common)
+        self.main_reader = (StreamReader(f"{cam.id}/main", lambda: self.factory(cam, False), self._on_main_item,
+                                         read=self._read_main, on_close=self.media.ring.reset, **common)
                             if self.use_sub else None)
         self.threads: list[threading.Thread] = []
 
@@ -170,15 +200,56 @@ class CameraWorker:
             t = threading.Thread(target=r.run, args=(stop,), name=f"decode-{r.name}", daemon=True)
             t.start()
             self.threads.append(t)
+        self.media.start(stop)
 
     def join(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         for t in self.threads:
             t.join(max(0.0, deadline - time.monotonic()))
-        return not any(t.is_alive() for t in self.threads)
+        media_done = self.media.join(max(0.0, deadline - time.monotonic()))
+        return media_done and not any(t.is_alive() for t in self.threads)
 
-    def _on_main_frame(self, frame: av.VideoFrame) -> None:
-        self.latest_main = frame
+    # --- reading -------------------------------------------------------------------------
+    def _read_detect(self, source: FrameSource, stop: threading.Event) -> Iterator[av.VideoFrame]:
+        """Decoded frames of the detection stream; its packets also feed the ring when it is the main stream."""
+        feed = packet_feed(source, decode=True)
+        if feed is None:
+            return source.frames(stop)
+        return decode_packets(self._clocked(feed, stop, self.det_clock, keep=not self.use_sub), what=source.name)
+
+    def _read_main(self, source: FrameSource, stop: threading.Event) -> Iterator[object]:
+        """The main stream of a sub-stream camera: packets only, or decoded frames if nothing else is offered."""
+        feed = packet_feed(source, decode=False)
+        self.main_demuxed = feed is not None
+        if feed is None:
+            return source.frames(stop)
+        return self._clocked(feed, stop, self.main_clock, keep=True)
+
+    def _clocked(self, feed: PacketFeed, stop: threading.Event, clock: MediaClock, *,
+                 keep: bool) -> Iterator[av.Packet]:
+        for packet in feed(stop):
+            media_t = packet_seconds(packet)
+            t = clock.observe(media_t, time.monotonic()) if media_t is not None else time.monotonic()
+            if keep:
+                self.media.ring.push(packet, t)
+            yield packet
+
+    def _on_main_item(self, item: object) -> None:
+        if isinstance(item, av.VideoFrame):
+            self.latest_main = item
+
+    def _snapshot_handle(self, frame: av.VideoFrame) -> object:
+        """What the rules keep for a snapshot of this sampled frame."""
+        t = self.det_clock.to_mono(frame.time) if frame.time is not None else None
+        if t is None:
+            t = time.monotonic()
+        if not self.use_sub:
+            if self.media.ring.template is None:
+                return frame  # a frames-only source: no ring, no clip
+            return self.media.moment(t, frame=frame)
+        if self.main_demuxed:
+            return self.media.moment(t, fallback=frame)
+        return self.latest_main if self.latest_main is not None else frame
 
     def _on_detect_frame(self, frame: av.VideoFrame) -> None:
         t_media = frame.time if frame.time is not None else time.monotonic()
@@ -197,8 +268,7 @@ class CameraWorker:
                 self.last_full_check = now_mono
             rgb = self.scaler.rgb(frame)
             self.detect_frames += 1
-        snap = self.latest_main if (self.use_sub and self.latest_main is not None) else frame
-        self.submit(SampledFrame(self.cam.id, self.wall(), rgb, snap, fraction))
+        self.submit(SampledFrame(self.cam.id, self.wall(), rgb, self._snapshot_handle(frame), fraction))
 
     def online(self) -> tuple[bool, float | None]:
         """(detection stream delivering frames, wall time it went offline or None)."""

@@ -1,4 +1,4 @@
-"""PyAV at the boundary: open a container with timeouts, decode every packet, translate errors once.
+"""PyAV at the boundary: open a container with timeouts, demux and decode, translate errors once.
 
 `RetryLater` for what may heal by itself (refused, unreachable, stalled, garbage bytes),
 `NeedsHuman` for what will not (`AuthFailed` on 401/403, a file that does not exist).
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import av
@@ -71,18 +71,15 @@ def open_input(url: str, *, options: dict[str, str], open_timeout_s: float, read
     return container
 
 
-def decode_video(container: av.container.InputContainer, stop: threading.Event, *,
-                 what: str) -> Iterator[av.VideoFrame]:
-    """Every frame of the first video stream (every packet decoded, frame threads on).
+def demux_video(container: av.container.InputContainer, stop: threading.Event, *,
+                what: str) -> Iterator[av.Packet]:
+    """Packets of the first video stream from its first keyframe on, without decoding them.
 
-    Packets before the first keyframe are not decoded (a stream joined mid-GOP would give smeared
-    frames) and frames the decoder marks corrupt are dropped. A few undecodable packets are
-    logged and skipped; a long run of them means garbage and raises RetryLater. Demux errors and
-    stalls (read timeout) raise RetryLater.
+    A stream joined mid-GOP starts at the next keyframe, so every consumer (decoder, packet ring,
+    clip) sees a decodable sequence. The demuxer's final empty packet (size 0) is passed on: it
+    flushes a decoder. Demux errors and stalls (read timeout) raise RetryLater.
     """
     stream = container.streams.video[0]
-    stream.thread_type = "AUTO"
-    bad = 0
     keyframe_seen = False
     packets = container.demux(stream)
     while not stop.is_set():
@@ -96,6 +93,17 @@ def decode_video(container: av.container.InputContainer, stop: threading.Event, 
             if not packet.is_keyframe:
                 continue
             keyframe_seen = True
+        yield packet
+
+
+def decode_packets(packets: Iterable[av.Packet], *, what: str) -> Iterator[av.VideoFrame]:
+    """Decode `packets` (each with its stream's codec context); corrupt frames are dropped.
+
+    A few undecodable packets are logged and skipped; a long run of them means garbage and raises
+    RetryLater.
+    """
+    bad = 0
+    for packet in packets:
         try:
             frames = packet.decode()
         except av.error.FFmpegError as err:
@@ -110,3 +118,14 @@ def decode_video(container: av.container.InputContainer, stop: threading.Event, 
         for frame in frames:
             if not frame.is_corrupt:
                 yield frame
+
+
+def decode_video(container: av.container.InputContainer, stop: threading.Event, *,
+                 what: str) -> Iterator[av.VideoFrame]:
+    """Every frame of the first video stream (every packet decoded, frame threads on).
+
+    Packets before the first keyframe are not decoded (a stream joined mid-GOP would give smeared
+    frames) and frames the decoder marks corrupt are dropped (see `demux_video`, `decode_packets`).
+    """
+    container.streams.video[0].thread_type = "AUTO"
+    yield from decode_packets(demux_video(container, stop, what=what), what=what)
