@@ -206,3 +206,35 @@ def test_gb_source_without_enabled_server_needs_human(tmp_path):
     cfg = AgentConfig.model_validate({"device": {"id": DEVICE}, "cameras": [gb_camera("gbcam", CHANNELS[0].device_id)]})
     with pytest.raises(NeedsHuman, match="gb28181.enabled: true"):
         open_source(cfg.cameras[0])
+
+
+def test_gb_refused_password_and_unknown_channel_are_explained(h264_units, tmp_path, monkeypatch):
+    """Wrong device password → `needs human: … registration refused`; a channel missing from the catalog is named."""
+    monkeypatch.setenv(PW_ENV, "gb-secret")
+    bad_device = "64050200001320000008"
+    cfg = gb_agent_config(tmp_path, [
+        gb_camera("refused", "64050200001310000081", device=bad_device),
+        gb_camera("nochan", "64050200001310000077"),
+        gb_camera("good", CHANNELS[0].device_id),
+    ])
+    good = EmulatorThread(EmulatorConfig("127.0.0.1", cfg.gb28181.port, GB_DEVICE, "gb-secret", channels=CHANNELS,
+                                         units=h264_units, keepalive_s=0.1, frame_interval_s=1 / 30))
+    bad = EmulatorThread(EmulatorConfig("127.0.0.1", cfg.gb28181.port, bad_device, "not-the-password"))
+    try:
+        with Running(cfg) as run:
+            for emu in (good, bad):
+                emu.call(emu.emu.start)
+            assert bad.call(bad.emu.register) == 403
+            assert good.call(good.emu.register) == 200
+            good.call(good.emu.start_keepalives)
+            run.wait_for(lambda: run.health("good").state == "online"
+                         and "catalog (2 channels" in run.health("nochan").error
+                         and run.health("refused").error.startswith("needs human"), 10, "errors explained")
+            refused, nochan = run.health("refused"), run.health("nochan")
+    finally:
+        good.close()
+        bad.close()
+    assert f"GB device {bad_device}: registration refused (wrong password)" in refused.error
+    assert refused.state == "offline"
+    assert nochan.error == (f"GB channel 64050200001310000077 is not in device {GB_DEVICE}'s catalog "
+                            f"(2 channels: {CHANNELS[0].device_id}, {CHANNELS[1].device_id})")
