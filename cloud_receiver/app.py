@@ -11,16 +11,16 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import structlog
 from aiohttp import web
 
-from cloud_receiver.api import setup_api
+from cloud_receiver.api import ApiSettings, setup_api
 from cloud_receiver.config import ReceiverConfig, resolve_secret
 from cloud_receiver.hub import AlertHub
 from cloud_receiver.ingest import Ingestor
 from cloud_receiver.mqtt import Subscriber
+from cloud_receiver.push import PushSettings
 from cloud_receiver.storage import SqliteStorage, iso
 
 log = structlog.get_logger(__name__)
@@ -48,15 +48,14 @@ async def _subscriber_ctx(app: web.Application) -> AsyncIterator[None]:
     cfg = app[CONFIG]
     loop = asyncio.get_running_loop()
     hub = app[ALERT_HUB]
+    hub.bind_loop(loop)
 
-    def announce(row: dict[str, Any]) -> None:  # called in the MQTT thread
-        with contextlib.suppress(RuntimeError):  # loop already closed during shutdown: the row is stored anyway
-            loop.call_soon_threadsafe(hub.publish, row)
+    def make_ingestor() -> Ingestor:  # called in the MQTT thread; rows are announced after their commit
+        return Ingestor(open_configured_storage(cfg), cfg.storage.media_dir, cfg.limits,
+                        on_alert=hub.publish_threadsafe)
 
-    def make_ingestor() -> Ingestor:
-        return Ingestor(open_configured_storage(cfg), cfg.storage.media_dir, cfg.limits, on_alert=announce)
-
-    sub = Subscriber(cfg.mqtt, make_ingestor, password=resolve_secret(cfg.mqtt.password_env))
+    sub = Subscriber(cfg.mqtt, make_ingestor, password=resolve_secret(cfg.mqtt.password_env),
+                     summary_interval_s=cfg.log.summary_interval_s)
     sub.start()
     await loop.run_in_executor(None, sub.ready.wait, 30)
     if sub.failed is not None:
@@ -104,5 +103,16 @@ def create_app(cfg: ReceiverConfig, *, subscriber: bool = True) -> web.Applicati
         app.cleanup_ctx.append(_subscriber_ctx)
     app.cleanup_ctx.append(_housekeeping_ctx)
     app.router.add_get("/healthz", _health)
-    setup_api(app)
+    setup_api(app, settings=api_settings(cfg), push_settings=push_settings(cfg))
     return app
+
+
+def api_settings(cfg: ReceiverConfig) -> ApiSettings:
+    return ApiSettings(default_deadline_hours=cfg.api.default_deadline_hours, photo_max_bytes=cfg.api.photo_max_bytes)
+
+
+def push_settings(cfg: ReceiverConfig) -> PushSettings:
+    p = cfg.push
+    return PushSettings(limit=p.limit, window_s=p.window_s, merge_when_left=p.merge_when_left,
+                        retry_base_s=p.retry_base_s, retry_max_s=p.retry_max_s, timeout_s=p.timeout_s,
+                        public_base_url=p.public_base_url, default_deadline_hours=cfg.api.default_deadline_hours)

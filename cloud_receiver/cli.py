@@ -141,12 +141,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_token_commands(sub: Any) -> None:
-    try:
-        from cloud_receiver.auth import register_token_cli
-    except ImportError:
-        return
+    """`token …` (cloud_receiver.auth) and `webhook …` (push robots): they act on the database."""
+    from cloud_receiver.api.pushwire import register_webhook_cli
+    from cloud_receiver.auth import register_token_cli
     before = set(sub.choices)
     register_token_cli(sub)
+    register_webhook_cli(sub)
     for name in set(sub.choices) - before:
         sub.choices[name].set_defaults(run=_run_token)
 

@@ -65,6 +65,11 @@ class MqttConfig(Section):
     ca_file: Path | None = Field(None, description="CA bundle for TLS (system store when empty).")
     store_retries: int = Field(3, ge=0, description="Store attempts after a storage error before the message is left unacknowledged for redelivery.")
     store_retry_s: float = Field(0.2, ge=0, description="Delay between store attempts.")
+    batch_max: int = Field(200, ge=1, le=10000, description="Group commit: most messages stored in one transaction (and acknowledged after it).")
+    batch_max_ms: float = Field(20.0, ge=0, description="Group commit: a batch is stored at the latest this long after its first message "
+                                "(sooner when no further message is waiting).")
+    receive_maximum: int = Field(400, ge=1, le=65535, description="MQTT v5 Receive Maximum: unacknowledged QoS 1 messages the broker may send "
+                                 "us at once; at least 2 x batch_max so the next batch arrives while one is stored.")
 
     _rel = field_validator("ca_file")(lambda v, info: None if v is None else _relative_to_config(v, info))
 
@@ -103,6 +108,26 @@ class DeviceIdConfig(Section):
 class LogConfig(Section):
     level: Literal["debug", "info", "warning", "error"] = Field("info", description="Lowest level logged.")
     format: Literal["auto", "json", "console"] = Field("auto", description="auto = console on a TTY, JSON otherwise.")
+    summary_interval_s: float = Field(60.0, gt=0, description="Ingest logs one `ingest summary` line (counts) at most this often; "
+                                      "each stored alert is logged at debug level only.")
+
+
+class ApiConfig(Section):
+    default_deadline_hours: float | None = Field(24.0, gt=0, description="Rectification deadline of an alert nobody set one for "
+                                                 "(hours after it started); empty = no default deadline.")
+    photo_max_bytes: int = Field(5 * KIB * KIB, ge=1 * KIB, description="Largest accepted rectification photo upload.")
+
+
+class PushConfig(Section):
+    public_base_url: str = Field("", pattern=r"^(https?://\S+)?$",
+                                 description="Public address of this receiver (e.g. https://bk.example.gov.cn), for snapshot links in "
+                                 "robot messages; empty = no link.")
+    limit: int = Field(20, ge=1, description="Messages per robot per window (WeCom and DingTalk accept 20 a minute).")
+    window_s: float = Field(60.0, gt=0, description="Length of the rolling rate-limit window.")
+    merge_when_left: int = Field(5, ge=0, description="Merge waiting alerts into one summary message once this few sends are left in the window.")
+    retry_base_s: float = Field(2.0, gt=0, description="First delay after a failed send; doubles up to retry_max_s.")
+    retry_max_s: float = Field(300.0, gt=0, description="Longest delay between attempts of a failed send.")
+    timeout_s: float = Field(10.0, gt=0, description="HTTP timeout of one send.")
 
 
 class ReceiverConfig(Section):
@@ -115,6 +140,9 @@ class ReceiverConfig(Section):
     broker: BrokerAdminConfig = Field(default_factory=BrokerAdminConfig, description="Dynamic-security admin access used by `device add`.")
     device_ids: DeviceIdConfig = Field(default_factory=DeviceIdConfig, description="How new device ids are composed.")
     log: LogConfig = Field(default_factory=LogConfig, description="Logging.")
+    api: ApiConfig = Field(default_factory=ApiConfig, description="HTTP API behaviour (docs/api.md).")
+    push: PushConfig = Field(default_factory=PushConfig, description="WeCom / DingTalk robot push (docs/api.md); robots themselves are "
+                             "configured with `cloud-receiver webhook add`.")
 
 
 def load_config(path: Path | str) -> ReceiverConfig:

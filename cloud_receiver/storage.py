@@ -2,8 +2,10 @@
 
 SQLite runs in WAL mode so the API reads while ingest writes. Every write is one
 `BEGIN IMMEDIATE` transaction (a deferred BEGIN that later upgrades to a write lock can fail
-with SQLITE_BUSY without waiting). A `SqliteStorage` holds one connection and must be used by
-one thread at a time: the MQTT ingest thread and the aiohttp loop each open their own.
+with SQLITE_BUSY without waiting), unless it runs inside `batch()`: then it joins the batch's
+transaction, which ingest uses to store many MQTT messages with one commit (group commit).
+A `SqliteStorage` holds one connection and must be used by one thread at a time: the MQTT
+ingest thread and the aiohttp loop each open their own.
 PostgreSQL: storage_pg.PostgresStorage implements the same protocol.
 """
 
@@ -63,6 +65,7 @@ class Storage(Protocol):
     def get_device(self, device_id: str) -> dict[str, Any] | None: ...
     def list_devices(self) -> list[dict[str, Any]]: ...
     def max_device_serial(self, prefix: str) -> int: ...
+    def batch(self) -> contextlib.AbstractContextManager[Any]: ...
     def upsert_alert(self, alert: Alert, received_at: str) -> AlertWrite: ...
     def get_alert(self, alert_id: str) -> dict[str, Any] | None: ...
     def record_status(self, status: Status, received_at: str) -> None: ...
@@ -93,7 +96,7 @@ def translate_errors(*library_errors: type[Exception]) -> Callable[[type], type]
 
     def decorate(cls: type) -> type:
         for name, fn in list(vars(cls).items()):
-            if callable(fn) and not name.startswith("_") and name != "write":
+            if callable(fn) and not name.startswith("_") and name not in ("write", "batch"):
                 setattr(cls, name, wrap(fn))
         return cls
     return decorate
@@ -111,6 +114,9 @@ class SqliteStorage:
         except (OSError, sqlite3.Error) as err:
             raise StorageError(f"cannot open database {self.path}: {err}") from err
         self.db = Database(conn)
+        self._depth = 0  # > 0 while a write transaction (or batch) is open
+        self._canteen_of: dict[str, str | None] = {}  # device id -> canteen id; devices never move
+        self._alert_defaults: dict[str, Any] | None = None
         self.db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         self.db.execute("PRAGMA foreign_keys = OFF")
         if self.db.journal_mode != "wal":
@@ -118,28 +124,47 @@ class SqliteStorage:
         self.db.execute("PRAGMA synchronous = NORMAL")
         if migrate:
             apply_migrations(self.db)
+        self._alert_defaults = _column_defaults(self.db.conn, "alerts")
 
     # -- plumbing -------------------------------------------------------------------------
     @contextlib.contextmanager
     def write(self) -> Iterator[Database]:
-        """One write transaction (BEGIN IMMEDIATE); sqlite-utils helpers nest inside it."""
+        """One write transaction (BEGIN IMMEDIATE); sqlite-utils helpers nest inside it.
+
+        Inside an open write (a `batch()`), it joins that transaction: nothing is committed
+        until the outermost block ends, and an exception rolls back the whole of it.
+        """
         conn = self.db.conn
+        if self._depth:
+            self._depth += 1
+            try:
+                yield self.db
+            finally:
+                self._depth -= 1
+            return
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as err:
             raise StorageError(f"cannot start a write on {self.path}: {err}") from err
+        self._depth = 1
         try:
             yield self.db
         except BaseException:
+            self._depth = 0
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+        self._depth = 0
         try:
             conn.execute("COMMIT")
         except sqlite3.Error as err:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise StorageError(f"commit failed on {self.path}: {err}") from err
+
+    def batch(self) -> contextlib.AbstractContextManager[Database]:
+        """Several writes in one transaction (group commit): every write method called inside joins it."""
+        return self.write()
 
     def _one(self, sql: str, params: tuple[Any, ...] | list[Any] = ()) -> dict[str, Any] | None:
         rows = list(self.db.query(sql, params))
@@ -184,26 +209,40 @@ class SqliteStorage:
 
     # -- alerts ---------------------------------------------------------------------------
     def upsert_alert(self, alert: Alert, received_at: str) -> AlertWrite:
-        """Insert a new alert; a higher `rev` updates the event fields and keeps the workflow ones."""
+        """Insert a new alert; a higher `rev` updates the event fields and keeps the workflow ones.
+
+        A new alert costs one INSERT (the returned row is built here, not read back); a higher
+        rev one INSERT and one UPDATE … RETURNING; a repeat one more SELECT for its row.
+        """
         fields = _alert_fields(alert)
-        with self.write() as db:
+        with self.write():
+            conn = self.db.conn
+            canteen_id = self._canteen_id(alert.device_id)
+            row = {**fields, "canteen_id": canteen_id, "received_at": received_at, "updated_at": received_at}
+            if conn.execute(_INSERT_ALERT, row).rowcount == 1:
+                if self._alert_defaults is None:
+                    new = self._one("SELECT * FROM alerts WHERE id = ?", (alert.id,))
+                    assert new is not None
+                    return AlertWrite("inserted", new)
+                return AlertWrite("inserted", {k: row.get(k, v) for k, v in self._alert_defaults.items()})
+            cur = conn.execute(_UPDATE_ALERT, row)
+            updated = cur.fetchall()  # to the end: a statement left running would block the COMMIT
+            if updated:
+                cols = [d[0] for d in cur.description]
+                return AlertWrite("updated", dict(zip(cols, updated[0], strict=True)))
             old = self._one("SELECT * FROM alerts WHERE id = ?", (alert.id,))
-            if old is None:
-                device = self._one("SELECT canteen_id FROM devices WHERE id = ?", (alert.device_id,))
-                row = {**fields, "canteen_id": device["canteen_id"] if device else None,
-                       "received_at": received_at, "updated_at": received_at}
-                db["alerts"].insert(row)
-                outcome: Outcome = "inserted"
-            elif old["device_id"] != alert.device_id or alert.rev <= old["rev"]:
-                return AlertWrite("unchanged", old)
-            else:
-                fields.pop("id")
-                fields.pop("device_id")
-                db["alerts"].update(alert.id, {**fields, "updated_at": received_at})
-                outcome = "updated"
-            new = self._one("SELECT * FROM alerts WHERE id = ?", (alert.id,))
-        assert new is not None
-        return AlertWrite(outcome, new)
+        assert old is not None
+        return AlertWrite("unchanged", old)
+
+    def _canteen_id(self, device_id: str) -> str | None:
+        """The device's canteen (cached: a device's canteen never changes once it exists)."""
+        if device_id in self._canteen_of:
+            return self._canteen_of[device_id]
+        found = self.db.conn.execute("SELECT canteen_id FROM devices WHERE id = ?", (device_id,)).fetchone()
+        if found is None:
+            return None  # not cached: the device may be added later (by the CLI, in another process)
+        self._canteen_of[device_id] = found[0]
+        return found[0]
 
     def get_alert(self, alert_id: str) -> dict[str, Any] | None:
         return self._one("SELECT * FROM alerts WHERE id = ?", (alert_id,))
@@ -295,6 +334,35 @@ def _alert_fields(alert: Alert) -> dict[str, Any]:
         "snapshot_sha256": alert.snapshot.sha256 if alert.snapshot else None,
         "clip_id": alert.clip.id if alert.clip else None, "clip_sha256": alert.clip.sha256 if alert.clip else None,
     }
+
+
+_EVENT_COLUMNS = ("camera_id", "type", "level", "state", "rev", "started_at", "ended_at", "score", "boxes_json",
+                  "frame_size_json", "zone_json", "detail", "snapshot_id", "snapshot_sha256", "clip_id", "clip_sha256")
+_INSERT_COLUMNS = ("id", "device_id", *_EVENT_COLUMNS, "canteen_id", "received_at", "updated_at")
+_INSERT_ALERT = (f"INSERT INTO alerts ({', '.join(_INSERT_COLUMNS)}) VALUES ({', '.join(':' + c for c in _INSERT_COLUMNS)})"
+                 " ON CONFLICT (id) DO NOTHING")
+# a higher rev of the same device's alert: event fields only, the workflow (status, deadline) stays
+_UPDATE_ALERT = (f"UPDATE alerts SET {', '.join(f'{c} = :{c}' for c in _EVENT_COLUMNS)}, updated_at = :updated_at"
+                 " WHERE id = :id AND device_id = :device_id AND rev < :rev RETURNING *")
+
+
+def _column_defaults(conn: sqlite3.Connection, table: str) -> dict[str, Any] | None:
+    """Column -> default value (table order) when every default is a plain literal; else None."""
+    out: dict[str, Any] = {}
+    for _cid, name, _type, _notnull, default, _pk in conn.execute(f"PRAGMA table_info([{table}])"):
+        if default is None or default.upper() == "NULL":
+            out[name] = None
+        elif len(default) >= 2 and default[0] == default[-1] == "'":
+            out[name] = default[1:-1].replace("''", "'")
+        else:
+            try:
+                out[name] = int(default)
+            except ValueError:
+                try:
+                    out[name] = float(default)
+                except ValueError:
+                    return None  # an expression (e.g. CURRENT_TIMESTAMP): read inserted rows back instead
+    return out or None
 
 
 def migration_sets() -> list[Migrations]:

@@ -97,6 +97,10 @@ class PostgresStorage:
         except psycopg.Error as err:
             raise StorageError(f"{type(err).__name__}: {err}") from err
 
+    def batch(self) -> Any:
+        """Several writes in one transaction (group commit); writes inside become savepoints of it."""
+        return self.write()
+
     def _one(self, sql: str, params: tuple[Any, ...] = ()) -> dict[str, Any] | None:
         with self.conn.transaction():
             return self.conn.execute(sql, params).fetchone()

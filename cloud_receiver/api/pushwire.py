@@ -2,6 +2,11 @@
 
 `push_ctx` runs for the app's lifetime (entered by `setup_api`'s cleanup context);
 `add_webhook` / `register_webhook_cli` configure robots.
+
+The router takes the alerts announced in a burst together (`route_burst`): one read of the
+`webhooks` table per burst (nothing else when no robot is configured), canteen and camera names
+read once per burst. The table is read again for every burst, so a robot added by the CLI in
+another process applies from the next alert on.
 """
 
 from __future__ import annotations
@@ -41,11 +46,12 @@ def robots_for(db: Any, canteen_id: str | None, jurisdiction: str | None) -> lis
     return robots
 
 
-def notice_for(db: Any, row: dict[str, Any], settings: PushSettings) -> tuple[AlertNotice, str | None]:
+def notice_for(db: Any, row: dict[str, Any], settings: PushSettings,
+               names: _Names | None = None) -> tuple[AlertNotice, str | None]:
     """The notice of a stored alert row, and its canteen's jurisdiction."""
-    canteen = db.execute("SELECT name, jurisdiction FROM canteens WHERE id = ?", [row.get("canteen_id")]).fetchone()
-    camera = db.execute("SELECT name FROM cameras WHERE device_id = ? AND camera_id = ?",
-                        [row["device_id"], row["camera_id"]]).fetchone()
+    names = names or _Names(db)
+    canteen = names.canteen(row.get("canteen_id"))
+    camera = names.camera(row["device_id"], row["camera_id"])
     started = datetime.fromisoformat(row["started_at"].replace("Z", "+00:00"))
     stored = datetime.fromisoformat(row["deadline"].replace("Z", "+00:00")) if row.get("deadline") else None
     deadline = rectify.effective_deadline(stored, started, settings.default_deadline_hours)
@@ -53,8 +59,67 @@ def notice_for(db: Any, row: dict[str, Any], settings: PushSettings) -> tuple[Al
     if settings.public_base_url and row.get("snapshot_sha256"):
         link = f"{settings.public_base_url.rstrip('/')}/api/v1/media/{row['snapshot_sha256']}"
     notice = AlertNotice(row["id"], (canteen[0] if canteen else None) or row.get("canteen_id") or "未知食堂",
-                         (camera[0] if camera else None) or row["camera_id"], row["type"], started, deadline, link)
+                         camera or row["camera_id"], row["type"], started, deadline, link)
     return notice, canteen[1] if canteen else None
+
+
+class _Names:
+    """Canteen (name, jurisdiction) and camera names, each read once (use one per burst)."""
+
+    def __init__(self, db: Any) -> None:
+        self.db = db
+        self._canteens: dict[str | None, tuple[str, str] | None] = {}
+        self._cameras: dict[tuple[str, str], str | None] = {}
+
+    def canteen(self, canteen_id: str | None) -> tuple[str, str] | None:
+        if canteen_id not in self._canteens:
+            self._canteens[canteen_id] = self.db.execute("SELECT name, jurisdiction FROM canteens WHERE id = ?",
+                                                         [canteen_id]).fetchone()
+        return self._canteens[canteen_id]
+
+    def camera(self, device_id: str, camera_id: str) -> str | None:
+        key = (device_id, camera_id)
+        if key not in self._cameras:
+            found = self.db.execute("SELECT name FROM cameras WHERE device_id = ? AND camera_id = ?",
+                                    [device_id, camera_id]).fetchone()
+            self._cameras[key] = found[0] if found else None
+        return self._cameras[key]
+
+
+def route_burst(db: Any, rows: list[dict[str, Any]], settings: PushSettings, pusher: Pusher) -> int:
+    """Queue the notices of new alerts among `rows` for their robots; returns how many were queued.
+
+    Same matching as `robots_for` (canteen scope, or a jurisdiction prefix), with the enabled robots
+    read once for the whole burst; with no robot configured nothing else is read.
+    """
+    new = [r for r in rows if r.get("received_at") == r.get("updated_at")]  # later revisions are not pushed again
+    if not new:
+        return 0
+    hooks = db.execute("SELECT id, scope_kind, scope, kind, url, secret_env FROM webhooks WHERE enabled = 1"
+                       " ORDER BY id").fetchall()
+    if not hooks:
+        return 0
+    robots: list[tuple[str, str, Robot]] = []
+    for wid, scope_kind, scope, kind, url, secret_env in hooks:
+        secret = resolve_secret(secret_env)
+        if secret_env and secret is None:
+            log.error("push_secret_missing", robot=wid, secret_env=secret_env)
+            continue
+        robots.append((scope_kind, scope, Robot(wid, kind, url, secret)))
+    names = _Names(db)
+    queued = 0
+    for row in new:
+        try:
+            notice, jurisdiction = notice_for(db, row, settings, names)
+            canteen_id, code = row.get("canteen_id") or "", jurisdiction or ""
+            for scope_kind, scope, robot in robots:
+                if (scope_kind == "canteen" and scope == canteen_id) or (
+                        scope_kind == "jurisdiction" and code.startswith(scope)):
+                    pusher.enqueue(robot, notice)
+                    queued += 1
+        except Exception:  # noqa: BLE001 - one bad row must not stop the push of the others
+            log.exception("push_route_failed", alert_id=row.get("id"))
+    return queued
 
 
 @contextlib.asynccontextmanager
@@ -73,15 +138,13 @@ async def push_ctx(context: Any, settings: PushSettings) -> AsyncIterator[Pusher
 
         async def route() -> None:
             while True:
-                row = await queue.get()
-                if row.get("received_at") != row.get("updated_at"):
-                    continue  # a later revision of an alert already pushed
+                rows = [await queue.get()]
+                while not queue.empty():  # the rest of the burst
+                    rows.append(queue.get_nowait())
                 try:
-                    notice, jurisdiction = notice_for(context.storage.db, row, settings)
-                    for robot in robots_for(context.storage.db, row.get("canteen_id"), jurisdiction):
-                        pusher.enqueue(robot, notice)
-                except Exception:  # noqa: BLE001 - one bad row must not stop the push of the others
-                    log.exception("push_route_failed", alert_id=row.get("id"))
+                    route_burst(context.storage.db, rows, settings, pusher)
+                except Exception:  # noqa: BLE001 - e.g. the database locked: log, keep routing later bursts
+                    log.exception("push_route_failed", alerts=len(rows))
 
         task = asyncio.create_task(route(), name="push-router")
         try:
