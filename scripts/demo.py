@@ -123,7 +123,8 @@ cameras:
   - id: kitchen-1
     name: 后厨操作间
     source: {{type: {kind}, url: "{camera}"}}
-    offline_after_s: 10
+    offline_after_s: 5
+    reconnect_max_s: 5
     rules:
       # no schedule: every hour counts as off-hours, so a person in the kitchen is an intrusion
       - {{type: intrusion_off_hours, persistence_s: 2, cooldown_s: 20, min_score: 0.3}}
