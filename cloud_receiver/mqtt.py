@@ -7,7 +7,9 @@ when it does not own its loop thread). In paho's own thread the order is kept an
 (`client.ack`) follows the commit directly. Only the announcement of stored alerts crosses to the
 asyncio loop, through the alert hub's thread-safe inbox.
 
-Group commit: the thread drives paho itself (`client.loop`), collecting messages into a batch,
+Group commit: the thread drives paho itself through its external-loop API (`select` on
+`client.socket()`, then `loop_read` / `loop_write` / `loop_misc`; without `client.loop`, paho
+needs no wake-up socket pair, so an acknowledgement costs one send), collecting messages into a batch,
 and stores the batch in ONE transaction when it holds `mqtt.batch_max` messages, when its first
 message is `mqtt.batch_max_ms` old, or as soon as no further message is waiting on the socket,
 whichever comes first (so a lone alert is stored at once, and a burst shares one commit). Every
@@ -25,6 +27,7 @@ messages again and recognises them as repeats (the store is idempotent).
 
 from __future__ import annotations
 
+import select
 import ssl
 import threading
 import time
@@ -145,6 +148,8 @@ class Subscriber:
                 was_subscribed = self._pump()
                 # what is still in the batch was never acknowledged: the broker delivers it again
                 self._batch = []
+                self.connected.clear()
+                self.subscribed.clear()
                 delay = self.cfg.reconnect_min_s if was_subscribed else min(delay * 2, self.cfg.reconnect_max_s)
         finally:
             self._summary.log(self._ingestor.counts, self.batches, final=True)
@@ -158,8 +163,8 @@ class Subscriber:
         was_subscribed = False
         while not self._stop.is_set():
             was_subscribed = was_subscribed or self.subscribed.is_set()
-            if not self._batch:  # wait for traffic (select), keepalive, pending writes
-                if client.loop(self.IDLE_POLL_S) != ok:
+            if not self._batch:  # wait for traffic; write what is pending; keepalive
+                if not self._wait_io(self.IDLE_POLL_S):
                     return was_subscribed
                 continue
             if len(self._batch) < self.cfg.batch_max and \
@@ -174,10 +179,32 @@ class Subscriber:
             if self._broken:
                 client.disconnect()  # come back for redelivery of what was left unacknowledged
                 return was_subscribed
+            if client.loop_misc() != ok:
+                return was_subscribed
         if self._batch and self.connected.is_set():
             self._flush()  # stopping: store and acknowledge what has arrived
         client.disconnect()
         return was_subscribed
+
+    def _wait_io(self, timeout: float) -> bool:
+        """One select on the broker socket, then paho's read / write / keepalive; False once the connection is gone."""
+        client = self.client
+        sock = client.socket()
+        if sock is None:
+            return False
+        pending = getattr(sock, "pending", None)  # TLS: bytes already decrypted wait inside the SSL object
+        buffered = bool(pending and pending())
+        try:
+            readable, writable, _ = select.select([sock], [sock] if client.want_write() else [], [],
+                                                  0 if buffered else timeout)
+        except (OSError, ValueError):  # the socket was closed under us
+            return False
+        ok = mqtt.MQTT_ERR_SUCCESS
+        if (readable or buffered) and client.loop_read() != ok:
+            return False
+        if writable and client.socket() is not None and client.loop_write() != ok:
+            return False
+        return client.loop_misc() == ok
 
     # -- batches -------------------------------------------------------------------------------
     def _flush(self) -> None:

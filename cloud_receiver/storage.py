@@ -23,10 +23,11 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import structlog
+from pydantic import TypeAdapter
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
-from bk_contract import Alert, ChunkHeader, CommandResult, Status, Telemetry
+from bk_contract import Alert, AlertBox, ChunkHeader, CommandResult, Status, Telemetry
 from cloud_receiver.errors import StorageError
 
 log = structlog.get_logger(__name__)
@@ -214,23 +215,28 @@ class SqliteStorage:
         A new alert costs one INSERT (the returned row is built here, not read back); a higher
         rev one INSERT and one UPDATE … RETURNING; a repeat one more SELECT for its row.
         """
-        fields = _alert_fields(alert)
+        if self._depth:  # inside a batch: no transaction bookkeeping per alert
+            return self._upsert_alert(alert, received_at)
         with self.write():
-            conn = self.db.conn
-            canteen_id = self._canteen_id(alert.device_id)
-            row = {**fields, "canteen_id": canteen_id, "received_at": received_at, "updated_at": received_at}
-            if conn.execute(_INSERT_ALERT, row).rowcount == 1:
-                if self._alert_defaults is None:
-                    new = self._one("SELECT * FROM alerts WHERE id = ?", (alert.id,))
-                    assert new is not None
-                    return AlertWrite("inserted", new)
-                return AlertWrite("inserted", {k: row.get(k, v) for k, v in self._alert_defaults.items()})
-            cur = conn.execute(_UPDATE_ALERT, row)
-            updated = cur.fetchall()  # to the end: a statement left running would block the COMMIT
-            if updated:
-                cols = [d[0] for d in cur.description]
-                return AlertWrite("updated", dict(zip(cols, updated[0], strict=True)))
-            old = self._one("SELECT * FROM alerts WHERE id = ?", (alert.id,))
+            return self._upsert_alert(alert, received_at)
+
+    def _upsert_alert(self, alert: Alert, received_at: str) -> AlertWrite:
+        conn = self.db.conn
+        row = _alert_fields(alert)
+        row["canteen_id"] = self._canteen_id(alert.device_id)
+        row["received_at"] = row["updated_at"] = received_at
+        if conn.execute(_INSERT_ALERT, row).rowcount == 1:
+            if self._alert_defaults is None:
+                new = self._one("SELECT * FROM alerts WHERE id = ?", (alert.id,))
+                assert new is not None
+                return AlertWrite("inserted", new)
+            return AlertWrite("inserted", {k: row.get(k, v) for k, v in self._alert_defaults.items()})
+        cur = conn.execute(_UPDATE_ALERT, row)
+        updated = cur.fetchall()  # to the end: a statement left running would block the COMMIT
+        if updated:
+            cols = [d[0] for d in cur.description]
+            return AlertWrite("updated", dict(zip(cols, updated[0], strict=True)))
+        old = self._one("SELECT * FROM alerts WHERE id = ?", (alert.id,))
         assert old is not None
         return AlertWrite("unchanged", old)
 
@@ -322,14 +328,18 @@ class SqliteStorage:
             return db.execute("DELETE FROM media_chunks WHERE received_at < ?", (older_than,)).rowcount
 
 
+_BOXES = TypeAdapter(list[AlertBox])  # pydantic's serializer: a fifth of the cost of model_dump + json.dumps
+
+
 def _alert_fields(alert: Alert) -> dict[str, Any]:
+    """The event columns of an alert (JSON columns in compact JSON)."""
     return {
         "id": alert.id, "device_id": alert.device_id, "camera_id": alert.camera_id, "type": alert.type,
         "level": alert.level, "state": alert.state, "rev": alert.rev, "started_at": iso(alert.started_at),
         "ended_at": iso(alert.ended_at), "score": alert.score,
-        "boxes_json": json.dumps([b.model_dump() for b in alert.boxes], ensure_ascii=False),
-        "frame_size_json": json.dumps(alert.frame_size) if alert.frame_size else None,
-        "zone_json": json.dumps(alert.zone) if alert.zone else None, "detail": alert.detail,
+        "boxes_json": _BOXES.dump_json(alert.boxes).decode(),
+        "frame_size_json": json.dumps(alert.frame_size, separators=(",", ":")) if alert.frame_size else None,
+        "zone_json": json.dumps(alert.zone, separators=(",", ":")) if alert.zone else None, "detail": alert.detail,
         "snapshot_id": alert.snapshot.id if alert.snapshot else None,
         "snapshot_sha256": alert.snapshot.sha256 if alert.snapshot else None,
         "clip_id": alert.clip.id if alert.clip else None, "clip_sha256": alert.clip.sha256 if alert.clip else None,
