@@ -104,7 +104,8 @@ class Agent:
                 continue
             worker = CameraWorker(cam, cfg.detector, cfg.motion, submit=self._submit,
                                   source_factory=self.source_factory or self._open_source, wall=self.wall,
-                                  healthy_after_s=tu.healthy_after_s)
+                                  healthy_after_s=tu.healthy_after_s, clip_pre_s=cam.clip_pre_s,
+                                  clip_post_s=cam.clip_post_s)
             self.cameras[cam.id] = CameraPipeline(
                 worker=worker,
                 tracker=IouTracker(iou_threshold=tu.track_iou, max_misses=tu.track_max_misses,

@@ -281,6 +281,8 @@ class CameraConfig(Section):
     reconnect_min_s: float = Field(1.0, gt=0, description="First reconnect delay (doubles up to reconnect_max_s).")
     reconnect_max_s: float = Field(60.0, gt=0, description="Longest reconnect delay.")
     offline_after_s: float = Field(30.0, gt=0, description="A camera_offline event is raised after it has been offline this long.")
+    clip_pre_s: float = Field(5.0, ge=1, le=30, description="Seconds of video before an event start in its clip (kept in a ring of encoded packets).")
+    clip_post_s: float = Field(5.0, ge=1, le=30, description="Seconds of video after an event start in its clip.")
     rules: list[Rule] = Field(default_factory=list, description="Violation rules for this camera.")
 
 
