@@ -14,7 +14,9 @@ dynamic-security plugin (tests/brokerkit.py), the devices provisioned through th
    every row in the receiver's database. Median of --rounds rounds (the machine may be shared).
 2. the limit: the same rows inserted with plain `sqlite3` into a database created by the
    receiver's own migrations, one transaction per row and one per batch; plus, to locate the
-   cost, the receiver's `SqliteStorage.upsert_alert` and `Ingestor.handle` called in-process.
+   cost, the receiver's `SqliteStorage.upsert_alert`, `Ingestor.handle` (one transaction per
+   message) and `Ingestor.handle_batch` (--batch messages per transaction, the receiver's group
+   commit without MQTT) called in-process.
 3. latency: one alert at a time (~20/s), time until `GET /api/v1/alerts` (polled) lists it, and,
    in a second pass, until the SSE stream `GET /api/v1/alerts/stream` delivers it.
 Everything started is stopped in `finally` blocks, also on Ctrl-C and SIGTERM.
@@ -42,13 +44,14 @@ import bench_common as bc
 from brokerkit import Broker, start_broker
 
 from bk_contract import Alert, topic
-from cloud_receiver.config import LimitsConfig
+from cloud_receiver.config import LimitsConfig, MqttConfig
 from cloud_receiver.ingest import Ingestor
 from cloud_receiver.logs import configure_logging
 from cloud_receiver.storage import SqliteStorage, _alert_fields, utc_now
 
 GOAL_RATIO = 0.5  # receiver / raw per-row commit
 GOAL_P95_S = 0.5
+RX_BATCH_MAX = MqttConfig().batch_max  # the receiver's group-commit batch (default config)
 
 
 # --- inputs ----------------------------------------------------------------------------------------
@@ -168,7 +171,22 @@ def ingestor_handles(path: Path, alerts: list[Alert]) -> float:
         ing.storage.close()
 
 
-def measure_limits(tmp: Path, work: dict[str, list[Alert]], batch: int, rounds: int) -> dict[str, dict[str, Any]]:
+def ingestor_batches(path: Path, alerts: list[Alert], batch: int) -> float:
+    """The receiver's group commit without MQTT: `Ingestor.handle_batch` of `batch` messages per transaction."""
+    msgs = [(topic(a.device_id, "alert"), a.model_dump_json().encode()) for a in alerts]
+    ing = Ingestor(SqliteStorage(path), path.parent / "media-inproc", LimitsConfig(), on_alert=lambda _row: None)
+    try:
+        t0 = time.perf_counter()
+        for i in range(0, len(msgs), batch):
+            if any(r.outcome != "stored" for r in ing.handle_batch(msgs[i:i + batch])):
+                raise bc.BenchError("in-process batch ingest did not store every alert")
+        return time.perf_counter() - t0
+    finally:
+        ing.storage.close()
+
+
+def measure_limits(tmp: Path, work: dict[str, list[Alert]], batch: int, rounds: int,
+                   rx_batch: int) -> dict[str, dict[str, Any]]:
     alerts = [a for group in itertools.zip_longest(*work.values()) for a in group if a is not None]  # publish order
     now = utc_now()
     rows = [row_of(a, bc.CANTEEN[0], now) for a in alerts]
@@ -176,7 +194,8 @@ def measure_limits(tmp: Path, work: dict[str, list[Alert]], batch: int, rounds: 
     stages = [("raw_per_row", lambda p: raw_sqlite(p, rows, 1)),
               ("raw_batch", lambda p: raw_sqlite(p, rows, batch)),
               ("storage_upsert", lambda p: storage_upserts(p, alerts)),
-              ("ingestor_handle", lambda p: ingestor_handles(p, alerts))]
+              ("ingestor_handle", lambda p: ingestor_handles(p, alerts)),
+              ("ingestor_batch", lambda p: ingestor_batches(p, alerts, rx_batch))]
     for name, run in stages:
         results = []
         for r in range(rounds):
@@ -279,7 +298,8 @@ def report(res: dict[str, Any]) -> None:
           f" {p['alerts']} alerts per round, median of {p['rounds']} rounds\n")
     base = lim["raw_per_row"]["alerts_per_s"]
     labels = {"raw_per_row": "raw sqlite3, 1 txn per row", "raw_batch": f"raw sqlite3, 1 txn per {p['batch']} rows",
-              "storage_upsert": "SqliteStorage.upsert_alert, in-proc", "ingestor_handle": "Ingestor.handle, in-proc"}
+              "storage_upsert": "SqliteStorage.upsert_alert, in-proc", "ingestor_handle": "Ingestor.handle, in-proc",
+              "ingestor_batch": f"Ingestor.handle_batch({p['rx_batch']}), in-proc"}
     rows = [["receiver: MQTT -> subprocess -> SQLite", ing]] + [[label, lim[k]] for k, label in labels.items()]
     bc.print_table(["path", "alerts/s", "worst", "best", "ms/alert", "receiver/this", "this/raw-per-row"],
                 [[name, round(r["alerts_per_s"]), round(r["worst_alerts_per_s"]), round(r["best_alerts_per_s"]),
@@ -348,7 +368,8 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             raise bc.BenchError(f"receiver exited with {code} on SIGTERM:\n{receiver.log_tail()}")
         broker.stop()
         bc.say("the limit: raw SQLite and the receiver's layers in-process ...")
-        limits = measure_limits(tmp, bc.make_workload(list(world.devices), args.alerts), args.batch, args.rounds)
+        limits = measure_limits(tmp, bc.make_workload(list(world.devices), args.alerts), args.batch, args.rounds,
+                                RX_BATCH_MAX)
     finally:
         if receiver is not None:
             receiver.stop()
@@ -358,7 +379,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     return {
         "machine": {**bc.machine_facts(tmp), **load},
         "params": {"alerts": args.alerts, "devices": args.devices, "rounds": args.rounds, "inflight": args.inflight,
-                   "batch": args.batch, "latency_samples": args.latency_samples, "log_level": args.log_level,
+                   "batch": args.batch, "rx_batch": RX_BATCH_MAX, "latency_samples": args.latency_samples, "log_level": args.log_level,
                    "receiver_mode": f"subprocess `{Path(receiver.proc.args[0]).name} -c FILE serve`"},
         "ingest": ingest, "limits": limits, "latency": latency,
         "ratios": {f"receiver_vs_{k}": bc.ratio(ingest["alerts_per_s"], v["alerts_per_s"]) for k, v in limits.items()},
