@@ -81,3 +81,41 @@ async def test_add_webhook_validates(setup):
         add_webhook(w.storage.db, "x", "province", "64", "wecom", "https://x")
     with pytest.raises(ValueError):
         add_webhook(w.storage.db, "x", "canteen", "C1", "wecom", "ftp://x")
+
+
+class _Recorder:
+    """Stands in for the Pusher: records what the router queues."""
+
+    def __init__(self) -> None:
+        self.queued: list[tuple[str, str]] = []
+
+    def enqueue(self, robot, notice) -> None:
+        self.queued.append((robot.id, notice.alert_id))
+
+
+async def test_route_burst_reads_the_database_once_per_burst(tmp_path):
+    """No robot: one query for a burst of alerts; with a robot: one webhooks, one canteen and one camera query per burst."""
+    from api_kit import make_world
+
+    from cloud_receiver.api.pushwire import route_burst
+    w = await make_world(tmp_path)
+    try:
+        rows = [w.add_alert("C1", started_at=ago(minutes=1), alert_id=f"B{n}") for n in range(5)]
+        queries: list[str] = []
+
+        class CountingDb:
+            def execute(self, sql, params=()):
+                queries.append(sql.split()[0] + " " + sql.split("FROM")[1].split()[0])
+                return w.storage.db.execute(sql, params)
+
+        rec = _Recorder()
+        assert route_burst(CountingDb(), rows, PushSettings(), rec) == 0
+        assert queries == ["SELECT webhooks"] and rec.queued == []
+        add_webhook(w.storage.db, "c1-wecom", "canteen", "C1", "wecom", "https://robot.invalid/send?key=k")
+        add_webhook(w.storage.db, "c2-wecom", "canteen", "C2", "wecom", "https://robot.invalid/send?key=k2")
+        queries.clear()
+        assert route_burst(CountingDb(), rows, PushSettings(), rec) == 5
+        assert queries == ["SELECT webhooks", "SELECT canteens", "SELECT cameras"]
+        assert rec.queued == [("c1-wecom", f"B{n}") for n in range(5)]
+    finally:
+        await w.client.close()

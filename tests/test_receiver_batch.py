@@ -177,3 +177,25 @@ async def test_unexpected_error_in_batch_falls_back_to_one_by_one(broker, tmp_pa
         assert [r["reason"] for r in rx.storage.list_rejects()] == ["internal error: KeyError('a bug')"]
     finally:
         await rx.stop()
+
+
+async def test_hub_inbox_wakes_the_loop_once_per_burst():
+    """Rows handed over from another thread while the loop is busy arrive in order with one wake-up."""
+    import asyncio
+    import threading
+
+    from cloud_receiver.hub import AlertHub
+    hub = AlertHub()
+    hub.bind_loop(asyncio.get_running_loop())
+    queue = hub.subscribe()
+    sender = threading.Thread(target=lambda: [hub.publish_threadsafe({"id": n}) for n in range(100)])
+    sender.start()
+    sender.join()  # blocks the loop: the whole burst is in the inbox before the loop drains it
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert [queue.get_nowait()["id"] for _ in range(100)] == list(range(100))
+    assert hub.wakeups == 1 and hub.published == 100
+    hub.publish_threadsafe({"id": "later"})  # the inbox is empty again: the next burst wakes it again
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert queue.get_nowait()["id"] == "later" and hub.wakeups == 2

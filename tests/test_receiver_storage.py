@@ -153,3 +153,16 @@ def test_media_ref_links_alert_to_snapshot(store):
     ref = MediaRef(id="S9", sha256="c" * 64, bytes=10)
     row = store.upsert_alert(_alert(snapshot=ref), utc_now()).row
     assert (row["snapshot_id"], row["snapshot_sha256"], row["canteen_id"]) == ("S9", "c" * 64, "c1")
+
+
+def test_returned_alert_rows_equal_the_stored_rows(store):
+    """The row announced for a new alert (built in Python, not read back) and for a new rev equals the table's row."""
+    snap = MediaRef(id="S9", sha256="a" * 64, bytes=10)
+    new = store.upsert_alert(_alert(id="E9", score=1, snapshot=snap, zone=[[0, 0], [1, 0.5], [1, 1]],
+                                    frame_size=[1920, 1080], detail="persons=3"), "2026-03-01T08:00:01.000Z")
+    assert new.outcome == "inserted"
+    assert new.row == store.get_alert("E9") and list(new.row) == list(store.get_alert("E9"))
+    assert new.row["status"] == "待整改" and new.row["deadline"] is None and new.row["canteen_id"] == "c1"
+    upd = store.upsert_alert(_alert(id="E9", rev=1, state="end"), "2026-03-01T08:00:09.000Z")
+    assert upd.outcome == "updated" and upd.row == store.get_alert("E9")
+    assert upd.row["received_at"] == "2026-03-01T08:00:01.000Z" and upd.row["updated_at"] == "2026-03-01T08:00:09.000Z"
