@@ -1,7 +1,6 @@
-"""The edge–cloud contract: MQTT topics, payload models and the media chunk format (version 1).
-
-Both the edge agent and the cloud receiver import this package; it depends only on pydantic.
-The frozen, human-readable form is docs/mqtt.md.
+"""What the edge agent and the cloud receiver share: the MQTT contract (topics, payload models and
+the media chunk format, version 1; frozen in docs/mqtt.md) and the line-numbered YAML config
+loader (`bk_contract.yamlconf`). Depends only on pydantic and PyYAML.
 """
 
 from bk_contract.media import ChunkHeader, decode_chunk, encode_chunk, split_media

@@ -16,7 +16,7 @@ from typing import Annotated, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from edge_agent.errors import ConfigError
-from edge_agent.yamlconf import validate_file
+from bk_contract.yamlconf import validate_file
 
 GB_ID = re.compile(r"^\d{20}$")
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -308,7 +308,7 @@ class AgentConfig(Section):
 
 def load_config(path: str | Path) -> AgentConfig:
     """Load and validate an agent config; raises ConfigError naming file, line and key path."""
-    return validate_file(Path(path), AgentConfig)  # type: ignore[return-value]
+    return validate_file(Path(path), AgentConfig, error=ConfigError)  # type: ignore[return-value]
 
 
 def check_rules_against_labels(cfg: AgentConfig, labels: set[str], path: str | Path) -> list[str]:

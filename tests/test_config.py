@@ -136,3 +136,10 @@ def test_config_reference_is_complete() -> None:
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "gen_config_docs.py"), "--check"],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_duplicate_key_is_refused_with_its_line(tmp_path: Path) -> None:
+    """A key given twice (YAML would silently keep the last) is an error naming its line."""
+    path = write(tmp_path, MINIMAL + "motion:\n  threshold: 20\n  threshold: 30\n")
+    with pytest.raises(ConfigError, match=rf"{path}:5: motion.threshold: duplicate key"):
+        load_config(path)
