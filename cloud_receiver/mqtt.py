@@ -131,26 +131,26 @@ class Subscriber:
         props.ReceiveMaximum = self.cfg.receive_maximum
         self.client.connect_async(self.cfg.host, self.cfg.port, self.cfg.keepalive_s, clean_start=False,
                                   properties=props)
-        delay = self.cfg.reconnect_min_s
-        first = True
+        delay = self.cfg.reconnect_min_s  # the next wait before reconnecting; doubles up to reconnect_max_s
+        wait = 0.0
         try:
             while not self._stop.is_set():
-                if not first and self._stop.wait(delay):
+                if wait and self._stop.wait(wait):
                     break
-                first = False
                 try:
                     self.client.reconnect()
                 except OSError as err:
-                    delay = min(delay * 2, self.cfg.reconnect_max_s)
+                    wait, delay = delay, min(delay * 2, self.cfg.reconnect_max_s)
                     log.warning("connect failed", host=self.cfg.host, port=self.cfg.port, error=str(err),
-                                retry_in_s=delay)
+                                retry_in_s=wait)
                     continue
-                was_subscribed = self._pump()
+                if self._pump():  # it was subscribed: the connection worked, start the back-off again
+                    delay = self.cfg.reconnect_min_s
                 # what is still in the batch was never acknowledged: the broker delivers it again
                 self._batch = []
                 self.connected.clear()
                 self.subscribed.clear()
-                delay = self.cfg.reconnect_min_s if was_subscribed else min(delay * 2, self.cfg.reconnect_max_s)
+                wait, delay = delay, min(delay * 2, self.cfg.reconnect_max_s)
         finally:
             self._summary.log(self._ingestor.counts, self.batches, final=True)
             self._ingestor.storage.close()
