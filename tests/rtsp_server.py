@@ -2,8 +2,15 @@
 
 Run as a script under Debian's /usr/bin/python3 (it has python3-gi):
     /usr/bin/python3 tests/rtsp_server.py --port 8554 --file clip.mp4 [--path /cam] [--user u --password p]
-The file is looped by segment seeks (no re-encode): the first seek asks for a segment, and each
-SEGMENT_DONE is answered by a non-flushing segment seek back to 0, so running time keeps growing.
+The file is looped by segment seeks (no re-encode), one pipeline per client: when the media is
+prepared (before any client is attached) a flushing segment seek makes the first pass a segment;
+each SEGMENT_DONE is answered by a non-flushing segment seek back to 0, and pass n is given the
+running time n x duration, so timestamps keep growing by one frame at every loop.
+
+Why no flushing seek once a client plays: gst-rtsp-server 1.22's TCP sender thread can block in
+appsink pull_sample() while holding the stream lock when a flush empties the appsink under it; the
+streaming thread then waits for that lock (caps notify), the media thread too, and every later
+RTSP request hangs (clients see an open timeout, then "Invalid data" on each reconnect).
 
 From pytest, `RtspServer(file).start()` picks a free port, waits until the port accepts
 connections and `stop()` kills the process.
@@ -15,6 +22,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -86,30 +94,60 @@ def _serve(port: int, file: str, path: str, user: str | None, password: str | No
     Gst.init(None)
 
     def on_prepared(media: GstRtspServer.RTSPMedia) -> None:
-        pipeline = media.get_element().get_parent() or media.get_element()
+        demux = media.get_element().get_by_name("demux")
+        pay = media.get_element().get_by_name("pay0")
+        sink = pay.get_static_pad("sink")
 
-        def seek(flags: Gst.SeekFlags, position: int) -> bool:
-            if not pipeline.seek(1.0, Gst.Format.TIME, flags | Gst.SeekFlags.SEGMENT,
-                                 Gst.SeekType.SET, position, Gst.SeekType.NONE, -1):
+        ok, duration = demux.query_duration(Gst.Format.TIME)
+
+        def seek(flags: Gst.SeekFlags) -> bool:
+            # to the demuxer itself: before SETUP the pipeline has no sinks to carry a seek upstream.
+            # An explicit stop: the next pass then starts exactly one file duration later.
+            if not demux.seek(1.0, Gst.Format.TIME, flags | Gst.SeekFlags.SEGMENT, Gst.SeekType.SET, 0,
+                              Gst.SeekType.SET if ok else Gst.SeekType.NONE, duration if ok else -1):
                 print("segment seek refused", file=sys.stderr, flush=True)
             return False
 
-        def probe(pad: Gst.Pad, info: Gst.PadProbeInfo) -> Gst.PadProbeReturn:
+        passes = [0]  # completed passes over the file
+
+        def on_downstream(pad: Gst.Pad, info: Gst.PadProbeInfo) -> Gst.PadProbeReturn:
             event = info.get_event()
-            if event is not None and event.type == Gst.EventType.SEGMENT_DONE:
-                GLib.idle_add(seek, Gst.SeekFlags.NONE, 0)  # non-flushing: running time goes on
+            if event is None:
+                return Gst.PadProbeReturn.OK
+            if event.type == Gst.EventType.SEGMENT_DONE:
+                passes[0] += 1
+                # non-flushing, so running time goes on and nothing is flushed under a streaming
+                # client; from the main loop, not the streaming thread the seek waits for
+                GLib.idle_add(seek, Gst.SeekFlags.NONE)
                 return Gst.PadProbeReturn.DROP
+            if event.type == Gst.EventType.SEGMENT and passes[0] and ok:
+                # a non-flushing seek continues from the last frame's pts, so the first frame of
+                # the next pass would repeat it (timestamps going back, for a camera's receiver):
+                # pass n starts at n file durations instead
+                seg = event.parse_segment()
+                if seg.base != passes[0] * duration:
+                    seg.base = passes[0] * duration
+                    fixed = Gst.Event.new_segment(seg)
+                    fixed.set_seqnum(event.get_seqnum())
+                    pad.send_event(fixed)  # comes back through this probe with the right base
+                    return Gst.PadProbeReturn.DROP
             return Gst.PadProbeReturn.OK
 
-        def on_new_state(media: GstRtspServer.RTSPMedia, state: int) -> None:
-            # rtsp-media seeks on PLAY itself; turn that playback into a segment afterwards
-            if state == Gst.State.PLAYING:
-                ok, pos = pipeline.query_position(Gst.Format.TIME)
-                GLib.idle_add(seek, Gst.SeekFlags.FLUSH, pos if ok else 0)
+        sink.add_probe(Gst.PadProbeType.EVENT_DOWNSTREAM, on_downstream)
+        # The first pass becomes a segment too (SEGMENT_DONE, not EOS, at the end). This is the
+        # only flushing seek, done while the media is prerolled and no client is attached yet.
+        # PLAY reads the rates of the segment the payloader last sent (and aborts if there is
+        # none): wait until the new segment and a buffer are through, before DESCRIBE is answered
+        through = threading.Event()
 
-        pay = media.get_element().get_by_name("pay0")
-        pay.get_static_pad("sink").add_probe(Gst.PadProbeType.EVENT_DOWNSTREAM, probe)
-        media.connect("new-state", on_new_state)
+        def on_buffer(pad: Gst.Pad, info: Gst.PadProbeInfo) -> Gst.PadProbeReturn:
+            through.set()
+            return Gst.PadProbeReturn.REMOVE
+
+        pay.get_static_pad("src").add_probe(Gst.PadProbeType.BUFFER, on_buffer)
+        seek(Gst.SeekFlags.FLUSH)
+        if not through.wait(10):
+            print("no buffer after the first segment seek", file=sys.stderr, flush=True)
 
     class LoopingFactory(GstRtspServer.RTSPMediaFactory):
         def do_configure(self, media: GstRtspServer.RTSPMedia) -> None:
@@ -120,11 +158,10 @@ def _serve(port: int, file: str, path: str, user: str | None, password: str | No
     server.set_service(str(port))
     factory = LoopingFactory()
     factory.set_launch(
-        f'( filesrc location="{file}" ! qtdemux ! h264parse config-interval=-1 '
+        f'( filesrc location="{file}" ! qtdemux name=demux ! h264parse config-interval=-1 '
         f"! rtph264pay name=pay0 pt=96 config-interval=-1 )"
     )
-    factory.set_shared(True)
-    factory.set_stop_on_disconnect(False)
+    factory.set_shared(False)  # a pipeline per client: no client's PLAY seek flushes another's
     if user:
         auth = GstRtspServer.RTSPAuth()
         token = GstRtspServer.RTSPToken()

@@ -61,6 +61,10 @@ class Running:
         raise AssertionError(f"timed out waiting for {what}; health={self.agent.health()} "
                              f"stats={self.agent.stats()} events={[(e.camera_id, e.type, e.state) for e in self.events]}")
 
+    def state(self, camera: str) -> str | None:
+        """The camera's health state; None until the agent thread has built its cameras."""
+        return next((h.state for h in self.agent.health() if h.id == camera), None)
+
     def started(self, camera: str, type_: str) -> list[Alert]:
         return [e for e in self.events if e.camera_id == camera and e.type == type_ and e.state == "start"]
 
@@ -156,10 +160,10 @@ def test_rtsp_server_restart_gives_camera_offline_and_back(tmp_path: Path) -> No
             "id": "door", "source": {"type": "rtsp", "url": srv.url}, "open_timeout_s": 5, "read_timeout_s": 2,
             "reconnect_min_s": 0.2, "reconnect_max_s": 1.0, "offline_after_s": 1.0}])
         with Running(cfg, detector=PersonEverywhere(), tuning=PipelineTuning(housekeeping_s=0.2)) as run:
-            run.wait_for(lambda: run.agent.health()[0].state == "online", 15, "camera online")
+            run.wait_for(lambda: run.state("door") == "online", 15, "camera online")
             srv.stop()
             t_kill = time.monotonic()
-            run.wait_for(lambda: run.agent.health()[0].state == "offline", 10, "camera offline")
+            run.wait_for(lambda: run.state("door") == "offline", 10, "camera offline")
             assert time.monotonic() - t_kill < 10
             run.wait_for(lambda: run.started("door", "camera_offline"), 10, "camera_offline event")
             srv.start()

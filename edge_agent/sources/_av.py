@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -77,18 +78,25 @@ def demux_video(container: av.container.InputContainer, stop: threading.Event, *
 
     A stream joined mid-GOP starts at the next keyframe, so every consumer (decoder, packet ring,
     clip) sees a decodable sequence. The demuxer's final empty packet (size 0) is passed on: it
-    flushes a decoder. Demux errors and stalls (read timeout) raise RetryLater.
+    flushes a decoder. Demux errors and stalls (one read timeout) raise RetryLater.
     """
     stream = container.streams.video[0]
     keyframe_seen = False
     packets = container.demux(stream)
+    read_timeout = getattr(container, "read_timeout", None)
     while not stop.is_set():
+        t0 = time.monotonic()
         try:
             packet = next(packets)
         except StopIteration:
             return
         except Exception as err:  # noqa: BLE001
             raise translate(err, what) from err
+        # FFmpeg's RTSP demuxer answers the first read timeout with the packet it still had queued
+        # and only the next read fails: a read that took the whole timeout is the stall itself
+        # (noticed after one read timeout instead of two)
+        if read_timeout and packet.size and time.monotonic() - t0 >= read_timeout:
+            raise RetryLater(f"{what}: timed out (no data for {read_timeout:g} s)")
         if not keyframe_seen:
             if not packet.is_keyframe:
                 continue

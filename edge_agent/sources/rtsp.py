@@ -31,6 +31,8 @@ class RtspSource:
             "rtsp_transport": self.transport,
             # socket-level timeout in microseconds, beside PyAV's interrupt-callback timeouts
             "timeout": str(int(self.read_timeout_s * 1_000_000)),
+            # the packets read while probing are dropped, not replayed: the first of them has no
+            # timestamp; frames start at the next keyframe (one GOP after connecting)
             "fflags": "nobuffer",
             "max_delay": "500000",
         }
