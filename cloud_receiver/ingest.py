@@ -103,11 +103,11 @@ class Ingestor:
             rows = self._announce
         finally:
             self._announce = []
-        for result in results:
-            self.counts[result.outcome] += 1
-        if self.on_alert is not None:
+        if self.on_alert is not None:  # announced before counted: whoever sees the count can expect the row
             for row in rows:
                 self.on_alert(row)
+        for result in results:
+            self.counts[result.outcome] += 1
         return results
 
     def _device_known(self, device_id: str) -> bool:

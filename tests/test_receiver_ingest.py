@@ -55,6 +55,7 @@ async def test_alert_and_snapshot_stored_once_with_matching_sha256(broker, tmp_p
         assert files == [path]
         row = rx.storage.get_alert(alert.id)
         assert row["snapshot_sha256"] == digest and row["canteen_id"] == "canteen-1"
+        assert await wait_for(lambda: not queue.empty())  # the loop hands announcements over when it next runs
         announced = queue.get_nowait()
         assert announced["id"] == alert.id and queue.empty()  # the repeat is not announced again
     finally:
