@@ -117,7 +117,7 @@ class SqliteStorage:
         self.db = Database(conn)
         self._depth = 0  # > 0 while a write transaction (or batch) is open
         self._canteen_of: dict[str, str | None] = {}  # device id -> canteen id; devices never move
-        self._alert_defaults: dict[str, Any] | None = None
+        self._alert_defaults: dict[str, Any] | None = None  # column -> default, for columns ingest does not write
         self.db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         self.db.execute("PRAGMA foreign_keys = OFF")
         if self.db.journal_mode != "wal":
@@ -125,7 +125,10 @@ class SqliteStorage:
         self.db.execute("PRAGMA synchronous = NORMAL")
         if migrate:
             apply_migrations(self.db)
-        self._alert_defaults = _column_defaults(self.db.conn, "alerts")
+        defaults = _column_defaults(self.db.conn, "alerts")
+        # the row of a new alert = what was inserted + these defaults (None: read it back instead)
+        self._alert_defaults = None if defaults is None else {
+            k: v for k, v in defaults.items() if k not in _INSERT_COLUMNS}
 
     # -- plumbing -------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -230,7 +233,8 @@ class SqliteStorage:
                 new = self._one("SELECT * FROM alerts WHERE id = ?", (alert.id,))
                 assert new is not None
                 return AlertWrite("inserted", new)
-            return AlertWrite("inserted", {k: row.get(k, v) for k, v in self._alert_defaults.items()})
+            row.update(self._alert_defaults)  # the columns ingest does not write (workflow), at their defaults
+            return AlertWrite("inserted", row)
         cur = conn.execute(_UPDATE_ALERT, row)
         updated = cur.fetchall()  # to the end: a statement left running would block the COMMIT
         if updated:
