@@ -82,3 +82,23 @@ def test_every_config_field_has_a_description():
                 missing += walk(field.annotation)
         return missing
     assert walk(ReceiverConfig) == []
+
+
+def test_api_and_push_sections_reach_the_app(tmp_path):
+    """`api:` and `push:` are validated and handed to setup_api as ApiSettings / PushSettings."""
+    from cloud_receiver.api import API_SETTINGS, PUSH_SETTINGS
+    from cloud_receiver.app import create_app
+    cfg = parse_config(f"storage:\n  path: {tmp_path}/r.db\n  media_dir: {tmp_path}/m\n"
+                       "api:\n  default_deadline_hours: 48\n  photo_max_bytes: 2097152\n"
+                       "push:\n  public_base_url: https://bk.example.gov.cn\n  limit: 10\n  window_s: 30\n"
+                       "  retry_base_s: 1.5\n  retry_max_s: 60\n", "cfg.yaml")
+    app = create_app(cfg, subscriber=False)
+    api, push = app[API_SETTINGS], app[PUSH_SETTINGS]
+    assert (api.default_deadline_hours, api.photo_max_bytes) == (48, 2 * 1024 * 1024)
+    assert (push.public_base_url, push.limit, push.window_s, push.retry_base_s, push.retry_max_s) == (
+        "https://bk.example.gov.cn", 10, 30, 1.5, 60)
+    assert push.default_deadline_hours == 48
+    with pytest.raises(ConfigError, match="cfg.yaml:2: push.public_base_url: String should match"):
+        parse_config("push:\n  public_base_url: ftp://x\n", "cfg.yaml")
+    with pytest.raises(ConfigError, match="cfg.yaml:2: api.colour: unknown key"):
+        parse_config("api:\n  colour: red\n", "cfg.yaml")
