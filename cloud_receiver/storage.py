@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
-import json
 import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,11 +22,13 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import structlog
-from pydantic import TypeAdapter
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
-from bk_contract import Alert, AlertBox, ChunkHeader, CommandResult, Status, Telemetry
+from bk_contract import Alert, ChunkHeader, CommandResult, Status, Telemetry
+from cloud_receiver.alert_rows import INSERT_ALERT, INSERT_COLUMNS, UPDATE_ALERT, column_defaults
+from cloud_receiver.alert_rows import alert_fields as _alert_fields  # its old name, for storage_pg and the benchmark
+from cloud_receiver.alert_rows import iso as iso  # re-exported: timestamps are the store's format
 from cloud_receiver.errors import StorageError
 
 log = structlog.get_logger(__name__)
@@ -41,14 +42,6 @@ Outcome = Literal["inserted", "updated", "unchanged"]
 def utc_now() -> str:
     """Current time as ISO-8601 UTC text, the timestamp format of every table."""
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,10 +118,10 @@ class SqliteStorage:
         self.db.execute("PRAGMA synchronous = NORMAL")
         if migrate:
             apply_migrations(self.db)
-        defaults = _column_defaults(self.db.conn, "alerts")
+        defaults = column_defaults(self.db.conn, "alerts")
         # the row of a new alert = what was inserted + these defaults (None: read it back instead)
         self._alert_defaults = None if defaults is None else {
-            k: v for k, v in defaults.items() if k not in _INSERT_COLUMNS}
+            k: v for k, v in defaults.items() if k not in INSERT_COLUMNS}
 
     # -- plumbing -------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -228,14 +221,14 @@ class SqliteStorage:
         row = _alert_fields(alert)
         row["canteen_id"] = self._canteen_id(alert.device_id)
         row["received_at"] = row["updated_at"] = received_at
-        if conn.execute(_INSERT_ALERT, row).rowcount == 1:
+        if conn.execute(INSERT_ALERT, row).rowcount == 1:
             if self._alert_defaults is None:
                 new = self._one("SELECT * FROM alerts WHERE id = ?", (alert.id,))
                 assert new is not None
                 return AlertWrite("inserted", new)
             row.update(self._alert_defaults)  # the columns ingest does not write (workflow), at their defaults
             return AlertWrite("inserted", row)
-        cur = conn.execute(_UPDATE_ALERT, row)
+        cur = conn.execute(UPDATE_ALERT, row)
         updated = cur.fetchall()  # to the end: a statement left running would block the COMMIT
         if updated:
             cols = [d[0] for d in cur.description]
@@ -330,53 +323,6 @@ class SqliteStorage:
         """Drop chunks of media that never completed (received before `older_than`)."""
         with self.write() as db:
             return db.execute("DELETE FROM media_chunks WHERE received_at < ?", (older_than,)).rowcount
-
-
-_BOXES = TypeAdapter(list[AlertBox])  # pydantic's serializer: a fifth of the cost of model_dump + json.dumps
-
-
-def _alert_fields(alert: Alert) -> dict[str, Any]:
-    """The event columns of an alert (JSON columns in compact JSON)."""
-    return {
-        "id": alert.id, "device_id": alert.device_id, "camera_id": alert.camera_id, "type": alert.type,
-        "level": alert.level, "state": alert.state, "rev": alert.rev, "started_at": iso(alert.started_at),
-        "ended_at": iso(alert.ended_at), "score": alert.score,
-        "boxes_json": _BOXES.dump_json(alert.boxes).decode(),
-        "frame_size_json": json.dumps(alert.frame_size, separators=(",", ":")) if alert.frame_size else None,
-        "zone_json": json.dumps(alert.zone, separators=(",", ":")) if alert.zone else None, "detail": alert.detail,
-        "snapshot_id": alert.snapshot.id if alert.snapshot else None,
-        "snapshot_sha256": alert.snapshot.sha256 if alert.snapshot else None,
-        "clip_id": alert.clip.id if alert.clip else None, "clip_sha256": alert.clip.sha256 if alert.clip else None,
-    }
-
-
-_EVENT_COLUMNS = ("camera_id", "type", "level", "state", "rev", "started_at", "ended_at", "score", "boxes_json",
-                  "frame_size_json", "zone_json", "detail", "snapshot_id", "snapshot_sha256", "clip_id", "clip_sha256")
-_INSERT_COLUMNS = ("id", "device_id", *_EVENT_COLUMNS, "canteen_id", "received_at", "updated_at")
-_INSERT_ALERT = (f"INSERT INTO alerts ({', '.join(_INSERT_COLUMNS)}) VALUES ({', '.join(':' + c for c in _INSERT_COLUMNS)})"
-                 " ON CONFLICT (id) DO NOTHING")
-# a higher rev of the same device's alert: event fields only, the workflow (status, deadline) stays
-_UPDATE_ALERT = (f"UPDATE alerts SET {', '.join(f'{c} = :{c}' for c in _EVENT_COLUMNS)}, updated_at = :updated_at"
-                 " WHERE id = :id AND device_id = :device_id AND rev < :rev RETURNING *")
-
-
-def _column_defaults(conn: sqlite3.Connection, table: str) -> dict[str, Any] | None:
-    """Column -> default value (table order) when every default is a plain literal; else None."""
-    out: dict[str, Any] = {}
-    for _cid, name, _type, _notnull, default, _pk in conn.execute(f"PRAGMA table_info([{table}])"):
-        if default is None or default.upper() == "NULL":
-            out[name] = None
-        elif len(default) >= 2 and default[0] == default[-1] == "'":
-            out[name] = default[1:-1].replace("''", "'")
-        else:
-            try:
-                out[name] = int(default)
-            except ValueError:
-                try:
-                    out[name] = float(default)
-                except ValueError:
-                    return None  # an expression (e.g. CURRENT_TIMESTAMP): read inserted rows back instead
-    return out or None
 
 
 def migration_sets() -> list[Migrations]:
