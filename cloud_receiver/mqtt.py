@@ -40,7 +40,6 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from cloud_receiver import paho_tuning
 from cloud_receiver.config import MqttConfig
 from cloud_receiver.errors import StorageError
 from cloud_receiver.ingest import Ingestor
@@ -106,7 +105,6 @@ class Subscriber:
 
     def _make_client(self, password: str | None) -> mqtt.Client:
         c = self.cfg
-        paho_tuning.share_property_tables()  # ~10 µs less per received message (see paho_tuning)
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=c.client_id, protocol=mqtt.MQTTv5,
                              manual_ack=True)
         if c.username:
