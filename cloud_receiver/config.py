@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from cloud_receiver.errors import ConfigError
-from cloud_receiver.yamlconf import validate_file, validate_text
+from bk_contract.yamlconf import validate_file, validate_text
 
 KIB = 1024
 
@@ -147,14 +147,15 @@ class ReceiverConfig(Section):
 
 def load_config(path: Path | str) -> ReceiverConfig:
     """Load and validate a receiver config file; raises ConfigError naming file, line and key."""
-    cfg = validate_file(Path(path), ReceiverConfig)
+    cfg = validate_file(Path(path), ReceiverConfig, error=ConfigError)
     assert isinstance(cfg, ReceiverConfig)
     return cfg
 
 
 def parse_config(text: str, source: str = "<config>", config_dir: Path | None = None) -> ReceiverConfig:
     """Validate config text (tests, `config check` of a pasted file)."""
-    cfg = validate_text(text, source, ReceiverConfig, {"config_dir": config_dir} if config_dir else None)
+    cfg = validate_text(text, source, ReceiverConfig, {"config_dir": config_dir} if config_dir else None,
+                        error=ConfigError)
     assert isinstance(cfg, ReceiverConfig)
     return cfg
 

@@ -27,7 +27,7 @@ def test_example_config_is_valid():
     ("log:\n  level: loud\n", "cfg.yaml:2: log.level: Input should be"),
     ("device_ids:\n  industry: '7'\n", "cfg.yaml:2: device_ids.industry: String should match pattern"),
     ("mqtt:\n  port: [1\n", "cfg.yaml:3: not valid YAML"),
-    ("mqtt:\n  port: 1\n  port: 2\n", "line 3: duplicate key 'port'"),
+    ("mqtt:\n  port: 1\n  port: 2\n", "cfg.yaml:3: mqtt.port: duplicate key"),
     ("- 1\n- 2\n", "cfg.yaml:1: the config must be a mapping"),
     ("surprise: 1\n", "cfg.yaml:1: surprise: unknown key"),
 ])
