@@ -6,6 +6,7 @@ Each side passes its own `ConfigError` class (`error=`), so errors stay in that 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -115,3 +116,16 @@ def validate_file(path: Path, model: type[BaseModel], *, error: type[Exception] 
     except OSError as err:
         raise error(f"{path}: cannot read config: {err.strerror}") from err
     return validate_text(text, str(path), model, {"config_dir": path.parent.resolve()}, error=error)
+
+
+def resolve_secret(env_name: str | None) -> str | None:
+    """A secret named by a config (`*_env`): from the environment, else from the systemd credential
+    of the same name ($CREDENTIALS_DIRECTORY/NAME); None when neither has it."""
+    if not env_name:
+        return None
+    if env_name in os.environ:
+        return os.environ[env_name]
+    cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
+    if cred_dir and (Path(cred_dir) / env_name).is_file():
+        return (Path(cred_dir) / env_name).read_text(encoding="utf-8").strip()
+    return None

@@ -7,32 +7,19 @@ variable (`*_env`), read at run time by `resolve_secret` (or a systemd credentia
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from bk_contract.yamlconf import resolve_secret, validate_file, validate_text
 from cloud_receiver.errors import ConfigError
-from bk_contract.yamlconf import validate_file, validate_text
 
 KIB = 1024
 
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def resolve_secret(env_name: str | None) -> str | None:
-    """Read a secret from the environment, or from a systemd credential of the same name."""
-    if not env_name:
-        return None
-    if env_name in os.environ:
-        return os.environ[env_name]
-    cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
-    if cred_dir and (Path(cred_dir) / env_name).is_file():
-        return (Path(cred_dir) / env_name).read_text(encoding="utf-8").strip()
-    return None
 
 
 def _relative_to_config(value: Path, info: ValidationInfo) -> Path:

@@ -7,7 +7,6 @@ credential, and `resolve_secret` reads it at run time.
 
 from __future__ import annotations
 
-import os
 import re
 from datetime import time
 from pathlib import Path
@@ -15,8 +14,8 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from bk_contract.yamlconf import resolve_secret, validate_file
 from edge_agent.errors import ConfigError
-from bk_contract.yamlconf import validate_file
 
 GB_ID = re.compile(r"^\d{20}$")
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -24,20 +23,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def resolve_secret(env_name: str | None) -> str | None:
-    """Read a secret from the environment, or from a systemd credential of the same name."""
-    if not env_name:
-        return None
-    if env_name in os.environ:
-        return os.environ[env_name]
-    cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
-    if cred_dir:
-        cred = Path(cred_dir) / env_name
-        if cred.is_file():
-            return cred.read_text(encoding="utf-8").strip()
-    return None
 
 
 def _resolve_path(value: str | Path, info: ValidationInfo) -> Path:
