@@ -66,7 +66,7 @@ class Agent:
                  source_factory: Callable[[CameraConfig, bool], FrameSource] | None = None,
                  tuning: PipelineTuning | None = None, wall: Callable[[], float] = time.time) -> None:
         self.cfg = cfg
-        self.detector = detector
+        self.detectors = [detector] if detector is not None else []
         self.outbox = outbox
         self.uplink_factory = uplink_factory
         self.on_event = on_event
@@ -84,12 +84,12 @@ class Agent:
     # --- wiring ----------------------------------------------------------------------------
     def _build(self) -> None:
         cfg, tu = self.cfg, self.tuning
-        if self.detector is None:
+        if not self.detectors:  # one interpreter per inference worker: an interpreter is not thread-safe
             from edge_agent.detector import create_detector
 
             d = cfg.detector
-            self.detector = create_detector(d.type, d.model, num_threads=d.threads, score_threshold=d.score_threshold,
-                                            iou_threshold=d.iou_threshold)
+            self.detectors = [create_detector(d.type, d.model, num_threads=d.threads, score_threshold=d.score_threshold,
+                                              iou_threshold=d.iou_threshold) for _ in range(d.workers)]
         if self.outbox is None:
             from edge_agent.outbox import Outbox
 
@@ -133,7 +133,7 @@ class Agent:
             if len(cp.queue) == cp.queue.maxlen:
                 cp.dropped += 1
             cp.queue.append(sf)
-            self._cond.notify()
+            self._cond.notify_all()
 
     # --- running ---------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -145,12 +145,19 @@ class Agent:
             self.uplink.start()
         for cp in self.cameras.values():
             cp.worker.start(stop)
-        self.log.info("agent_started", cameras=list(self.cameras), uplink=self.uplink is not None)
+        self.log.info("agent_started", cameras=list(self.cameras), uplink=self.uplink is not None,
+                      inference_workers=len(self.detectors))
+        extra = [threading.Thread(target=self._inference_loop, args=(stop, i), name=f"inference-{i}", daemon=True)
+                 for i in range(1, len(self.detectors))]
         try:
-            self._inference_loop(stop)
+            for t in extra:
+                t.start()
+            self._inference_loop(stop, 0)
         finally:
             stop.set()
             deadline = time.monotonic() + self.tuning.join_timeout_s
+            for t in extra:
+                t.join(max(0.0, deadline - time.monotonic()))
             for cp in self.cameras.values():
                 if not cp.worker.join(max(0.0, deadline - time.monotonic())):
                     self.log.warning("decode_thread_still_running", camera=cp.worker.cam.id)
@@ -162,30 +169,34 @@ class Agent:
                 self.outbox.close()
             self.log.info("agent_stopped")
 
-    def _inference_loop(self, stop: threading.Event) -> None:
-        next_housekeeping = 0.0
+    def _inference_loop(self, stop: threading.Event, index: int) -> None:
+        """Worker `index` serves every n-th camera, so each camera's frames stay in order in one
+        thread (its tracker and rules are not shared); worker 0 also does the housekeeping."""
+        mine = list(self.cameras.values())[index::len(self.detectors)]
+        detector = self.detectors[index]
+        next_housekeeping = 0.0 if index == 0 else float("inf")
         while not stop.is_set():
             batch: list[SampledFrame] = []
             with self._cond:
-                if not any(cp.queue for cp in self.cameras.values()):
+                if not any(cp.queue for cp in mine):
                     self._cond.wait(self.tuning.housekeeping_s)
-                for cp in self.cameras.values():  # round-robin: one frame per camera per pass
+                for cp in mine:  # round-robin: one frame per camera per pass
                     if cp.queue:
                         batch.append(cp.queue.popleft())
             for sf in batch:
                 if stop.is_set():
                     break
-                self._process(sf)
+                self._process(sf, detector)
             if time.monotonic() >= next_housekeeping:
                 next_housekeeping = time.monotonic() + self.tuning.housekeeping_s
                 self._housekeeping()
 
-    def _process(self, sf: SampledFrame) -> None:
+    def _process(self, sf: SampledFrame, detector) -> None:
         cp = self.cameras[sf.camera_id]
         try:
             if sf.rgb is not None:
                 t0 = time.perf_counter()
-                dets = self.detector.detect(sf.rgb)
+                dets = detector.detect(sf.rgb)
                 ms = (time.perf_counter() - t0) * 1000
                 self.inference_ms = ms if not self.inference_ms else 0.9 * self.inference_ms + 0.1 * ms
                 cp.detections += 1

@@ -113,7 +113,7 @@ for i in range({n}):
     cams.append({{"id": f"cam{{i}}", "source": src, "rules": [{{"type": "crowding", "max_persons": 50}}]}})
 cfg = AgentConfig.model_validate({{
     "device": {{"id": {device!r}}}, "storage": {{"path": {db!r}}}, "uplink": {{"enabled": False}},
-    "motion": {{"enabled": False}}, "detector": {{"threads": {threads}, "sample_fps": {sample_fps}}}, "cameras": cams}})
+    "motion": {{"enabled": False}}, "detector": {{"threads": {threads}, "workers": {workers}, "sample_fps": {sample_fps}}}, "cameras": cams}})
 agent = Agent(cfg)
 stop = threading.Event()
 th = threading.Thread(target=agent.run, args=(stop,), daemon=True)
@@ -130,11 +130,11 @@ print(json.dumps({{"before": s0, "after": s1, "wall": t1 - t0, "cpu_percent": cp
 
 
 def run_channels(n: int, main: Path, sub: Path | None, seconds: float, warmup: float, sample_fps: float = 5.0,
-                 threads: int = 2) -> dict:
+                 threads: int = 2, workers: int = 1) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         code = CHANNEL_CHILD.format(root=str(ROOT), n=n, main=str(main), sub=str(sub) if sub else None,
                                     device=DEVICE, db=str(Path(tmp) / "a.db"), seconds=seconds, warmup=warmup,
-                                    sample_fps=sample_fps, threads=threads)
+                                    sample_fps=sample_fps, threads=threads, workers=workers)
         res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=seconds + warmup + 120)
     if res.returncode != 0:
         raise RuntimeError(res.stderr[-2000:])
@@ -164,7 +164,8 @@ def main() -> int:
     ap.add_argument("--sub-channels", default="4,8,12,16", help="sub-stream channel counts to try ('' to skip)")
     ap.add_argument("--detect-n", type=int, default=100)
     ap.add_argument("--sample-fps", type=float, default=5.0, help="detection frames per second per camera")
-    ap.add_argument("--detector-threads", type=int, default=2, help="interpreter threads in the channel runs (box default 2)")
+    ap.add_argument("--detector-threads", type=int, default=1, help="interpreter threads per worker in the channel runs (config default 1)")
+    ap.add_argument("--detector-workers", type=int, default=2, help="inference workers in the channel runs (config default 2)")
     ap.add_argument("--keep-going", action="store_true", help="try every channel count even after one fails")
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "bk-bench")
     ap.add_argument("--json", action="store_true")
@@ -186,7 +187,8 @@ def main() -> int:
     results["channels"] = []
     for spec, sub_clip in ((args.channels, None), (args.sub_channels, sub)):
         for n in [int(x) for x in spec.split(",") if x]:
-            r = run_channels(n, clip, sub_clip, args.seconds, args.warmup, args.sample_fps, args.detector_threads)
+            r = run_channels(n, clip, sub_clip, args.seconds, args.warmup, args.sample_fps, args.detector_threads,
+                             args.detector_workers)
             results["channels"].append(r)
             print(f"  {n:>2} channels{' (sub-stream)' if sub_clip else ''}: {r}", file=sys.stderr)
             if not r["sustained"] and not args.keep_going:
