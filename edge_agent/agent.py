@@ -1,8 +1,9 @@
 """The edge agent: cameras → sampler → motion gate → detector → tracker → rules → events → outbox.
 
-Threads: one decode thread per camera stream (PyAV decodes without the GIL), one inference worker
-(the detector invokes without the GIL) that also runs the tracker, the rules and the event
-emitters, and the uplink's own thread. One stop event; everything joins within `join_timeout_s`.
+Threads: one decode thread per camera stream (PyAV decodes without the GIL), `detector.workers`
+inference workers (each with its own interpreter, which invokes without the GIL, and a fixed share
+of the cameras) that also run those cameras' tracker, rules and event emitters, and the uplink's
+own thread. One stop event; everything joins within `join_timeout_s`.
 """
 
 from __future__ import annotations
