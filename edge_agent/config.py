@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from datetime import time
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
@@ -228,7 +228,7 @@ REQUIRED_LABELS: dict[str, set[str]] = {
 }
 
 Rule = Annotated[
-    Union[PhoneUseRule, IntrusionRule, AnimalRule, StationUnattendedRule, CrowdingRule, ModelRule],
+    PhoneUseRule | IntrusionRule | AnimalRule | StationUnattendedRule | CrowdingRule | ModelRule,
     Field(discriminator="type"),
 ]
 
