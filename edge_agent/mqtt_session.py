@@ -47,7 +47,7 @@ class Puback:
 
     @property
     def ok(self) -> bool:
-        # 0x00 success and 0x10 "no matching subscribers" both mean the broker took it.
+        # the broker took it (0x00, or 0x10 "no matching subscribers": see no_subscribers)
         return self.code < 0x80
 
     @property

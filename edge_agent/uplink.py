@@ -330,13 +330,7 @@ class Uplink(StatusReporting):
     def _drop_session(self, *, retry_in: float | None) -> None:
         """Forget the connection and its in-flight messages (still pending in the outbox)."""
         self._settle()
-        if self._session is not None:
-            self._session.close()
-            self._session = None
-        with self._lock:
-            self._inflight.clear()
-            if self._state != "auth_failed":
-                self._state = "backoff"
+        self._close_session("backoff")
         self._dirty = True
         if retry_in is not None:
             self._next_attempt = self.clock() + retry_in
@@ -350,14 +344,18 @@ class Uplink(StatusReporting):
                     if isinstance(event, Puback):
                         self._on_puback(event)
             self._settle()
+        self._close_session("stopped")
+        self._log.info("uplink_stopped")
+
+    def _close_session(self, state: str) -> None:
+        """Close the connection; what was in flight is still pending in the outbox."""
         if self._session is not None:
             self._session.close()
             self._session = None
         with self._lock:
             self._inflight.clear()
             if self._state != "auth_failed":
-                self._state = "stopped"
-        self._log.info("uplink_stopped")
+                self._state = state
 
 
 __all__ = ["Uplink"]
