@@ -47,8 +47,10 @@ class Uplink(StatusReporting):
                  status: Callable[[], list[bk_contract.CameraHealth]], version: str,
                  window: int = 20, reconnect_min_s: float = 0.5, refused_retry_s: float = 3600.0,
                  connect_timeout_s: float = 5.0, budget: UploadBudget | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 inference_ms: Callable[[], float] | None = None) -> None:
         self.cfg = cfg
+        self.inference_ms = inference_ms  # the Agent's detector time, for telemetry
         self.device_id = device_id
         self.outbox = outbox
         self.n_cameras = n_cameras

@@ -24,11 +24,12 @@ def status_payload(device_id: str, version: str, *, online: bool,
 
 
 def telemetry_payload(device_id: str, cameras: list[bk_contract.CameraHealth], outbox_stats: dict, *,
-                      cpu_percent: float, budget_bps: float, temperature_c: float | None) -> bytes:
+                      cpu_percent: float, budget_bps: float, temperature_c: float | None,
+                      inference_ms: float = 0.0) -> bytes:
     """JSON of one `Telemetry` reading."""
     return bk_contract.Telemetry(
         device_id=device_id, ts=datetime.now(UTC), fps={c.id: c.fps for c in cameras},
-        cpu_percent=round(cpu_percent, 1), temperature_c=temperature_c,
+        cpu_percent=round(cpu_percent, 1), temperature_c=temperature_c, inference_ms=round(inference_ms, 1),
         outbox_depth=outbox_stats["depth_total"], outbox_dropped=outbox_stats["dropped_total"],
         outbox_dropped_by_priority={k: v for k, v in outbox_stats["dropped"].items() if v},
         outbox_refused=outbox_stats["refused_total"], budget_bps=budget_bps,
@@ -81,6 +82,13 @@ class StatusReporting:
             self._log.warning("status_callable_failed", error=repr(err))
             return []
 
+    def _inference_ms(self) -> float:
+        try:
+            return float(self.inference_ms()) if self.inference_ms is not None else 0.0
+        except Exception as err:  # noqa: BLE001 - telemetry never stops the uplink
+            self._log.warning("inference_ms_callable_failed", error=repr(err))
+            return 0.0
+
     def _publish_status(self, *, online: bool) -> None:
         if self._session is None:
             return
@@ -125,7 +133,8 @@ class StatusReporting:
         cpu_pct = 100.0 * (cpu - self._cpu_mark[0]) / max(1e-6, wall - self._cpu_mark[1])
         self._cpu_mark = (cpu, wall)
         payload = telemetry_payload(self.device_id, cameras, stats, cpu_percent=cpu_pct,
-                                    budget_bps=self.budget.rate * 8, temperature_c=temperature())
+                                    budget_bps=self.budget.rate * 8, temperature_c=temperature(),
+                                    inference_ms=self._inference_ms())
         topic = bk_contract.topic(self.device_id, "telemetry")
         if not self.budget.try_take(publish_packet_size(topic, len(payload), 0), Priority.TELEMETRY):
             with self._lock:

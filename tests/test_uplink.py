@@ -71,7 +71,7 @@ def test_delivers_alerts_snapshots_status_and_telemetry(tmp_path, anon_broker):
     box = Outbox(tmp_path / "agent.db", device_id=DEVICE, chunk_bytes=1024)
     jpeg = os.urandom(5000)
     sent = box.add_event(make_alert(1), jpeg)
-    up = make_uplink(anon_broker.port, box)
+    up = make_uplink(anon_broker.port, box, inference_ms=lambda: 9.75)
     up.start()
     try:
         assert rx.wait_for(lambda r: len([m for m in r.snapshot() if "/media/" in m.topic]) == 5, 10)
@@ -86,6 +86,7 @@ def test_delivers_alerts_snapshots_status_and_telemetry(tmp_path, anon_broker):
         tel = bk_contract.Telemetry.model_validate_json(
             next(m.payload for m in rx.snapshot() if m.topic.endswith("/telemetry")))
         assert tel.device_id == DEVICE and tel.fps == {"cam1": 5.0} and tel.budget_bps == 1_000_000
+        assert tel.inference_ms == 9.8  # the Agent's detector time, rounded
         status = [bk_contract.Status.model_validate_json(m.payload) for m in rx.snapshot()
                   if m.topic.endswith("/status")]
         assert status and status[0].online and status[0].cameras[0].id == "cam1"
