@@ -99,7 +99,7 @@ class Agent:
         if cfg.gb28181.enabled:
             from edge_agent.gb_bridge import GbBridge
 
-            self.gb = GbBridge(cfg.gb28181, wall=self.wall)
+            self.gb = GbBridge(cfg.gb28181, wall=self.wall, on_device_change=self._wake_gb_cameras)
         for cam in cfg.cameras:
             if not cam.enabled:
                 continue
@@ -122,10 +122,23 @@ class Agent:
             if factory is None:
                 from edge_agent.uplink import Uplink as factory  # noqa: N813
             self.uplink = factory(cfg.uplink, device_id=cfg.device.id, outbox=self.outbox,
-                                  n_cameras=len(self.cameras), status=self.health, version=__version__)
+                                  n_cameras=len(self.cameras), status=self.health, version=__version__,
+                                  inference_ms=lambda: self.inference_ms)
 
     def _open_source(self, cam: CameraConfig, sub: bool) -> FrameSource:
         return open_source(cam, sub=sub, gb=self.gb.source if self.gb is not None else None)
+
+    def _wake_gb_cameras(self, device_id: str) -> None:
+        """A GB device came online, sent its catalog or was refused (SIP loop thread): its offline
+        cameras retry now instead of after their back-off."""
+        if self.gb is None:
+            return
+        woken = [cid for cid, cp in self.cameras.items()
+                 if not cp.worker.reader.connected and self.gb.device_of(cp.worker.cam) == device_id]
+        for cid in woken:
+            self.cameras[cid].worker.wake()
+        if woken:
+            self.log.info("gb_cameras_woken", gb_device=device_id, cameras=woken)
 
     def _submit(self, sf: SampledFrame) -> None:
         """Called from decode threads: queue the newest frame, dropping the oldest when full."""

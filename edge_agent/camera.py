@@ -80,13 +80,37 @@ class StreamReader:
         self.offline_since: float | None = wall()
         self.last_frame = 0.0  # monotonic
         self._stamps: deque[float] = deque(maxlen=64)
+        self.next_delay_s = 0.0  # the back-off wait planned after the last failed attempt
+        self._wake = threading.Event()
+        self.wakes = 0  # back-off waits cut short by `wake()`
         self.log = log.bind(stream=name)
+
+    def wake(self) -> None:
+        """Retry now: end the current back-off wait and restart the back-off from `reconnect_min_s`.
+
+        Thread-safe (the GB/T 28181 bridge calls it from the SIP loop thread when the camera's device
+        comes online). A wake that arrives while a connection attempt is running makes the wait after
+        that attempt, if it fails, end at once; each new attempt clears it."""
+        self._wake.set()
+
+    def _wait(self, stop: threading.Event, delay: float, slice_s: float = 0.1) -> str:
+        """Wait `delay` s: "stop" once `stop` is set (within `slice_s`), "wake" on `wake()`, else "timeout"."""
+        deadline = time.monotonic() + delay
+        while True:
+            if stop.is_set():
+                return "stop"
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return "timeout"
+            if self._wake.wait(min(slice_s, left)):
+                return "stop" if stop.is_set() else "wake"
 
     def run(self, stop: threading.Event) -> None:
         attempt = 0
         while not stop.is_set():
             opened = time.monotonic()
             first_frame: float | None = None
+            self._wake.clear()  # a wake from before this attempt is answered by the attempt itself
             try:
                 source = self.make_source()
                 for frame in self.read(source, stop):
@@ -120,8 +144,14 @@ class StreamReader:
                     self.on_close()
             self.log.info("reconnect_wait", delay_s=round(delay, 2), attempt=attempt,
                           ran_s=round(time.monotonic() - opened, 1))
-            if stop.wait(delay):
+            self.next_delay_s = delay
+            waited = self._wait(stop, delay)
+            if waited == "stop":
                 break
+            if waited == "wake":
+                attempt = 0
+                self.wakes += 1
+                self.log.info("reconnect_woken", planned_s=round(delay, 2))
             self.reconnects += 1
         self.connected = False
 
@@ -201,6 +231,12 @@ class CameraWorker:
             t.start()
             self.threads.append(t)
         self.media.start(stop)
+
+    def wake(self) -> None:
+        """Retry this camera's stream(s) now, back-off restarted (see `StreamReader.wake`)."""
+        self.reader.wake()
+        if self.main_reader is not None:
+            self.main_reader.wake()
 
     def join(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout

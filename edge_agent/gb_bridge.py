@@ -7,7 +7,10 @@ a `GbCameraSource`, which checks that picture first (so a device that never regi
 clear error in the camera's health instead of a bare INVITE failure), then streams through
 `GbChannelSource`. When the server reports `device_offline`, every session of that device is
 stopped and its source raises `RetryLater` naming the reason; the camera goes offline and the
-`camera_offline` event follows after `offline_after_s`, as for any other camera.
+`camera_offline` event follows after `offline_after_s`, as for any other camera. When a device
+comes (back) online, sends its catalog or has its registration refused, `on_device_change(device_id)`
+tells the Agent, which wakes that device's offline cameras out of their reconnect back-off
+(`StreamReader.wake`): they stream within a second instead of after up to `reconnect_max_s`.
 """
 
 from __future__ import annotations
@@ -27,6 +30,10 @@ from edge_agent.errors import NeedsHuman, RetryLater
 from edge_agent.gb28181 import GbChannelSource, GbEvent, GbSipServer
 
 log = structlog.get_logger(__name__)
+
+# events after which a device's offline cameras should retry now: they may stream, or their health
+# should say why not (a refused registration is `needs human`, not "not registered")
+WAKE_KINDS = ("device_online", "catalog", "registration_rejected")
 
 
 @dataclass
@@ -67,10 +74,12 @@ class GbBridge:
     """Owns the SIP server thread and the device picture; builds sources for gb28181 cameras."""
 
     def __init__(self, cfg: GbConfig, *, on_event: Callable[[GbEvent], None] | None = None,
+                 on_device_change: Callable[[str], None] | None = None,
                  server_factory: Callable[..., GbSipServer] = GbSipServer, start_timeout_s: float = 10.0,
                  wall: Callable[[], float] = time.time) -> None:
         self.cfg = cfg
         self.on_event = on_event
+        self.on_device_change = on_device_change  # loop thread: a WAKE_KINDS event of this device
         self.server_factory = server_factory
         self.start_timeout_s = start_timeout_s
         self.wall = wall
@@ -161,6 +170,11 @@ class GbBridge:
             s.device_offline(st.reason)
         if stopped:
             self.log.warning("gb_sessions_stopped", device=ev.device_id, reason=st.reason, sessions=len(stopped))
+        if ev.kind in WAKE_KINDS and self.on_device_change is not None:
+            try:
+                self.on_device_change(ev.device_id)
+            except Exception:  # noqa: BLE001 - a waker's bug never stops the SIP loop
+                self.log.exception("gb_device_change_failed", device=ev.device_id)
         if self.on_event is not None:
             self.on_event(ev)
 
@@ -184,6 +198,12 @@ class GbBridge:
                 if channel_id in s.channels:
                     return d
             return channel_id if channel_id in self._devices else None
+
+    def device_of(self, cam: CameraConfig) -> str | None:
+        """The device a gb28181 camera streams from: its `gb_device_id`, else its channel's catalog owner."""
+        if cam.source.type != "gb28181":
+            return None
+        return cam.source.gb_device_id or self.owner_of(cam.source.gb_channel_id or "")
 
     def check(self, device_id: str | None, channel_id: str) -> str:
         """The device to stream `channel_id` from, or RetryLater / NeedsHuman saying why not."""

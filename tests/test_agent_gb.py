@@ -13,8 +13,9 @@ import pytest
 
 from bk_contract import Alert
 from edge_agent.agent import Agent, PipelineTuning
+from edge_agent.camera import StreamReader
 from edge_agent.config import AgentConfig
-from edge_agent.errors import NeedsHuman
+from edge_agent.errors import NeedsHuman, RetryLater
 from edge_agent.gb28181.manscdp import CatalogItem
 from edge_agent.outbox import Outbox
 from edge_agent.sources import open_source
@@ -238,3 +239,133 @@ def test_gb_refused_password_and_unknown_channel_are_explained(h264_units, tmp_p
     assert refused.state == "offline"
     assert nochan.error == (f"GB channel 64050200001310000077 is not in device {GB_DEVICE}'s catalog "
                             f"(2 channels: {CHANNELS[0].device_id}, {CHANNELS[1].device_id})")
+
+
+def gb_slow_retry_camera(cam_id: str, channel: str, backoff_s: float, **kw) -> dict:
+    """A GB camera whose reconnect back-off alone would keep it offline for `backoff_s`."""
+    return gb_camera(cam_id, channel, reconnect_min_s=backoff_s, reconnect_max_s=backoff_s, **kw)
+
+
+def test_gb_device_back_wakes_camera_out_of_long_backoff(h264_units, tmp_path, monkeypatch):
+    """Back-off 30 s: the device registering, then resuming keepalives, brings the camera online in seconds."""
+    backoff = 30.0
+    monkeypatch.setenv(PW_ENV, "gb-secret")
+    cfg = gb_agent_config(tmp_path, [gb_slow_retry_camera("gbcam", CHANNELS[0].device_id, backoff)])
+    emu = EmulatorThread(EmulatorConfig("127.0.0.1", cfg.gb28181.port, GB_DEVICE, "gb-secret", channels=CHANNELS,
+                                        units=h264_units, keepalive_s=0.1, frame_interval_s=1 / 30))
+    try:
+        with Running(cfg) as run:
+            # the first attempt fails (not registered) and the camera sits in a 30 s back-off
+            run.wait_for(lambda: "has not registered" in run.health("gbcam").error, 5, "first attempt failed")
+            emu.call(emu.emu.start)
+            t0 = time.monotonic()
+            assert emu.call(emu.emu.register) == 200
+            emu.call(emu.emu.start_keepalives)
+            run.wait_for(lambda: run.health("gbcam").state == "online", 8, "online after registration")
+            first_online = time.monotonic() - t0
+
+            before = len(run.offline_events("gbcam", "start"))  # one may exist from the start-up outage
+            emu.call(emu.emu.stop_keepalives)
+            run.wait_for(lambda: len(run.offline_events("gbcam", "start")) > before, 8, "camera_offline event")
+            start = run.offline_events("gbcam", "start")[-1]
+            assert "keepalive timeout" in run.health("gbcam").error
+            t1 = time.monotonic()
+            emu.call(emu.emu.start_keepalives)  # heard again: device_online → wake
+            run.wait_for(lambda: run.health("gbcam").state == "online", 8, "online after keepalives resume")
+            back_online = time.monotonic() - t1
+            run.wait_for(lambda: start.id in {e.id for e in run.offline_events("gbcam", "end")}, 5,
+                         "camera_offline end")
+            end = next(e for e in run.offline_events("gbcam", "end") if e.id == start.id)
+            reader = run.agent.cameras["gbcam"].worker.reader
+            wakes = reader.wakes
+    finally:
+        emu.close()
+    print(f"GB wake: online {first_online:.2f} s after registration, {back_online:.2f} s after keepalives resumed "
+          f"(back-off {backoff} s)")
+    assert end.ended_at is not None and end.ended_at >= start.started_at
+    assert first_online < 5 and back_online < 5, (first_online, back_online)
+    assert wakes >= 2
+
+
+def test_gb_fixed_password_wakes_refused_camera(h264_units, tmp_path, monkeypatch):
+    """A refused device (needs human, back-off 30 s) streams within seconds once it registers with the right password."""
+    monkeypatch.setenv(PW_ENV, "gb-secret")
+    cfg = gb_agent_config(tmp_path, [gb_slow_retry_camera("gbcam", CHANNELS[0].device_id, 30.0)])
+    emu = EmulatorThread(EmulatorConfig("127.0.0.1", cfg.gb28181.port, GB_DEVICE, "wrong", channels=CHANNELS,
+                                        units=h264_units, keepalive_s=0.1, frame_interval_s=1 / 30))
+    try:
+        with Running(cfg) as run:
+            emu.call(emu.emu.start)
+            assert emu.call(emu.emu.register) == 403
+            run.wait_for(lambda: run.health("gbcam").error.startswith("needs human"), 5, "refused explained")
+            t0 = time.monotonic()
+            assert emu.call(lambda: emu.emu.register(password="gb-secret")) == 200
+            emu.call(emu.emu.start_keepalives)
+            run.wait_for(lambda: run.health("gbcam").state == "online", 8, "online after the password is fixed")
+            fixed_online = time.monotonic() - t0
+    finally:
+        emu.close()
+    print(f"GB wake: online {fixed_online:.2f} s after the password was fixed (back-off 30 s)")
+    assert fixed_online < 5
+
+
+def failing_reader(min_s: float, max_s: float) -> tuple[StreamReader, list[float]]:
+    """A StreamReader whose every attempt fails; the list gets the monotonic time of each attempt."""
+    attempts: list[float] = []
+
+    def make_source():
+        attempts.append(time.monotonic())
+        raise RetryLater("camera unreachable")
+
+    return StreamReader("unit/main", make_source, lambda _f: None, reconnect_min_s=min_s,
+                        reconnect_max_s=max_s), attempts
+
+
+def wait_until(pred: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.01)
+    return pred()
+
+
+def test_stream_reader_wake_cuts_backoff_and_resets_it():
+    """wake() ends a 10 s back-off at once and restarts it from reconnect_min_s; stop ends the thread within 1 s."""
+    reader, attempts = failing_reader(10.0, 60.0)
+    stop = threading.Event()
+    t = threading.Thread(target=reader.run, args=(stop,), daemon=True)
+    t.start()
+    try:
+        assert wait_until(lambda: reader.next_delay_s == 10.0, 2), reader.next_delay_s
+        reader.wake()
+        assert wait_until(lambda: len(attempts) == 2, 1.0), "wake did not end the back-off"
+        assert attempts[1] - attempts[0] < 1.0
+        # without the reset the second failure would plan min_s * 2 = 20 s
+        assert wait_until(lambda: reader.next_delay_s == 10.0 and reader.reconnects == 1, 1.0)
+        assert reader.wakes == 1 and reader.state() == "offline" and reader.error == "camera unreachable"
+        time.sleep(0.3)
+        assert len(attempts) == 2  # and without a wake it waits
+        t0 = time.monotonic()
+        stop.set()
+        t.join(1.0)
+        stopped_in = time.monotonic() - t0
+    finally:
+        stop.set()
+    assert not t.is_alive() and stopped_in < 1.0, stopped_in
+    assert len(attempts) == 2
+
+
+def test_stream_reader_stop_still_prompt_and_wake_after_stop_harmless():
+    """A reader in a 30 s back-off stops within 1 s of stop; a wake() after stop starts no attempt."""
+    reader, attempts = failing_reader(30.0, 30.0)
+    stop = threading.Event()
+    t = threading.Thread(target=reader.run, args=(stop,), daemon=True)
+    t.start()
+    assert wait_until(lambda: reader.next_delay_s == 30.0, 2)
+    t0 = time.monotonic()
+    stop.set()
+    reader.wake()
+    t.join(1.0)
+    assert not t.is_alive() and time.monotonic() - t0 < 1.0
+    assert len(attempts) == 1 and reader.wakes == 0 and not reader.connected
