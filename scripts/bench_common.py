@@ -10,7 +10,7 @@
 - `make_alert()`: a valid `bk_contract.Alert`; `summarise()`: the median of several rounds.
 - `print_table()`: a plain-text table.
 
-The broker itself comes from tests/brokerkit.py (the team's Mosquitto-on-a-free-port kit, with
+The broker itself comes from cloud_receiver/localbroker.py (Mosquitto on a free port, with
 the dynamic-security plugin and provisioned clients), so benchmarks and tests run the same broker.
 """
 
@@ -22,7 +22,6 @@ import platform
 import re
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -35,18 +34,18 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-for _p in (ROOT, ROOT / "tests"):
+for _p in (ROOT,):
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 
 import paho.mqtt.client as mqtt  # noqa: E402
-from brokerkit import Broker  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
 from bk_contract import Alert  # noqa: E402
 from bk_contract.payloads import AlertBox  # noqa: E402
 from cloud_receiver import auth  # noqa: E402
 from cloud_receiver.devices import add_device  # noqa: E402
+from cloud_receiver.localbroker import Broker, free_port  # noqa: E402
 from cloud_receiver.storage import SqliteStorage  # noqa: E402
 
 
@@ -136,14 +135,8 @@ def cpu_used(before: float | None, after: float | None) -> float | None:
 
 
 def broker_pid(broker: Broker) -> int | None:
-    proc = getattr(broker, "_proc", None)  # brokerkit keeps its Popen private
+    proc = getattr(broker, "_proc", None)  # localbroker keeps its Popen private
     return proc.pid if proc is not None else None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --- the receiver as a subprocess ---------------------------------------------------------------

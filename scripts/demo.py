@@ -24,7 +24,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -36,15 +35,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cloud_receiver.localbroker import Broker, start_broker  # noqa: E402
+from cloud_receiver.localbroker import Broker, free_port, start_broker  # noqa: E402
 
 CANTEEN = ("canteen-0001", "沙坡头区第一小学食堂", "640502")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def demo_clip(work: Path) -> Path:

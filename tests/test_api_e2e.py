@@ -8,13 +8,13 @@ import asyncio
 import json
 
 from aiohttp.test_utils import TestClient, TestServer
-from brokerkit import running_broker
 from test_push import FakeRobots
 from test_receiver_support import DeviceClient, make_alert, receiver_config, wait_for
 
 from cloud_receiver import auth
 from cloud_receiver.api.pushwire import add_webhook
 from cloud_receiver.app import STORAGE, SUBSCRIBER, create_app
+from cloud_receiver.localbroker import running_broker
 
 DEVICE = "64050200001180000077"
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
-from brokerkit import running_broker
 from test_receiver_support import DeviceClient, RunningReceiver, make_alert, receiver_config, wait_for
 
 from bk_contract import topic
@@ -13,6 +12,7 @@ from cloud_receiver.app import SUBSCRIBER
 from cloud_receiver.config import LimitsConfig
 from cloud_receiver.errors import StorageError
 from cloud_receiver.ingest import Ingestor
+from cloud_receiver.localbroker import running_broker
 from cloud_receiver.storage import SqliteStorage
 
 DEV = "64050200001180000501"

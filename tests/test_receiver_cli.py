@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 import structlog
-from brokerkit import running_broker
 from test_receiver_support import DeviceClient, make_alert
 
 from bk_contract import topic
 from cloud_receiver.cli import main
+from cloud_receiver.localbroker import running_broker
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from brokerkit import running_broker
 from test_receiver_support import DeviceClient, RunningReceiver, make_alert, receiver_config, wait_for
 
 from bk_contract import topic
 from cloud_receiver.app import SUBSCRIBER
+from cloud_receiver.localbroker import running_broker
 
 NOT_AUTHORIZED = 0x87
 

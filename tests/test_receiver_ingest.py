@@ -8,12 +8,12 @@ import os
 
 import pytest
 import structlog
-from brokerkit import running_broker
 from test_receiver_support import DeviceClient, RunningReceiver, make_alert, receiver_config, wait_for
 
 from bk_contract import MediaRef, split_media, topic
 from bk_contract.media import ChunkHeader, encode_chunk
 from cloud_receiver.app import ALERT_HUB, SUBSCRIBER
+from cloud_receiver.localbroker import running_broker
 
 
 @pytest.fixture

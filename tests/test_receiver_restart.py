@@ -7,11 +7,11 @@ import threading
 import time
 
 import pytest
-from brokerkit import running_broker
 from test_receiver_support import DeviceClient, RunningReceiver, make_alert, receiver_config, wait_for
 
 from cloud_receiver.app import SUBSCRIBER
 from cloud_receiver.errors import StorageError
+from cloud_receiver.localbroker import running_broker
 
 NO_MATCHING_SUBSCRIBERS = 0x10
 

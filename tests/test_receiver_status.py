@@ -7,13 +7,13 @@ import threading
 from datetime import UTC, datetime
 
 import paho.mqtt.client as mqtt
-from brokerkit import running_broker
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 from test_receiver_support import DeviceClient, RunningReceiver, receiver_config, wait_for
 
 from bk_contract import CameraHealth, CommandResult, Status, Telemetry, topic
+from cloud_receiver.localbroker import running_broker
 
 NOW = datetime(2026, 3, 1, 8, tzinfo=UTC)
 

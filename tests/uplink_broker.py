@@ -25,15 +25,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from cloud_receiver.localbroker import free_port
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEVICE = "64050200001180000001"
 OTHER_DEVICE = "64050200001180000002"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_port(port: int, timeout: float = 10.0) -> None:
