@@ -71,8 +71,11 @@ class StorageConfig(Section):
 
 
 class LimitsConfig(Section):
-    alert_json_bytes: int = Field(64 * KIB, ge=1 * KIB, description="Largest accepted alert/status/telemetry JSON payload.")
-    chunk_data_bytes: int = Field(256 * KIB, ge=1 * KIB, description="Largest accepted data part of one media chunk (the chunk header comes on top).")
+    alert_json_bytes: int = Field(64 * KIB, ge=1 * KIB, le=4 * KIB * KIB,
+                                  description="Largest accepted alert/status/telemetry JSON payload (at most 4 MiB: the subscriber "
+                                  "announces an 8 MiB Maximum Packet Size).")
+    chunk_data_bytes: int = Field(256 * KIB, ge=1 * KIB, le=4 * KIB * KIB,
+                                  description="Largest accepted data part of one media chunk (the chunk header comes on top; at most 4 MiB).")
     media_max_bytes: int = Field(32 * KIB * KIB, ge=1 * KIB, description="Largest accepted whole snapshot or clip.")
     incomplete_media_ttl_s: int = Field(24 * 3600, ge=60, description="Chunks of media that never completes are discarded after this long.")
 

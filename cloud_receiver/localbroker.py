@@ -2,12 +2,14 @@
 
 API (everything else here is private):
 
-    start_broker(tmp_dir=None, *, dynsec=False, group="receivers") -> Broker
+    start_broker(tmp_dir=None, *, dynsec=False, group="receivers", tls_dir=None) -> Broker
         Plain broker (anonymous allowed, no ACL) or, with dynsec=True, Mosquitto's
         dynamic-security plugin initialised with an admin client and one receiver client
         (role: the shared subscriptions of `group`). Persistence on, so restart() keeps sessions.
-    running_broker(tmp_dir=None, *, dynsec=False, group="receivers")   context manager, same args
+        tls_dir: a folder with ca.crt, server.crt and server.key; adds a TLS listener (Broker.tls_port).
+    running_broker(tmp_dir=None, *, dynsec=False, group="receivers", tls_dir=None)   context manager, same args
     Broker.host, .port, .dir          where it listens / keeps its files (mosquitto.conf, .log, .db)
+    Broker.tls_port                   the TLS listener's port, None without tls_dir
     Broker.admin                      (username, password) of the dynsec admin, None when plain
     Broker.receiver                   (username, password) of the receiver client, None when plain
     Broker.add_device(device_id=None) -> (device_id, password)
@@ -70,6 +72,8 @@ class Broker:
     dynsec: bool
     admin: tuple[str, str] | None = None
     receiver: tuple[str, str] | None = None
+    tls_port: int | None = None
+    tls_dir: Path | None = None
     _proc: subprocess.Popen | None = field(default=None, repr=False)
 
     def _start(self) -> None:
@@ -139,15 +143,22 @@ def _config(b: Broker) -> str:
     if not b.dynsec:
         text = _replace(text, "allow_anonymous false", "allow_anonymous true")
         text = "\n".join(line for line in text.splitlines() if not line.startswith("plugin")) + "\n"
+    if b.tls_dir is not None:
+        t = b.tls_dir
+        text += (f"listener {b.tls_port} {b.host}\ncafile {t}/ca.crt\ncertfile {t}/server.crt\n"
+                 f"keyfile {t}/server.key\n")
     if os.geteuid() == 0:
         text += "user root\n"  # else mosquitto drops to user 'mosquitto', which cannot write the temp dir
     return text
 
 
-def start_broker(tmp_dir: Path | None = None, *, dynsec: bool = False, group: str = "receivers") -> Broker:
+def start_broker(tmp_dir: Path | None = None, *, dynsec: bool = False, group: str = "receivers",
+                 tls_dir: Path | None = None) -> Broker:
     d = Path(tmp_dir) if tmp_dir else Path(tempfile.mkdtemp(prefix="bk-broker-"))
     d.mkdir(parents=True, exist_ok=True)
     b = Broker("127.0.0.1", free_port(), d, dynsec)
+    if tls_dir is not None:
+        b.tls_dir, b.tls_port = Path(tls_dir).resolve(), free_port()
     if dynsec:
         b.admin = ("bk-admin", secrets.token_urlsafe(16))
         subprocess.run([_tool("mosquitto_ctrl"), "dynsec", "init", str(d / "dynamic-security.json"), *b.admin],
@@ -166,8 +177,9 @@ def start_broker(tmp_dir: Path | None = None, *, dynsec: bool = False, group: st
 
 
 @contextlib.contextmanager
-def running_broker(tmp_dir: Path | None = None, *, dynsec: bool = False, group: str = "receivers") -> Iterator[Broker]:
-    b = start_broker(tmp_dir, dynsec=dynsec, group=group)
+def running_broker(tmp_dir: Path | None = None, *, dynsec: bool = False, group: str = "receivers",
+                   tls_dir: Path | None = None) -> Iterator[Broker]:
+    b = start_broker(tmp_dir, dynsec=dynsec, group=group, tls_dir=tls_dir)
     try:
         yield b
     finally:

@@ -1,45 +1,46 @@
-"""The MQTT subscriber: one named thread runs paho's network loop and stores what arrives, in batches.
+"""The MQTT subscriber: one named thread reads the broker's socket and stores what arrives, in batches.
 
-Why store in paho's thread rather than hop to the asyncio loop: SQLite calls block, and on the
-loop they would stall every HTTP request; in a worker pool they would reorder messages and need
-a second hop back for the acknowledgement (paho's client is not safe to write from two threads
-when it does not own its loop thread). In paho's own thread the order is kept and the PUBACK
-(`client.ack`) follows the commit directly. Only the announcement of stored alerts crosses to the
-asyncio loop, through the alert hub's thread-safe inbox.
+Why store in this thread rather than hop to the asyncio loop: SQLite calls block, and on the loop
+they would stall every HTTP request; in a worker pool they would reorder messages and need a second
+hop back for the acknowledgement. In the subscriber's own thread the order is kept and the PUBACKs
+follow the commit directly. Only the announcement of stored alerts crosses to the asyncio loop,
+through the alert hub's thread-safe inbox.
 
-Group commit: the thread drives paho itself through its external-loop API (`select` on
-`client.socket()`, then `loop_read` / `loop_write` / `loop_misc`; without `client.loop`, paho
-needs no wake-up socket pair, so an acknowledgement costs one send), collecting messages into a batch,
-and stores the batch in ONE transaction when it holds `mqtt.batch_max` messages, when its first
-message is `mqtt.batch_max_ms` old, or as soon as no further message is waiting on the socket,
-whichever comes first (so a lone alert is stored at once, and a burst shares one commit). Every
-message of the batch is acknowledged only after that commit. A rejected message is recorded and
-acknowledged with its batch; a storage error leaves the whole batch unacknowledged (retried
-`mqtt.store_retries` times, then the subscriber reconnects and the broker delivers it all again);
-an unexpected exception rolls the batch back and its messages are stored one by one, so one bad
-message cannot hold back the others. The receive maximum we announce (`mqtt.receive_maximum`)
-lets the broker send the next batch while one is being stored.
+The MQTT v5 client is our own, and only a subscriber (`cloud_receiver/mqtt5.py` holds the packet
+codec, pure functions): CONNECT, SUBSCRIBE, then PUBLISH in and PUBACK out, PINGREQ when idle.
+The socket is read 64 KiB at a time and cut into packets in one pass; the PUBACKs of a batch leave
+in one write. paho-mqtt spent two thirds of an alert's time in its receive path (docs/receiver.md).
 
-Delivery: MQTT v5, clean_start False with a session expiry, QoS 1 shared subscriptions and
-`manual_ack=True`. A receiver stopped or killed between a commit and its PUBACKs gets those
-messages again and recognises them as repeats (the store is idempotent).
+Group commit: messages are collected into a batch, stored in ONE transaction when it holds
+`mqtt.batch_max` messages, when its first message is `mqtt.batch_max_ms` old, or as soon as no
+further byte is waiting on the socket, whichever comes first (so a lone alert is stored at once,
+and a burst shares one commit). Every message of the batch is acknowledged only after that
+commit, in the order received. A rejected message is recorded and acknowledged with its batch; a
+storage error leaves the whole batch unacknowledged (retried `mqtt.store_retries` times, then the
+subscriber reconnects and the broker delivers it all again); an unexpected exception rolls the
+batch back and its messages are stored one by one, so one bad message cannot hold back the others.
+The receive maximum we announce (`mqtt.receive_maximum`) lets the broker send the next batch while
+one is being stored.
+
+Delivery: MQTT v5, clean_start False with a session expiry, QoS 1 shared subscriptions. A receiver
+stopped or killed between a commit and its PUBACKs gets those messages again and recognises them
+as repeats (the store is idempotent). A packet that breaks the protocol drops the connection
+(with DISCONNECT 0x82); the broker then delivers every unacknowledged message again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import select
+import socket
 import ssl
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
-import paho.mqtt.client as mqtt
 import structlog
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
+from cloud_receiver import mqtt5
 from cloud_receiver.config import MqttConfig
 from cloud_receiver.errors import StorageError
 from cloud_receiver.ingest import Ingestor
@@ -48,6 +49,8 @@ from cloud_receiver.storage import utc_now
 log = structlog.get_logger(__name__)
 
 KINDS = ("alert", "media/#", "status", "telemetry", "cmd/result")
+MAX_PACKET_BYTES = 8 * 1024 * 1024  # announced as our Maximum Packet Size: the broker drops larger messages for us
+SUBSCRIBE_ID = 1
 
 
 def subscriptions(group: str, shared: bool = True) -> list[str]:
@@ -56,14 +59,20 @@ def subscriptions(group: str, shared: bool = True) -> list[str]:
     return [f"{prefix}bk/v1/+/{kind}" for kind in KINDS]
 
 
+class ConnectionEnded(Exception):
+    """The connection is over (closed, refused, timed out, or the broker sent DISCONNECT); `str` says why."""
+
+
 class Subscriber:
-    """Owns the paho client and the thread that runs it. `start()`, then `stop()` joins it.
+    """Owns the broker connection and the thread that runs it. `start()`, then `stop()` joins it.
 
     `make_ingestor` is called inside the thread, so the Ingestor (and its SQLite connection)
     belongs to that thread alone.
     """
 
     IDLE_POLL_S = 0.1  # longest wait on the socket with no batch open: bounds how long stop() takes
+    READ_BYTES = 65536
+    CONNECT_TIMEOUT_S = 10.0  # TCP (and TLS) connect, and the wait for CONNACK
 
     def __init__(self, cfg: MqttConfig, make_ingestor: Callable[[], Ingestor], password: str | None = None,
                  thread_name: str = "bk-mqtt-subscriber", summary_interval_s: float = 60.0) -> None:
@@ -76,15 +85,20 @@ class Subscriber:
         self.ready = threading.Event()  # set once the ingestor is open
         self.failed: BaseException | None = None
         self.batches = 0  # committed batches (for the summary and tests)
+        self._password = password
         self._stop = threading.Event()
         self._broken = False  # storage failed: ack nothing more until reconnected
         self._ingestor: Ingestor | None = None
         self._thread: threading.Thread | None = None
-        self._batch: list[mqtt.MQTTMessage] = []
+        self._sock: socket.socket | None = None
+        self._pending = b""  # the start of a packet not yet wholly received
+        self._batch: list[mqtt5.Publish] = []
         self._batch_t0 = 0.0
-        self._received = 0
+        self._keepalive = cfg.keepalive_s
+        self._connect_t0 = self._last_out = 0.0
+        self._ping_sent: float | None = None
+        self._got_subscribed = False  # this connection reached SUBACK (then the reconnect back-off starts again)
         self._summary = _Summary(summary_interval_s)
-        self.client = self._make_client(password)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -103,20 +117,6 @@ class Subscriber:
     def counts(self) -> dict[str, int]:
         return dict(self._ingestor.counts) if self._ingestor else {}
 
-    def _make_client(self, password: str | None) -> mqtt.Client:
-        c = self.cfg
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=c.client_id, protocol=mqtt.MQTTv5,
-                             manual_ack=True)
-        if c.username:
-            client.username_pw_set(c.username, password)
-        if c.tls:
-            client.tls_set(ca_certs=str(c.ca_file) if c.ca_file else None, tls_version=ssl.PROTOCOL_TLS_CLIENT)
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_subscribe = self._on_subscribe
-        client.on_message = self._on_message
-        return client
-
     def _run(self) -> None:
         try:
             self._ingestor = self.make_ingestor()
@@ -126,11 +126,6 @@ class Subscriber:
             log.error("subscriber cannot open storage", error=str(err))
             return
         self.ready.set()
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = self.cfg.session_expiry_s
-        props.ReceiveMaximum = self.cfg.receive_maximum
-        self.client.connect_async(self.cfg.host, self.cfg.port, self.cfg.keepalive_s, clean_start=False,
-                                  properties=props)
         delay = self.cfg.reconnect_min_s  # the next wait before reconnecting; doubles up to reconnect_max_s
         wait = 0.0
         try:
@@ -138,79 +133,174 @@ class Subscriber:
                 if wait and self._stop.wait(wait):
                     break
                 try:
-                    self.client.reconnect()
+                    self._connect()
                 except OSError as err:
                     wait, delay = delay, min(delay * 2, self.cfg.reconnect_max_s)
                     log.warning("connect failed", host=self.cfg.host, port=self.cfg.port, error=str(err),
                                 retry_in_s=wait)
                     continue
-                if self._pump():  # it was subscribed: the connection worked, start the back-off again
+                try:
+                    self._pump()
+                except (OSError, ConnectionEnded, mqtt5.ProtocolError) as err:
+                    if isinstance(err, mqtt5.ProtocolError):
+                        log.error("broker broke the protocol; reconnecting", error=str(err))
+                        self._send_quietly(mqtt5.disconnect_packet(0x82))
+                    elif not self._stop.is_set():
+                        log.warning("receiver disconnected", reason=str(err) or type(err).__name__)
+                finally:
+                    self._close()
+                if self._got_subscribed:  # the connection worked: start the back-off again
                     delay = self.cfg.reconnect_min_s
                 # what is still in the batch was never acknowledged: the broker delivers it again
                 self._batch = []
-                self.connected.clear()
-                self.subscribed.clear()
                 wait, delay = delay, min(delay * 2, self.cfg.reconnect_max_s)
         finally:
             self._summary.log(self._ingestor.counts, self.batches, final=True)
             self._ingestor.storage.close()
             log.info("subscriber stopped", thread=self.thread_name, counts=self.counts)
 
-    def _pump(self) -> bool:
-        """Run paho and store batches until the connection ends; True if it got as far as subscribed."""
-        client = self.client
-        ok = mqtt.MQTT_ERR_SUCCESS
-        was_subscribed = False
+    # -- the connection ----------------------------------------------------------------------------
+    def _connect(self) -> None:
+        c = self.cfg
+        sock = socket.create_connection((c.host, c.port), timeout=self.CONNECT_TIMEOUT_S)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if c.tls:
+                ctx = ssl.create_default_context(cafile=str(c.ca_file) if c.ca_file else None)
+                sock = ctx.wrap_socket(sock, server_hostname=c.host)
+            sock.settimeout(max(self.CONNECT_TIMEOUT_S, c.keepalive_s))  # bounds a send to a stalled broker
+            self._sock, self._pending, self._keepalive, self._ping_sent = sock, b"", c.keepalive_s, None
+            self._got_subscribed = False
+            self._connect_t0 = time.monotonic()
+            self._send(mqtt5.connect_packet(c.client_id, c.keepalive_s, username=c.username,
+                                            password=self._password if c.username else None, clean_start=False,
+                                            session_expiry_s=c.session_expiry_s, receive_maximum=c.receive_maximum,
+                                            maximum_packet_size=MAX_PACKET_BYTES))
+        except BaseException:
+            self._close(sock)
+            raise
+
+    def _close(self, sock: socket.socket | None = None) -> None:
+        sock = sock or self._sock
+        self._sock = None
+        self.connected.clear()
+        self.subscribed.clear()
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    def _send(self, data: bytes) -> None:
+        assert self._sock is not None
+        self._sock.sendall(data)
+        self._last_out = time.monotonic()
+
+    def _send_quietly(self, data: bytes) -> None:
+        with contextlib.suppress(OSError):
+            if self._sock is not None:
+                self._send(data)
+
+    def send_acks(self, packet_ids: list[int]) -> None:
+        """PUBACK these messages (in this order) in one write. Called only after their commit."""
+        if packet_ids:
+            self._send(mqtt5.puback_packets(packet_ids))
+
+    def _pump(self) -> None:
+        """Read, store and acknowledge until the connection ends (an exception) or we stop."""
         while not self._stop.is_set():
-            was_subscribed = was_subscribed or self.subscribed.is_set()
-            if not self._batch:  # wait for traffic; write what is pending; keepalive
-                if not self._wait_io(self.IDLE_POLL_S):
-                    return was_subscribed
-                continue
-            if len(self._batch) < self.cfg.batch_max and \
-                    time.monotonic() - self._batch_t0 < self.cfg.batch_max_ms / 1000:
-                before = self._received
-                # read what is already waiting on the (non-blocking) socket, without a select per packet
-                if client.loop_read() != ok:
-                    return was_subscribed
-                if self._received != before:
-                    continue
-            self._flush()  # full, old enough, or nothing more waiting: commit now
-            if self._broken:
-                client.disconnect()  # come back for redelivery of what was left unacknowledged
-                return was_subscribed
-            if client.loop_misc() != ok:
-                return was_subscribed
+            if not self._batch:
+                self._read(self.IDLE_POLL_S)
+            elif len(self._batch) >= self.cfg.batch_max or \
+                    time.monotonic() - self._batch_t0 >= self.cfg.batch_max_ms / 1000 or not self._read(0):
+                self._flush()  # full, old enough, or nothing more waiting: commit now
+                if self._broken:  # come back for redelivery of what was left unacknowledged
+                    self._send_quietly(mqtt5.DISCONNECT_PACKET)
+                    return
+            self._tick()
         if self._batch and self.connected.is_set():
             self._flush()  # stopping: store and acknowledge what has arrived
-        client.disconnect()
-        return was_subscribed
+        self._send_quietly(mqtt5.DISCONNECT_PACKET)
 
-    def _wait_io(self, timeout: float) -> bool:
-        """One select on the broker socket, then paho's read / write / keepalive; False once the connection is gone."""
-        client = self.client
-        sock = client.socket()
-        if sock is None:
+    def _read(self, timeout: float) -> bool:
+        """Wait up to `timeout` for bytes, take what is there and handle its packets; True if messages were added."""
+        sock = self._sock
+        assert sock is not None
+        buffered = isinstance(sock, ssl.SSLSocket) and sock.pending() > 0  # decrypted bytes select cannot see
+        if not buffered and not select.select([sock], [], [], timeout)[0]:
             return False
-        pending = getattr(sock, "pending", None)  # TLS: bytes already decrypted wait inside the SSL object
-        buffered = bool(pending and pending())
-        try:
-            readable, writable, _ = select.select([sock], [sock] if client.want_write() else [], [],
-                                                  0 if buffered else timeout)
-        except (OSError, ValueError):  # the socket was closed under us
-            return False
-        ok = mqtt.MQTT_ERR_SUCCESS
-        if (readable or buffered) and client.loop_read() != ok:
-            return False
-        if writable and client.socket() is not None and client.loop_write() != ok:
-            return False
-        return client.loop_misc() == ok
+        data = sock.recv(self.READ_BYTES)
+        if not data:
+            raise ConnectionEnded("the broker closed the connection")
+        if self._pending:
+            data = self._pending + data
+        packets, used = mqtt5.split_packets(data, MAX_PACKET_BYTES)
+        self._pending = data[used:]
+        before = len(self._batch)
+        for first, body in packets:
+            if first >> 4 == mqtt5.PUBLISH:
+                if not self.connected.is_set():
+                    raise mqtt5.ProtocolError("PUBLISH before CONNACK")
+                if not self._batch:
+                    self._batch_t0 = time.monotonic()
+                self._batch.append(mqtt5.parse_publish(first, body))
+            else:
+                self._control(first, body)
+        self._ping_sent = None  # anything from the broker shows it is alive
+        return len(self._batch) != before
+
+    def _control(self, first: int, body: bytes) -> None:
+        kind = first >> 4
+        if kind == mqtt5.CONNACK and not self.connected.is_set():
+            ack = mqtt5.parse_connack(body)
+            if ack.reason_code >= 0x80:
+                log.error("broker refused the receiver", reason=mqtt5.reason_name(kind, ack.reason_code),
+                          detail=ack.reason_string, host=self.cfg.host, port=self.cfg.port)
+                raise ConnectionEnded(f"CONNACK {mqtt5.reason_name(kind, ack.reason_code)}")
+            if ack.server_keep_alive is not None:
+                self._keepalive = ack.server_keep_alive
+            self._broken = False
+            self.connected.set()
+            log.info("receiver connected", host=self.cfg.host, port=self.cfg.port, session_present=ack.session_present)
+            self._send(mqtt5.subscribe_packet(SUBSCRIBE_ID, [(t, 1) for t in subscriptions(self.cfg.group, self.cfg.shared)]))
+        elif kind == mqtt5.SUBACK and self.connected.is_set():
+            ack = mqtt5.parse_suback(body)
+            refused = [mqtt5.reason_name(kind, r) for r in ack.reason_codes if r >= 0x80]
+            if ack.packet_id != SUBSCRIBE_ID:
+                raise mqtt5.ProtocolError(f"SUBACK for packet {ack.packet_id}; we sent SUBSCRIBE {SUBSCRIBE_ID}")
+            if refused:
+                log.error("broker refused the receiver's subscriptions", reasons=refused, detail=ack.reason_string)
+            else:
+                self.subscribed.set()
+                self._got_subscribed = True
+        elif kind == mqtt5.PINGRESP:
+            pass
+        elif kind == mqtt5.DISCONNECT:
+            end = mqtt5.parse_disconnect(body)
+            detail = f" ({end.reason_string})" if end.reason_string else ""
+            raise ConnectionEnded(f"the broker sent DISCONNECT {mqtt5.reason_name(kind, end.reason_code)}{detail}")
+        else:
+            raise mqtt5.ProtocolError(f"unexpected {mqtt5.PACKET_NAMES.get(kind, kind)} from the broker")
+
+    def _tick(self) -> None:
+        """Keepalive: PINGREQ after `keepalive` seconds without sending; give up when the broker stays silent."""
+        now = time.monotonic()
+        if not self.connected.is_set():
+            if now - self._connect_t0 > self.CONNECT_TIMEOUT_S:
+                raise ConnectionEnded(f"no CONNACK within {self.CONNECT_TIMEOUT_S:g} s")
+            return
+        if not self._keepalive:
+            return
+        if self._ping_sent is not None:
+            if now - self._ping_sent > self._keepalive:
+                raise ConnectionEnded(f"no answer to PINGREQ within {self._keepalive} s")
+        elif now - self._last_out >= self._keepalive:
+            self._send(mqtt5.PINGREQ_PACKET)
+            self._ping_sent = now
 
     # -- batches -------------------------------------------------------------------------------
     def _flush(self) -> None:
         assert self._ingestor is not None
         batch, self._batch = self._batch, []
-        messages = [(_topic_of(m), m.payload) for m in batch]
+        messages = [(_topic_text(m.topic), m.payload) for m in batch]
         for attempt in range(self.cfg.store_retries + 1):
             try:
                 self._ingestor.handle_batch(messages)
@@ -226,73 +316,48 @@ class Subscriber:
                 log.exception("batch failed unexpectedly; storing its messages one by one", messages=len(batch))
                 self._one_by_one(batch, messages)
                 return
-        for m in batch:
-            self.client.ack(m.mid, m.qos)
+        self.send_acks([m.packet_id for m in batch if m.packet_id])
         self.batches += 1
         self._summary.log(self._ingestor.counts, self.batches)
 
-    def _one_by_one(self, batch: list[mqtt.MQTTMessage], messages: list[tuple[str, bytes]]) -> None:
+    def _one_by_one(self, batch: list[mqtt5.Publish], messages: list[tuple[str, bytes]]) -> None:
         """Each message in its own transaction; a message that fails unexpectedly is recorded as rejected."""
         assert self._ingestor is not None
-        for msg, (topic, payload) in zip(batch, messages, strict=True):
-            for attempt in range(self.cfg.store_retries + 1):
-                try:
-                    self._ingestor.handle(topic, payload)
-                    break
-                except StorageError as err:
-                    log.error("storage failed", topic=topic, attempt=attempt + 1, error=str(err))
-                    if attempt == self.cfg.store_retries:
-                        self._broken = True  # this one and the rest stay unacknowledged
-                        return
-                    self._stop.wait(self.cfg.store_retry_s)
-                except Exception as err:  # noqa: BLE001 - a bug must not stop ingest; keep the evidence
-                    log.exception("ingest failed unexpectedly", topic=topic)
+        done: list[int] = []  # packet ids to acknowledge, in order
+        try:
+            for msg, (topic, payload) in zip(batch, messages, strict=True):
+                for attempt in range(self.cfg.store_retries + 1):
                     try:
-                        self._ingestor.storage.record_reject(None, topic, f"internal error: {err!r}"[:500], utc_now())
-                    except StorageError:
-                        self._broken = True
-                        return
-                    self._ingestor.counts["rejected"] += 1
-                    break
-            self.client.ack(msg.mid, msg.qos)
+                        self._ingestor.handle(topic, payload)
+                        break
+                    except StorageError as err:
+                        log.error("storage failed", topic=topic, attempt=attempt + 1, error=str(err))
+                        if attempt == self.cfg.store_retries:
+                            self._broken = True  # this one and the rest stay unacknowledged
+                            return
+                        self._stop.wait(self.cfg.store_retry_s)
+                    except Exception as err:  # noqa: BLE001 - a bug must not stop ingest; keep the evidence
+                        log.exception("ingest failed unexpectedly", topic=topic)
+                        try:
+                            self._ingestor.storage.record_reject(None, topic, f"internal error: {err!r}"[:500], utc_now())
+                        except StorageError:
+                            self._broken = True
+                            return
+                        self._ingestor.counts["rejected"] += 1
+                        break
+                if msg.packet_id:
+                    done.append(msg.packet_id)
+        finally:
+            self.send_acks(done)
         self.batches += 1
 
-    # -- paho callbacks (all in this thread, inside client.loop) --------------------------------
-    def _on_connect(self, client: mqtt.Client, _u: Any, flags: Any, reason: Any, _p: Any) -> None:
-        if reason.is_failure:
-            log.error("broker refused the receiver", reason=str(reason), host=self.cfg.host, port=self.cfg.port)
-            return
-        self._broken = False
-        self.connected.set()
-        log.info("receiver connected", host=self.cfg.host, port=self.cfg.port, session_present=flags.session_present)
-        client.subscribe([(t, 1) for t in subscriptions(self.cfg.group, self.cfg.shared)])
 
-    def _on_subscribe(self, _c: mqtt.Client, _u: Any, _mid: int, reasons: list[Any], _p: Any) -> None:
-        refused = [str(r) for r in reasons if r.is_failure]
-        if refused:
-            log.error("broker refused the receiver's subscriptions", reasons=refused)
-        else:
-            self.subscribed.set()
-
-    def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
-        self.connected.clear()
-        self.subscribed.clear()
-        if not self._stop.is_set():
-            log.warning("receiver disconnected", reason=str(reason))
-
-    def _on_message(self, _client: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
-        if not self._batch:
-            self._batch_t0 = time.monotonic()
-        self._batch.append(msg)
-        self._received += 1
-
-
-def _topic_of(msg: mqtt.MQTTMessage) -> str:
+def _topic_text(raw: bytes) -> str:
     """The topic as text; invalid UTF-8 (which the broker should refuse) is replaced, then fails validation."""
     try:
-        return msg.topic
+        return raw.decode("utf-8")
     except UnicodeDecodeError:
-        return bytes(msg._topic).decode("utf-8", "replace")  # noqa: SLF001 - paho exposes no raw topic
+        return raw.decode("utf-8", "replace")
 
 
 class _Summary:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Receiver ingest benchmark: the real receiver beside its SQLite limit, and event → API latency.
 
-    python scripts/bench_ingest.py                       # 4 devices, 3 rounds of 4000 alerts, 2 x 200 latency samples
+    python scripts/bench_ingest.py                       # 4 devices, 3 rounds of 20000 alerts, 2 x 200 latency samples
     python scripts/bench_ingest.py --alerts 20000 --devices 8 --json
 
 Everything runs on 127.0.0.1 in a temporary folder: a Mosquitto on a free port with the
@@ -231,7 +231,7 @@ def report(res: dict[str, Any]) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--alerts", type=int, default=4000, help="alerts in the throughput run, over all devices")
+    ap.add_argument("--alerts", type=int, default=20000, help="alerts in the throughput run, over all devices")
     ap.add_argument("--devices", type=int, default=4, help="publishing devices")
     ap.add_argument("--rounds", type=int, default=3, help="throughput rounds per path; the median is reported")
     ap.add_argument("--inflight", type=int, default=100, help="QoS 1 messages in flight per device")

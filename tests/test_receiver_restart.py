@@ -69,7 +69,7 @@ async def test_stored_but_unacknowledged_alerts_are_redelivered_and_not_doubled(
         rx = await RunningReceiver(cfg).start()
         device_id, _ = broker.add_device()
         _register(rx.storage, device_id)
-        rx.app[SUBSCRIBER].client.ack = lambda mid, qos: 0  # the commit happens, the PUBACK never leaves
+        rx.app[SUBSCRIBER].send_acks = lambda ids: None  # the commit happens, the PUBACK never leaves
         dev = DeviceClient(broker, device_id)
         try:
             for n in range(count):
