@@ -44,7 +44,8 @@ class MqttConfig(Section):
                        description="Shared-subscription group; all receivers of one deployment use the same group.")
     shared: bool = Field(True, description="Subscribe through the shared group (several receivers). Mosquitto 2.0 does not restore shared "
                          "subscriptions after a broker restart; with one receiver, false (plain subscriptions) keeps them. See docs/receiver.md.")
-    session_expiry_s: int = Field(7 * 24 * 3600, ge=0, description="MQTT v5 session expiry: how long the broker queues messages for a stopped receiver.")
+    session_expiry_s: int = Field(7 * 24 * 3600, ge=60, description="MQTT v5 session expiry: how long the broker queues messages for a stopped receiver "
+                                  "(at least 60 s: redelivery after a dropped connection needs the session).")
     keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive.")
     reconnect_min_s: float = Field(0.5, gt=0, description="First reconnect delay; doubles up to reconnect_max_s.")
     reconnect_max_s: float = Field(30.0, gt=0, description="Longest reconnect delay.")

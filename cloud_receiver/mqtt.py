@@ -98,6 +98,9 @@ class Subscriber:
         self._connect_t0 = self._last_out = 0.0
         self._ping_sent: float | None = None
         self._got_subscribed = False  # this connection reached SUBACK (then the reconnect back-off starts again)
+        self._had_session = False  # an earlier connection of this subscriber was accepted
+        self._poll: select.poll | None = None
+        self._send_timeout = float(cfg.keepalive_s)
         self._summary = _Summary(summary_interval_s)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -134,19 +137,22 @@ class Subscriber:
                     break
                 try:
                     self._connect()
-                except OSError as err:
+                except (OSError, ValueError) as err:  # ValueError: e.g. a host name IDNA cannot encode
                     wait, delay = delay, min(delay * 2, self.cfg.reconnect_max_s)
-                    log.warning("connect failed", host=self.cfg.host, port=self.cfg.port, error=str(err),
+                    log.warning("connect failed", host=self.cfg.host, port=self.cfg.port, error=str(err) or repr(err),
                                 retry_in_s=wait)
                     continue
                 try:
                     self._pump()
                 except (OSError, ConnectionEnded, mqtt5.ProtocolError) as err:
                     if isinstance(err, mqtt5.ProtocolError):
-                        log.error("broker broke the protocol; reconnecting", error=str(err))
-                        self._send_quietly(mqtt5.disconnect_packet(0x82))
+                        log.error("broker broke the protocol; reconnecting", error=str(err),
+                                  disconnect_reason=f"0x{err.code:02X}")
+                        self._send_quietly(mqtt5.disconnect_packet(err.code))
                     elif not self._stop.is_set():
                         log.warning("receiver disconnected", reason=str(err) or type(err).__name__)
+                except Exception:  # noqa: BLE001 - a bug or odd input must not end ingest: log, reconnect
+                    log.exception("subscriber connection failed unexpectedly; reconnecting")
                 finally:
                     self._close()
                 if self._got_subscribed:  # the connection worked: start the back-off again
@@ -168,7 +174,10 @@ class Subscriber:
             if c.tls:
                 ctx = ssl.create_default_context(cafile=str(c.ca_file) if c.ca_file else None)
                 sock = ctx.wrap_socket(sock, server_hostname=c.host)
-            sock.settimeout(max(self.CONNECT_TIMEOUT_S, c.keepalive_s))  # bounds a send to a stalled broker
+            self._send_timeout = max(self.CONNECT_TIMEOUT_S, c.keepalive_s)
+            sock.settimeout(self._send_timeout)  # bounds a send to a stalled broker
+            self._poll = select.poll()  # not select(): a busy process may hand us a descriptor above 1023
+            self._poll.register(sock, select.POLLIN)
             self._sock, self._pending, self._keepalive, self._ping_sent = sock, b"", c.keepalive_s, None
             self._got_subscribed = False
             self._connect_t0 = time.monotonic()
@@ -182,7 +191,7 @@ class Subscriber:
 
     def _close(self, sock: socket.socket | None = None) -> None:
         sock = sock or self._sock
-        self._sock = None
+        self._sock = self._poll = None
         self.connected.clear()
         self.subscribed.clear()
         if sock is not None:
@@ -223,11 +232,20 @@ class Subscriber:
     def _read(self, timeout: float) -> bool:
         """Wait up to `timeout` for bytes, take what is there and handle its packets; True if messages were added."""
         sock = self._sock
-        assert sock is not None
-        buffered = isinstance(sock, ssl.SSLSocket) and sock.pending() > 0  # decrypted bytes select cannot see
-        if not buffered and not select.select([sock], [], [], timeout)[0]:
+        assert sock is not None and self._poll is not None
+        tls = isinstance(sock, ssl.SSLSocket)
+        if not (tls and sock.pending() > 0) and not self._poll.poll(timeout * 1000):  # TLS: decrypted bytes poll cannot see
             return False
-        data = sock.recv(self.READ_BYTES)
+        if tls:  # the readable bytes may not complete an application-data record: never block on them
+            sock.settimeout(0.0)
+            try:
+                data = sock.recv(self.READ_BYTES)
+            except ssl.SSLWantReadError:
+                return False
+            finally:
+                sock.settimeout(self._send_timeout)
+        else:
+            data = sock.recv(self.READ_BYTES)
         if not data:
             raise ConnectionEnded("the broker closed the connection")
         if self._pending:
@@ -245,6 +263,10 @@ class Subscriber:
             else:
                 self._control(first, body)
         self._ping_sent = None  # anything from the broker shows it is alive
+        if len(self._batch) > self.cfg.receive_maximum and \
+                sum(1 for m in self._batch if m.packet_id) > self.cfg.receive_maximum:
+            raise mqtt5.ProtocolError(f"more than our receive maximum of {self.cfg.receive_maximum} unacknowledged "
+                                      "messages", mqtt5.RECEIVE_MAXIMUM_EXCEEDED)
         return len(self._batch) != before
 
     def _control(self, first: int, body: bytes) -> None:
@@ -260,17 +282,27 @@ class Subscriber:
             self._broken = False
             self.connected.set()
             log.info("receiver connected", host=self.cfg.host, port=self.cfg.port, session_present=ack.session_present)
+            if self._had_session and not ack.session_present:
+                log.warning("the broker kept no session for the receiver: what was queued for it while away is gone "
+                            "(session expired, or the broker restarted without persistence)",
+                            client_id=self.cfg.client_id, session_expiry_s=self.cfg.session_expiry_s)
+            self._had_session = True
             self._send(mqtt5.subscribe_packet(SUBSCRIBE_ID, [(t, 1) for t in subscriptions(self.cfg.group, self.cfg.shared)]))
         elif kind == mqtt5.SUBACK and self.connected.is_set():
             ack = mqtt5.parse_suback(body)
-            refused = [mqtt5.reason_name(kind, r) for r in ack.reason_codes if r >= 0x80]
-            if ack.packet_id != SUBSCRIBE_ID:
-                raise mqtt5.ProtocolError(f"SUBACK for packet {ack.packet_id}; we sent SUBSCRIBE {SUBSCRIBE_ID}")
+            filters = subscriptions(self.cfg.group, self.cfg.shared)
+            if ack.packet_id != SUBSCRIBE_ID or len(ack.reason_codes) != len(filters):
+                raise mqtt5.ProtocolError(f"SUBACK for packet {ack.packet_id} with {len(ack.reason_codes)} reason codes; we "
+                                          f"sent SUBSCRIBE {SUBSCRIBE_ID} with {len(filters)} filters", mqtt5.PROTOCOL_ERROR)
+            # granted QoS 0 is a refusal too: QoS 0 messages are never acknowledged, so never delivered again
+            refused = {f: mqtt5.reason_name(kind, r) for f, r in zip(filters, ack.reason_codes, strict=True) if r != 1}
             if refused:
-                log.error("broker refused the receiver's subscriptions", reasons=refused, detail=ack.reason_string)
-            else:
-                self.subscribed.set()
-                self._got_subscribed = True
+                log.error("broker refused the receiver's subscriptions (QoS 1 needed); reconnecting", refused=refused,
+                          detail=ack.reason_string)
+                self._send_quietly(mqtt5.DISCONNECT_PACKET)
+                raise ConnectionEnded("subscriptions refused")
+            self.subscribed.set()
+            self._got_subscribed = True
         elif kind == mqtt5.PINGRESP:
             pass
         elif kind == mqtt5.DISCONNECT:
@@ -281,7 +313,8 @@ class Subscriber:
             raise mqtt5.ProtocolError(f"unexpected {mqtt5.PACKET_NAMES.get(kind, kind)} from the broker")
 
     def _tick(self) -> None:
-        """Keepalive: PINGREQ after `keepalive` seconds without sending; give up when the broker stays silent."""
+        """Keepalive: PINGREQ after half the keepalive without sending (a slow commit must not reach the broker's
+        1.5 x keepalive); give up when the broker stays silent for a keepalive after it."""
         now = time.monotonic()
         if not self.connected.is_set():
             if now - self._connect_t0 > self.CONNECT_TIMEOUT_S:
@@ -292,7 +325,7 @@ class Subscriber:
         if self._ping_sent is not None:
             if now - self._ping_sent > self._keepalive:
                 raise ConnectionEnded(f"no answer to PINGREQ within {self._keepalive} s")
-        elif now - self._last_out >= self._keepalive:
+        elif now - self._last_out >= self._keepalive / 2:
             self._send(mqtt5.PINGREQ_PACKET)
             self._ping_sent = now
 

@@ -42,8 +42,18 @@ PROPERTY_TYPES = {
 MAX_REMAINING_LENGTH = 268_435_455  # the largest a four-byte variable byte integer can carry
 
 
+MALFORMED, PROTOCOL_ERROR, RECEIVE_MAXIMUM_EXCEEDED, PACKET_TOO_LARGE = 0x81, 0x82, 0x93, 0x95
+
+
 class ProtocolError(ValueError):
-    """A packet from the broker breaks MQTT v5 (or what this subscriber asked for)."""
+    """A packet from the broker breaks MQTT v5 (or what this subscriber asked for).
+
+    `code` is the DISCONNECT reason to answer with: 0x81 malformed (the default), 0x82 protocol
+    error, 0x93 receive maximum exceeded, 0x95 packet too large."""
+
+    def __init__(self, message: str, code: int = MALFORMED) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +187,7 @@ def split_packets(buf: bytes | bytearray, max_packet_bytes: int) -> tuple[list[t
                 raise ProtocolError("malformed remaining length (more than four bytes)")
         if i - pos + length > max_packet_bytes:
             raise ProtocolError(f"{PACKET_NAMES.get(buf[pos] >> 4, 'packet')} of {i - pos + length} bytes exceeds "
-                                f"our maximum packet size of {max_packet_bytes}")
+                                f"our maximum packet size of {max_packet_bytes}", PACKET_TOO_LARGE)
         end = i + length
         if end > n:
             return out, pos
@@ -209,7 +219,8 @@ def _need(body: bytes, end: int, what: str) -> None:
 def parse_publish(first_byte: int, body: bytes) -> Publish:
     qos = (first_byte >> 1) & 0x03
     if qos > 1:
-        raise ProtocolError(f"PUBLISH with QoS {qos}; we subscribed with maximum QoS 1")
+        raise ProtocolError(f"PUBLISH with QoS {qos}; we subscribed with maximum QoS 1",
+                            PROTOCOL_ERROR if qos == 2 else MALFORMED)
     _need(body, 2, "PUBLISH topic length")
     tlen = (body[0] << 8) | body[1]
     pos = 2 + tlen
@@ -220,12 +231,12 @@ def parse_publish(first_byte: int, body: bytes) -> Publish:
         _need(body, pos + 2, "PUBLISH packet identifier")
         packet_id = (body[pos] << 8) | body[pos + 1]
         if not packet_id:
-            raise ProtocolError("PUBLISH with packet identifier 0")
+            raise ProtocolError("PUBLISH with packet identifier 0", PROTOCOL_ERROR)
         pos += 2
     plen, pos = _varint_at(body, pos)
     _need(body, pos + plen, "PUBLISH properties")
     if not tlen:
-        raise ProtocolError("PUBLISH without a topic name (topic aliases were not allowed)")
+        raise ProtocolError("PUBLISH without a topic name (topic aliases were not allowed)", PROTOCOL_ERROR)
     return Publish(topic, packet_id, qos, body[pos + plen:])
 
 

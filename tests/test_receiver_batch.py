@@ -148,6 +148,7 @@ async def test_storage_failure_mid_batch_leaves_all_unacked_then_stored_once(bro
         assert len(failures) == 2
         mine, committed = failures[0]
         assert mine > committed, "the failing alert sits in the middle of a batch whose first part is not committed"
+        assert await wait_for(lambda: sum(sub.counts.values()) == len(good))  # counts follow the commit
         # redelivered and stored once: had any of the failed batch been committed, it would come back as a duplicate
         assert sub.counts == {"stored": len(good), "duplicate": 0, "rejected": 0}
         ids = [r["id"] for r in rx.storage.db.query("SELECT id FROM alerts")]

@@ -74,8 +74,9 @@ def test_malformed_publish_names_the_problem(first, body, problem):
 
 def test_oversized_and_malformed_lengths_are_protocol_errors():
     big = mqtt5.publish_packet("a", bytes(2000), 1)
-    with pytest.raises(mqtt5.ProtocolError, match="PUBLISH of 2009 bytes exceeds our maximum packet size of 1000"):
+    with pytest.raises(mqtt5.ProtocolError, match="PUBLISH of 2009 bytes exceeds our maximum packet size of 1000") as err:
         mqtt5.split_packets(big, 1000)
+    assert err.value.code == mqtt5.PACKET_TOO_LARGE
     with pytest.raises(mqtt5.ProtocolError, match="more than four bytes"):
         mqtt5.split_packets(b"\x30\xff\xff\xff\xff\x01", 1 << 30)
 
@@ -236,6 +237,7 @@ class ScriptedPeer:
     Records every packet each connection sent (until it closed) in `seen[n]`."""
 
     script: object
+    suback_code: int = 1
     host: str = "127.0.0.1"
     port: int = field(default_factory=free_port)
     receiver: None = None
@@ -269,7 +271,8 @@ class ScriptedPeer:
                     self.seen[n] += packets
                     for first, _body in packets:
                         if first >> 4 == mqtt5.SUBSCRIBE:
-                            conn.sendall(b"\x90\x08\x00\x01\x00" + b"\x01" * len(subscriptions("receivers")))
+                            code = self.suback_code if n == 0 else 1  # the first connection is the one under test
+                            conn.sendall(b"\x90\x08\x00\x01\x00" + bytes([code]) * len(subscriptions("receivers")))
             except OSError:
                 pass
 
@@ -283,8 +286,8 @@ class ScriptedPeer:
 def peer_factory():
     peers: list[ScriptedPeer] = []
 
-    def make(script) -> ScriptedPeer:
-        peers.append(ScriptedPeer(script))
+    def make(script, **kw) -> ScriptedPeer:
+        peers.append(ScriptedPeer(script, **kw))
         return peers[-1]
 
     yield make
@@ -336,3 +339,54 @@ async def test_broker_disconnect_reason_is_logged(tmp_path, peer_factory):
             assert gone[0]["reason"] == "the broker sent DISCONNECT 0x8E Session taken over"
         finally:
             await rx.stop()
+
+
+async def test_subscription_granted_with_qos_0_counts_as_refused(tmp_path, peer_factory):
+    """QoS 0 messages are never acknowledged, so never redelivered: the receiver does not settle for them."""
+    peer = peer_factory(lambda conn, n: conn.sendall(CONNACK_OK), suback_code=0)
+    with structlog.testing.capture_logs() as logs:
+        rx = await RunningReceiver(receiver_config(tmp_path, peer)).start(wait_subscribed=False)
+        try:
+            assert await wait_for(lambda: rx.app[SUBSCRIBER].subscribed.is_set() and len(peer.seen) >= 2, 10)
+            refused = [e for e in logs if e["event"].startswith("broker refused the receiver's subscriptions")]
+            assert len(refused) == 1 and set(refused[0]["refused"].values()) == {"0x00 Granted QoS 0"}
+            assert peer.seen[0][-1] == (0xE0, b"")
+        finally:
+            await rx.stop()
+
+
+async def test_socket_above_descriptor_1023_and_an_unexpected_error_do_not_stop_ingest(tmp_path, monkeypatch):
+    """A busy process hands out descriptors above 1023 (select() cannot take them); a bug in the
+    connection path is logged and the subscriber connects again: ingest goes on in both cases."""
+    held = [open("/dev/null", "rb") for _ in range(1100)]  # noqa: SIM115 - closed below
+    real_connack = mqtt5.parse_connack
+    calls = []
+
+    def first_connack_breaks(body):
+        calls.append(body)
+        if len(calls) == 1:
+            raise RuntimeError("a bug in the connection path")
+        return real_connack(body)
+
+    monkeypatch.setattr(mqtt5, "parse_connack", first_connack_breaks)
+    try:
+        with running_broker(tmp_path / "broker") as broker, structlog.testing.capture_logs() as logs:
+            rx = await RunningReceiver(receiver_config(tmp_path, broker)).start()
+            try:
+                assert rx.app[SUBSCRIBER]._sock.fileno() > 1023
+                for f in held:  # paho (the device side) still uses select()
+                    f.close()
+                _register(rx.storage, DEV)
+                dev = DeviceClient(broker, DEV)
+                try:
+                    dev.publish_alert(make_alert(DEV, 1))
+                finally:
+                    dev.close()
+                assert await wait_for(lambda: rx.storage.count("alerts") == 1)
+                assert len(calls) == 2
+                assert [e["event"] for e in logs].count("subscriber connection failed unexpectedly; reconnecting") == 1
+            finally:
+                await rx.stop()
+    finally:
+        for f in held:
+            f.close()
