@@ -33,7 +33,8 @@ HOUSEKEEPING_INTERVAL_S = web.AppKey("housekeeping_interval_s", float)
 
 
 def open_configured_storage(cfg: ReceiverConfig) -> SqliteStorage:
-    return SqliteStorage(cfg.storage.path, busy_timeout_ms=cfg.storage.busy_timeout_ms)
+    # the pushes its alerts owe belong to this receiver (its MQTT client id: unique, stable across restarts)
+    return SqliteStorage(cfg.storage.path, busy_timeout_ms=cfg.storage.busy_timeout_ms, push_owner=cfg.mqtt.client_id)
 
 
 async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:

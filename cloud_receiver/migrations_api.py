@@ -1,7 +1,8 @@
 """Schema migrations of the API's tables (migration set "api"), applied after set "ingest".
 
 Tables: `tokens` (bearer tokens, stored as sha256 only), `transitions` (rectification history),
-`webhooks` (WeCom / DingTalk group robots per canteen or jurisdiction).
+`webhooks` (WeCom / DingTalk group robots per canteen or jurisdiction), `push_outbox` (robot
+messages owed for stored alerts).
 Never edit an applied migration; add a new one.
 """
 
@@ -36,5 +37,23 @@ CREATE INDEX alerts_clip_sha ON alerts (clip_sha256);
 @migrations(name="0001_tokens_transitions_webhooks")
 def m0001_tokens_transitions_webhooks(db: Database) -> None:
     for statement in _SCHEMA_1.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
+_SCHEMA_2 = """
+CREATE TABLE push_outbox (
+  id INTEGER PRIMARY KEY, owner TEXT NOT NULL, robot_id TEXT NOT NULL, alert_id TEXT NOT NULL,
+  created_at TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT, sent_at TEXT,
+  UNIQUE (robot_id, alert_id)
+);
+CREATE INDEX push_outbox_pending ON push_outbox (owner, id) WHERE sent_at IS NULL;
+"""
+
+
+@migrations(name="0002_push_outbox")
+def m0002_push_outbox(db: Database) -> None:
+    """Robot messages owed for stored alerts, written in the alert's own transaction (cloud_receiver/push_outbox.py)."""
+    for statement in _SCHEMA_2.split(";"):
         if statement.strip():
             db.execute(statement)

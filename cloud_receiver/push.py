@@ -4,8 +4,9 @@ Message text and DingTalk signing are pure functions. Delivery runs one asyncio 
 both services accept at most 20 messages a minute per robot, so each robot has a rolling-window
 limiter; when few sends are left in the window and several alerts wait, they are merged into one
 summary message. A failed send (HTTP error, network error, or `errcode != 0`) is retried with
-exponential back-off; its alerts go back to the front of the queue, so nothing is dropped — what is
-still queued at shutdown is logged as undelivered.
+exponential back-off; its alerts go back to the front of the queue, so nothing is dropped. What a
+notice owes is also kept in the database (`cloud_receiver/push_outbox.py`): `on_sent` and `on_failed`
+report each send's outbox rows, and what is still queued at shutdown is sent after the restart.
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ class AlertNotice:
     started_at: datetime
     deadline: datetime | None = None
     link: str | None = None
+    outbox_id: int | None = None  # its push_outbox row, marked sent once a robot accepted it
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,8 +189,11 @@ class Pusher:
     """Queues alert notices per robot and delivers them within the robots' limits."""
 
     def __init__(self, session: aiohttp.ClientSession, settings: PushSettings = PushSettings(),
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 on_sent: Callable[[list[int]], None] | None = None,
+                 on_failed: Callable[[list[int], str], None] | None = None) -> None:
         self.session, self.settings, self.clock = session, settings, clock
+        self.on_sent, self.on_failed = on_sent, on_failed  # get the outbox ids of each send's notices
         self.queues: dict[str, RobotQueue] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
@@ -223,8 +228,9 @@ class Pusher:
         self._tasks.clear()
         for q in self.queues.values():
             if q.pending:
+                kept = sum(1 for n in q.pending if n.outbox_id is not None)
                 log.warning("push_undelivered", robot=q.robot.id, kind=q.robot.kind, alerts=len(q.pending),
-                            alert_ids=[n.alert_id for n in q.pending][:50])
+                            kept_for_restart=kept, alert_ids=[n.alert_id for n in q.pending][:50])
 
     async def _run(self, q: RobotQueue) -> None:
         attempt = 0
@@ -253,6 +259,7 @@ class Pusher:
                 delay = min(self.settings.retry_max_s, self.settings.retry_base_s * 2 ** (attempt - 1))
                 log.warning("push_failed", robot=q.robot.id, kind=q.robot.kind, error=str(err),
                             attempt=attempt, retry_in_s=delay, alerts=len(batch))
+                self._report(self.on_failed, batch, str(err))
                 await asyncio.sleep(delay)
                 continue
             attempt = 0
@@ -260,6 +267,17 @@ class Pusher:
             q.sent_messages += 1
             q.delivered_alerts += len(batch)
             log.info("push_sent", robot=q.robot.id, kind=q.robot.kind, alerts=len(batch))
+            self._report(self.on_sent, batch)
+
+    @staticmethod
+    def _report(callback: Callable[..., None] | None, batch: list[AlertNotice], *extra: str) -> None:
+        ids = [n.outbox_id for n in batch if n.outbox_id is not None]
+        if callback is None or not ids:
+            return
+        try:
+            callback(ids, *extra)
+        except Exception:  # noqa: BLE001 - e.g. the database locked: the row stays pending (sent again after a restart)
+            log.exception("push_outbox_update_failed", outbox_ids=ids[:50])
 
     def _take(self, q: RobotQueue) -> list[AlertNotice]:
         """One alert, or all waiting ones merged when the window is nearly used up."""

@@ -30,6 +30,10 @@ from cloud_receiver.alert_rows import INSERT_ALERT, INSERT_COLUMNS, UPDATE_ALERT
 from cloud_receiver.alert_rows import alert_fields as _alert_fields  # its old name, for storage_pg and the benchmark
 from cloud_receiver.alert_rows import iso as iso  # re-exported: timestamps are the store's format
 from cloud_receiver.errors import StorageError
+from cloud_receiver.push_outbox import Owed, Queuer
+from cloud_receiver.push_outbox import mark_failed as push_mark_failed
+from cloud_receiver.push_outbox import mark_sent as push_mark_sent
+from cloud_receiver.push_outbox import pending as push_pending
 
 log = structlog.get_logger(__name__)
 
@@ -100,8 +104,10 @@ def translate_errors(*library_errors: type[Exception]) -> Callable[[type], type]
 class SqliteStorage:
     """SQLite (WAL) through sqlite-utils. `db` is public for read queries (cloud_receiver.queries)."""
 
-    def __init__(self, path: Path | str, *, busy_timeout_ms: int = 5000, migrate: bool = True) -> None:
+    def __init__(self, path: Path | str, *, busy_timeout_ms: int = 5000, migrate: bool = True,
+                 push_owner: str = "") -> None:
         self.path = Path(path)
+        self.push_owner = push_owner  # whose push_outbox rows the alerts stored here create (docs/receiver.md)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(str(self.path), timeout=busy_timeout_ms / 1000, check_same_thread=False)
@@ -118,6 +124,8 @@ class SqliteStorage:
         self.db.execute("PRAGMA synchronous = NORMAL")
         if migrate:
             apply_migrations(self.db)
+        # a database without the API's tables (an old copy opened with migrate=False) owes no pushes
+        self._push = Queuer(push_owner) if "push_outbox" in self.db.table_names() else None
         defaults = column_defaults(self.db.conn, "alerts")
         # the row of a new alert = what was inserted + these defaults (None: read it back instead)
         self._alert_defaults = None if defaults is None else {
@@ -143,6 +151,8 @@ class SqliteStorage:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as err:
             raise StorageError(f"cannot start a write on {self.path}: {err}") from err
+        if self._push is not None:
+            self._push.reset()  # robots and jurisdictions are read afresh in every transaction
         self._depth = 1
         try:
             yield self.db
@@ -222,6 +232,8 @@ class SqliteStorage:
         row["canteen_id"] = self._canteen_id(alert.device_id)
         row["received_at"] = row["updated_at"] = received_at
         if conn.execute(INSERT_ALERT, row).rowcount == 1:
+            if self._push is not None:  # in the same transaction: stored <=> its pushes are owed
+                self._push.queue(conn, alert.id, row["canteen_id"], received_at)
             if self._alert_defaults is None:
                 new = self._one("SELECT * FROM alerts WHERE id = ?", (alert.id,))
                 assert new is not None
@@ -246,6 +258,18 @@ class SqliteStorage:
             return None  # not cached: the device may be added later (by the CLI, in another process)
         self._canteen_of[device_id] = found[0]
         return found[0]
+
+    def pending_pushes(self, after_id: int = 0, limit: int = 1000) -> list[Owed]:
+        """This receiver's unsent push_outbox rows above `after_id` (see cloud_receiver/push_outbox.py)."""
+        return push_pending(self.db.conn, self.push_owner, after_id, limit)
+
+    def pushes_done(self, ids: list[int], at: str, error: str | None = None) -> None:
+        """Record a send of these outbox rows: sent at `at`, or failed with `error` (they stay pending)."""
+        with self.write():
+            if error is None:
+                push_mark_sent(self.db.conn, ids, at)
+            else:
+                push_mark_failed(self.db.conn, ids, error)
 
     def get_alert(self, alert_id: str) -> dict[str, Any] | None:
         return self._one("SELECT * FROM alerts WHERE id = ?", (alert_id,))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from aiohttp.test_utils import TestServer
+from aiohttp.test_utils import TestClient, TestServer
 from api_kit import ago, jpeg, make_world
 from test_push import SECRET, FakeRobots
 
@@ -87,35 +87,160 @@ class _Recorder:
     """Stands in for the Pusher: records what the router queues."""
 
     def __init__(self) -> None:
-        self.queued: list[tuple[str, str]] = []
+        self.queued: list[tuple[str, str, int | None]] = []
 
     def enqueue(self, robot, notice) -> None:
-        self.queued.append((robot.id, notice.alert_id))
+        self.queued.append((robot.id, notice.alert_id, notice.outbox_id))
 
 
-async def test_route_burst_reads_the_database_once_per_burst(tmp_path):
-    """No robot: one query for a burst of alerts; with a robot: one webhooks, one canteen and one camera query per burst."""
+def _statements(conn):
+    """Record the tables each statement on `conn` reads or writes (sqlite3 trace callback)."""
+    seen: list[str] = []
+
+    def trace(sql: str) -> None:
+        words = sql.replace("(", " ").split()
+        for key in ("FROM", "INTO", "UPDATE"):
+            if key in words and words.index(key) + 1 < len(words):
+                seen.append(f"{words[0]} {words[words.index(key) + 1]}")
+                return
+    conn.set_trace_callback(trace)
+    return seen
+
+
+async def test_alerts_owe_their_pushes_in_their_own_transaction_and_routing_reads_once_per_burst(tmp_path):
+    """No robot: storing alerts reads the robots once per transaction and owes nothing. With robots, each new
+    alert owes one outbox row per responsible robot (not its later revisions), and routing a burst reads the
+    outbox, the robots, the alerts, canteens and cameras once each."""
     from api_kit import make_world
 
-    from cloud_receiver.api.pushwire import route_burst
+    from cloud_receiver.api.pushwire import route_pending
     w = await make_world(tmp_path)
     try:
-        rows = [w.add_alert("C1", started_at=ago(minutes=1), alert_id=f"B{n}") for n in range(5)]
-        queries: list[str] = []
-
-        class CountingDb:
-            def execute(self, sql, params=()):
-                queries.append(sql.split()[0] + " " + sql.split("FROM")[1].split()[0])
-                return w.storage.db.execute(sql, params)
-
-        rec = _Recorder()
-        assert route_burst(CountingDb(), rows, PushSettings(), rec) == 0
-        assert queries == ["SELECT webhooks"] and rec.queued == []
+        with w.storage.batch():
+            seen = _statements(w.storage.db.conn)
+            for n in range(3):
+                w.add_alert("C1", started_at=ago(minutes=1), alert_id=f"N{n}")
+        assert seen.count("SELECT webhooks") == 1 and w.storage.count("push_outbox") == 0
         add_webhook(w.storage.db, "c1-wecom", "canteen", "C1", "wecom", "https://robot.invalid/send?key=k")
+        add_webhook(w.storage.db, "sp-wecom", "jurisdiction", "6405", "wecom", "https://robot.invalid/send?key=j")
         add_webhook(w.storage.db, "c2-wecom", "canteen", "C2", "wecom", "https://robot.invalid/send?key=k2")
-        queries.clear()
-        assert route_burst(CountingDb(), rows, PushSettings(), rec) == 5
-        assert queries == ["SELECT webhooks", "SELECT canteens", "SELECT cameras"]
-        assert rec.queued == [("c1-wecom", f"B{n}") for n in range(5)]
+        with w.storage.batch():
+            rows = [w.add_alert("C1", started_at=ago(minutes=1), alert_id=f"B{n}") for n in range(5)]
+        again = Alert(id="B0", device_id=rows[0]["device_id"], camera_id="cam1", type="phone_use", rev=1,
+                      started_at=ago(minutes=1))
+        w.storage.upsert_alert(again, "2099-01-01T00:00:00.000Z")
+        owed = w.storage.db.execute("SELECT robot_id, alert_id, owner FROM push_outbox ORDER BY id").fetchall()
+        assert owed == [(r, f"B{n}", w.storage.push_owner) for n in range(5) for r in ("c1-wecom", "sp-wecom")]
+        seen.clear()
+        rec = _Recorder()
+        high = route_pending(w.storage, PushSettings(), rec)
+        assert sorted(set(seen)) == ["SELECT alerts", "SELECT cameras", "SELECT canteens", "SELECT push_outbox",
+                                     "SELECT webhooks"]
+        assert [(r, a) for r, a, _ in rec.queued] == [(r, f"B{n}") for n in range(5) for r in ("c1-wecom", "sp-wecom")]
+        assert high == max(i for _, _, i in rec.queued)
+        assert route_pending(w.storage, PushSettings(), rec, high) == high and len(rec.queued) == 10  # nothing twice
     finally:
         await w.client.close()
+
+
+async def _restart(tmp_path, settings: PushSettings) -> TestClient:
+    """The same receiver (same database, same client id) started again, API and push only."""
+    from cloud_receiver.api import PUSH_SETTINGS
+    from cloud_receiver.app import create_app
+    from cloud_receiver.config import ReceiverConfig, StorageConfig
+    app = create_app(ReceiverConfig(storage=StorageConfig(path=tmp_path / "receiver.db", media_dir=tmp_path / "media")),
+                     subscriber=False)
+    app[PUSH_SETTINGS] = settings
+    client = TestClient(TestServer(app, host="127.0.0.1"))
+    await client.start_server()
+    return client
+
+
+async def test_pushes_owed_at_shutdown_are_sent_after_the_restart_exactly_once(tmp_path):
+    """The robot is down while alerts arrive; the receiver stops with every push pending; after a restart
+    (robot back) each alert reaches it once, and the next start sends nothing again."""
+    from api_kit import make_world
+
+    from cloud_receiver.api import API_CONTEXT
+    fake = FakeRobots(fail_first=10**6)  # refuses everything for now
+    server = TestServer(fake.app, host="127.0.0.1")
+    await server.start_server()
+    settings = PushSettings(retry_base_s=0.05, retry_max_s=0.1)
+    try:
+        w = await make_world(tmp_path, push_settings=settings)
+        add_webhook(w.storage.db, "c1-wecom", "canteen", "C1", "wecom",
+                    f"{str(server.make_url(''))}/cgi-bin/webhook/send?key=k1")
+        for n in range(4):
+            w.add_alert("C1", started_at=ago(minutes=5), alert_id=f"R{n}", publish=True)
+        pusher = w.client.app[API_CONTEXT].pusher
+        for _ in range(200):
+            if "c1-wecom" in pusher.queues and pusher.queues["c1-wecom"].failures >= 2:
+                break
+            await asyncio.sleep(0.02)
+        assert pusher.queues["c1-wecom"].failures >= 2 and fake.received == []
+        failed = w.storage.db.execute("SELECT count(*) FROM push_outbox WHERE last_error IS NOT NULL"
+                                      " AND sent_at IS NULL").fetchone()[0]
+        assert failed >= 1
+        await w.client.close()  # stops with 4 alerts owed
+        assert fake.received == []
+
+        fake.fail_first = fake.calls  # the robot is back
+        for start in range(2):
+            client = await _restart(tmp_path, settings)
+            try:
+                storage = client.app[API_CONTEXT].storage
+                for _ in range(250):
+                    if storage.db.execute("SELECT count(*) FROM push_outbox WHERE sent_at IS NULL").fetchone()[0] == 0:
+                        break
+                    await asyncio.sleep(0.02)
+                await asyncio.sleep(0.1)
+                assert storage.db.execute("SELECT count(*) FROM push_outbox WHERE sent_at IS NULL").fetchone()[0] == 0
+                assert sum(_alerts_in(text) for _, _, text in fake.received) == 4, (start, fake.received)
+            finally:
+                await client.close()
+    finally:
+        await server.close()
+
+
+def _alerts_in(text: str) -> int:
+    """How many alerts a robot message carries: one, or the count a summary announces."""
+    if text.startswith("【明厨亮灶预警汇总】共 "):
+        return int(text.split("共 ")[1].split(" 条")[0])
+    return 1
+
+
+async def test_alerts_through_mqtt_owe_and_get_their_pushes(tmp_path):
+    """Alerts ingested from a real broker owe their pushes in the ingest transaction and reach the robot once."""
+    from test_receiver_support import DeviceClient, RunningReceiver, make_alert, receiver_config, wait_for
+
+    from cloud_receiver.localbroker import running_broker
+    fake = FakeRobots()
+    server = TestServer(fake.app, host="127.0.0.1")
+    await server.start_server()
+    device = "64050200001180000101"
+    try:
+        with running_broker(tmp_path / "broker") as broker:
+            cfg = receiver_config(tmp_path, broker)
+            rx = await RunningReceiver(cfg).start()
+            try:
+                rx.storage.add_canteen("canteen-1", "第一小学食堂", "640502")
+                rx.storage.add_device(device, "canteen-1", "box")
+                add_webhook(rx.storage.db, "j-wecom", "jurisdiction", "6405", "wecom",
+                            f"{str(server.make_url(''))}/cgi-bin/webhook/send?key=k")
+                dev = DeviceClient(broker, device)
+                try:
+                    for n in range(3):
+                        dev.publish_alert(make_alert(device, n))
+                    dev.publish_alert(make_alert(device, 0, rev=1, state="end"))  # a later revision owes nothing
+                finally:
+                    dev.close()
+                assert await wait_for(lambda: sum(_alerts_in(t) for _, _, t in fake.received) == 3)
+                assert await wait_for(lambda: rx.storage.db.execute(
+                    "SELECT count(*) FROM push_outbox WHERE sent_at IS NOT NULL").fetchone()[0] == 3)
+                owners = rx.storage.db.execute("SELECT DISTINCT owner FROM push_outbox").fetchall()
+                assert owners == [(cfg.mqtt.client_id,)] and rx.storage.count("push_outbox") == 3
+                assert all(text.startswith("【明厨亮灶预警") and "第一小学食堂" in text for _, _, text in fake.received)
+            finally:
+                await rx.stop()
+    finally:
+        await server.close()

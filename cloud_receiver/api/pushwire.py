@@ -1,18 +1,22 @@
-"""Wiring of the push: the `webhooks` table → robots, the alert hub → per-robot queues.
+"""Push wiring: the push outbox → robots, woken by the alert hub.
 
 `push_ctx` runs for the app's lifetime (entered by `setup_api`'s cleanup context);
 `add_webhook` / `register_webhook_cli` configure robots.
 
-The router takes the alerts announced in a burst together (`route_burst`): one read of the
-`webhooks` table per burst (nothing else when no robot is configured), canteen and camera names
-read once per burst. The table is read again for every burst, so a robot added by the CLI in
-another process applies from the next alert on.
+What is owed is decided when an alert is stored: the storage writes one `push_outbox` row per
+responsible robot in the alert's own transaction (`cloud_receiver/push_outbox.py`). The router
+here only delivers: when it starts it takes every unsent row of this receiver (so pushes owed
+before a stop or a crash go out after the restart), and after that, woken by each burst of
+announced alerts, the rows added since (`route_pending`: one read of the outbox, one of the robots,
+one of the alerts per burst; canteen and camera names read once per burst). A row is marked sent
+when its robot accepted the message.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
@@ -23,27 +27,31 @@ import structlog
 from cloud_receiver import rectify
 from cloud_receiver.config import resolve_secret
 from cloud_receiver.push import AlertNotice, Pusher, PushSettings, Robot
+from cloud_receiver.push_outbox import robot_matches
+from cloud_receiver.storage import utc_now
 
 log = structlog.get_logger(__name__)
 
 
+def _robot(wid: str, kind: str, url: str, secret_env: str | None) -> Robot | None:
+    """A configured robot; None (with an error log) when its DingTalk secret is not in the environment."""
+    secret = resolve_secret(secret_env)
+    if secret_env and secret is None:
+        log.error("push_secret_missing", robot=wid, secret_env=secret_env)
+        return None
+    return Robot(wid, kind, url, secret)
+
+
 def robots_for(db: Any, canteen_id: str | None, jurisdiction: str | None) -> list[Robot]:
-    """Robots configured for this canteen or for a jurisdiction prefix of its code.
+    """Enabled robots responsible for this canteen (its id, or a prefix of its jurisdiction code).
 
     A DingTalk robot whose `secret_env` is not set in the environment is skipped with an error log.
     """
-    rows = db.execute(
-        "SELECT id, kind, url, secret_env FROM webhooks WHERE enabled = 1 AND ((scope_kind = 'canteen' AND scope = ?)"
-        " OR (scope_kind = 'jurisdiction' AND substr(?, 1, length(scope)) = scope)) ORDER BY id",
-        [canteen_id or "", jurisdiction or ""]).fetchall()
-    robots = []
-    for wid, kind, url, secret_env in rows:
-        secret = resolve_secret(secret_env)
-        if secret_env and secret is None:
-            log.error("push_secret_missing", robot=wid, secret_env=secret_env)
-            continue
-        robots.append(Robot(wid, kind, url, secret))
-    return robots
+    rows = db.execute("SELECT id, scope_kind, scope, kind, url, secret_env FROM webhooks WHERE enabled = 1"
+                      " ORDER BY id").fetchall()
+    found = (_robot(wid, kind, url, env) for wid, scope_kind, scope, kind, url, env in rows
+             if robot_matches(scope_kind, scope, canteen_id, jurisdiction))
+    return [r for r in found if r is not None]
 
 
 def notice_for(db: Any, row: dict[str, Any], settings: PushSettings,
@@ -86,40 +94,39 @@ class _Names:
         return self._cameras[key]
 
 
-def route_burst(db: Any, rows: list[dict[str, Any]], settings: PushSettings, pusher: Pusher) -> int:
-    """Queue the notices of new alerts among `rows` for their robots; returns how many were queued.
+def route_pending(storage: Any, settings: PushSettings, pusher: Pusher, after_id: int = 0) -> int:
+    """Hand this receiver's unsent outbox rows above `after_id` to the pusher; returns the highest id seen.
 
-    Same matching as `robots_for` (canteen scope, or a jurisdiction prefix), with the enabled robots
-    read once for the whole burst; with no robot configured nothing else is read.
+    A row whose robot is gone, disabled or missing its secret stays pending (logged) and is tried
+    again after the next start.
     """
-    new = [r for r in rows if r.get("received_at") == r.get("updated_at")]  # later revisions are not pushed again
-    if not new:
-        return 0
-    hooks = db.execute("SELECT id, scope_kind, scope, kind, url, secret_env FROM webhooks WHERE enabled = 1"
-                       " ORDER BY id").fetchall()
-    if not hooks:
-        return 0
-    robots: list[tuple[str, str, Robot]] = []
-    for wid, scope_kind, scope, kind, url, secret_env in hooks:
-        secret = resolve_secret(secret_env)
-        if secret_env and secret is None:
-            log.error("push_secret_missing", robot=wid, secret_env=secret_env)
-            continue
-        robots.append((scope_kind, scope, Robot(wid, kind, url, secret)))
-    names = _Names(db)
-    queued = 0
-    for row in new:
-        try:
-            notice, jurisdiction = notice_for(db, row, settings, names)
-            canteen_id, code = row.get("canteen_id") or "", jurisdiction or ""
-            for scope_kind, scope, robot in robots:
-                if (scope_kind == "canteen" and scope == canteen_id) or (
-                        scope_kind == "jurisdiction" and code.startswith(scope)):
-                    pusher.enqueue(robot, notice)
-                    queued += 1
-        except Exception:  # noqa: BLE001 - one bad row must not stop the push of the others
-            log.exception("push_route_failed", alert_id=row.get("id"))
-    return queued
+    db = storage.db
+    while owed := storage.pending_pushes(after_id):
+        after_id = owed[-1].id
+        ids = sorted({o.robot_id for o in owed})
+        hooks = {r[0]: r for r in db.execute(
+            f"SELECT id, kind, url, secret_env FROM webhooks WHERE enabled = 1 AND id IN ({','.join('?' * len(ids))})",
+            ids).fetchall()}
+        robots = {wid: _robot(*hook) for wid, hook in hooks.items()}
+        alert_ids = sorted({o.alert_id for o in owed})
+        alerts = {r["id"]: r for r in db.query(f"SELECT * FROM alerts WHERE id IN ({','.join('?' * len(alert_ids))})",
+                                               alert_ids)}
+        names = _Names(db)
+        for o in owed:
+            robot, row = robots.get(o.robot_id), alerts.get(o.alert_id)
+            if robot is None or row is None:
+                log.error("push_not_routable", outbox_id=o.id, robot=o.robot_id, alert_id=o.alert_id,
+                          reason="robot disabled, removed or without its secret" if row else "alert missing")
+                continue
+            try:
+                notice, _ = notice_for(db, row, settings, names)
+            except Exception:  # noqa: BLE001 - one bad row must not stop the push of the others
+                log.exception("push_route_failed", alert_id=o.alert_id, outbox_id=o.id)
+                continue
+            pusher.enqueue(robot, dataclasses.replace(notice, outbox_id=o.id))
+        if len(owed) < 1000:
+            break
+    return after_id
 
 
 @contextlib.asynccontextmanager
@@ -132,19 +139,22 @@ async def push_ctx(context: Any, settings: PushSettings) -> AsyncIterator[Pusher
         yield None
         return
     queue = context.hub.subscribe()
+    storage = context.storage
     async with aiohttp.ClientSession() as session:
-        pusher = Pusher(session, settings)
+        pusher = Pusher(session, settings, on_sent=lambda ids: storage.pushes_done(ids, utc_now()),
+                        on_failed=lambda ids, error: storage.pushes_done(ids, utc_now(), error))
         context.pusher = pusher
 
         async def route() -> None:
+            high = 0  # the highest outbox id handed to the pusher; 0 first: everything still owed
             while True:
-                rows = [await queue.get()]
-                while not queue.empty():  # the rest of the burst
-                    rows.append(queue.get_nowait())
                 try:
-                    route_burst(context.storage.db, rows, settings, pusher)
-                except Exception:  # noqa: BLE001 - e.g. the database locked: log, keep routing later bursts
-                    log.exception("push_route_failed", alerts=len(rows))
+                    high = route_pending(storage, settings, pusher, high)
+                except Exception:  # noqa: BLE001 - e.g. the database locked: log, try again with the next burst
+                    log.exception("push_route_failed", after_id=high)
+                await queue.get()
+                while not queue.empty():  # the rest of the burst: one read of the outbox for all of it
+                    queue.get_nowait()
 
         task = asyncio.create_task(route(), name="push-router")
         try:
