@@ -15,7 +15,10 @@ API (everything else here is private):
     Broker.add_device(device_id=None) -> (device_id, password)
         dynsec: creates the device's client and role (publish bk/v1/{id}/#, subscribe bk/v1/{id}/cmd);
         plain: only issues an id (password ""). A new 20-digit id when none is given.
+    Broker.start()                    run mosquitto on dir/mosquitto.conf (start_broker writes it; a test may
+                                      write its own) and wait until it listens on `port`
     Broker.stop()                     SIGTERM and wait; Broker.restart() stops and starts on the same port
+    tool(name) -> str                 path of a Mosquitto program (mosquitto, mosquitto_ctrl)
     Broker.log_text() -> str          the broker's log, for failure messages
 
 The broker runs config/mosquitto/demo.conf, moved to the free port and the temp dir.
@@ -50,7 +53,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _tool(name: str) -> str:
+def tool(name: str) -> str:
     path = shutil.which(name) or (f"/usr/sbin/{name}" if os.path.exists(f"/usr/sbin/{name}") else None)
     if path is None:
         raise RuntimeError(f"{name} is not installed (apt-get install mosquitto mosquitto-clients)")
@@ -76,9 +79,10 @@ class Broker:
     tls_dir: Path | None = None
     _proc: subprocess.Popen | None = field(default=None, repr=False)
 
-    def _start(self) -> None:
+    def start(self) -> None:
+        """Run mosquitto on `dir/mosquitto.conf` and wait until it listens on `port`."""
         log = open(self.dir / "mosquitto.stdout", "ab")  # noqa: SIM115 - owned by the process
-        self._proc = subprocess.Popen([_tool("mosquitto"), "-c", str(self.dir / "mosquitto.conf")],
+        self._proc = subprocess.Popen([tool("mosquitto"), "-c", str(self.dir / "mosquitto.conf")],
                                       stdout=log, stderr=subprocess.STDOUT)
         log.close()
         deadline = time.monotonic() + 10
@@ -102,7 +106,7 @@ class Broker:
 
     def restart(self) -> None:
         self.stop()
-        self._start()
+        self.start()
 
     def log_text(self) -> str:
         parts = [p.read_text(errors="replace") for p in (self.dir / "mosquitto.log", self.dir / "mosquitto.stdout")
@@ -161,10 +165,10 @@ def start_broker(tmp_dir: Path | None = None, *, dynsec: bool = False, group: st
         b.tls_dir, b.tls_port = Path(tls_dir).resolve(), free_port()
     if dynsec:
         b.admin = ("bk-admin", secrets.token_urlsafe(16))
-        subprocess.run([_tool("mosquitto_ctrl"), "dynsec", "init", str(d / "dynamic-security.json"), *b.admin],
+        subprocess.run([tool("mosquitto_ctrl"), "dynsec", "init", str(d / "dynamic-security.json"), *b.admin],
                        check=True, capture_output=True)
     (d / "mosquitto.conf").write_text(_config(b))
-    b._start()
+    b.start()
     if dynsec:
         b.receiver = ("bk-receiver-test", secrets.token_urlsafe(16))
         try:

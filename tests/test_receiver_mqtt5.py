@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import socket
 import struct
-import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 import structlog
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_receiver_support import DeviceClient, RunningReceiver, make_alert, receiver_config, wait_for
+from test_receiver_support import DeviceClient, RunningReceiver, make_alert, make_tls_files, receiver_config, wait_for
 
 from cloud_receiver import mqtt5
 from cloud_receiver.app import SUBSCRIBER
@@ -174,26 +172,10 @@ async def test_wrong_password_is_reported_and_retried_without_crashing(tmp_path,
                 await rx.stop()
 
 
-def _make_tls_files(d: Path, name: str = "ca") -> Path:
-    """A CA and a server certificate for 127.0.0.1 signed by it (openssl), in `d`."""
-    d.mkdir(parents=True, exist_ok=True)
-
-    def run(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
-
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN=bk-test-{name}",
-        "-keyout", "ca.key", "-out", "ca.crt")
-    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", "server.key", "-out", "server.csr")
-    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
-    run("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
-        "-extfile", "san.ext", "-out", "server.crt")
-    return d
-
-
 async def test_tls_listener_delivers_and_a_foreign_ca_is_refused(tmp_path):
     """Over TLS (verified against the deployment's CA) alerts arrive; with another CA the receiver never connects."""
-    tls = _make_tls_files(tmp_path / "tls")
-    other_ca = _make_tls_files(tmp_path / "other", "other") / "ca.crt"
+    tls = make_tls_files(tmp_path / "tls")
+    other_ca = make_tls_files(tmp_path / "other", "other") / "ca.crt"
     with running_broker(tmp_path / "broker", tls_dir=tls) as broker:
         tls_broker = type("TlsBroker", (), {"host": broker.host, "port": broker.tls_port, "receiver": None})()
         cfg = receiver_config(tmp_path, tls_broker, mqtt={"tls": True, "ca_file": str(tls / "ca.crt")})

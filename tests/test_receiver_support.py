@@ -4,6 +4,7 @@ receiver app and polling. Kept beside the tests because only tests use them."""
 from __future__ import annotations
 
 import os
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -150,3 +151,19 @@ async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, step: f
             return True
         await asyncio.sleep(step)
     return predicate()
+
+
+def make_tls_files(d: Path, name: str = "ca") -> Path:
+    """A CA and a server certificate for 127.0.0.1 signed by it (openssl), in `d`."""
+    d.mkdir(parents=True, exist_ok=True)
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN=bk-test-{name}",
+        "-keyout", "ca.key", "-out", "ca.crt")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", "server.key", "-out", "server.csr")
+    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
+        "-extfile", "san.ext", "-out", "server.crt")
+    return d
