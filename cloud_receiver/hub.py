@@ -3,8 +3,13 @@
 `subscribe`, `unsubscribe` and `publish` run on the event loop thread. The MQTT ingest thread hands
 rows over with `publish_threadsafe(row)`: they go into an inbox (a deque under a lock) and the loop
 is woken only when the inbox goes from empty to non-empty, so a burst of stored alerts costs one
-wake-up of the loop, not one per alert. A slow subscriber loses its oldest queued rows (counted in
-`dropped`) rather than growing without bound: the database stays the record.
+wake-up of the loop, not one per alert.
+
+Every published row gets a sequence number (`seq`, counting from 1 in this run, whose `epoch` is
+random per start) and the last `history` rows are kept, so a stream that reconnects can be given
+what it missed (`since`). A slow subscriber loses its oldest queued rows rather than growing
+without bound; each subscription counts them in `lost` (and the hub in `dropped`), so the SSE
+stream can tell its client to reload. The database stays the record.
 """
 
 from __future__ import annotations
@@ -12,29 +17,47 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import secrets
 import threading
+from dataclasses import dataclass, field
 from typing import Any
 
+Announced = tuple[int, dict[str, Any]]  # (seq, alert row)
 
+
+@dataclass(eq=False)
+class Subscription:
+    """What one listener receives: `queue` of (seq, row), and how many rows it `lost` by falling behind."""
+
+    queue: asyncio.Queue[Announced]
+    lost: int = 0
+
+
+@dataclass(eq=False)
 class AlertHub:
-    def __init__(self, queue_size: int = 1000) -> None:
-        self.queue_size = queue_size
-        self._queues: set[asyncio.Queue[dict[str, Any]]] = set()
-        self.published = 0
-        self.dropped = 0
-        self.wakeups = 0  # how often the ingest thread woke the loop (bursts, not rows)
+    queue_size: int = 1000
+    history: int = 10_000
+    epoch: str = field(default_factory=lambda: secrets.token_hex(4))
+    seq: int = 0  # of the last published row
+    published: int = 0
+    dropped: int = 0
+    wakeups: int = 0  # how often the ingest thread woke the loop (bursts, not rows)
+
+    def __post_init__(self) -> None:
+        self._subs: set[Subscription] = set()
+        self._recent: collections.deque[Announced] = collections.deque(maxlen=self.history)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inbox: collections.deque[dict[str, Any]] = collections.deque()
         self._inbox_lock = threading.Lock()
 
-    def subscribe(self) -> asyncio.Queue[dict[str, Any]]:
-        """A new queue that receives every alert row published from now on."""
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(self.queue_size)
-        self._queues.add(queue)
-        return queue
+    def subscribe(self) -> Subscription:
+        """A new subscription that receives every alert row published from now on."""
+        sub = Subscription(asyncio.Queue(self.queue_size))
+        self._subs.add(sub)
+        return sub
 
-    def unsubscribe(self, queue: asyncio.Queue[dict[str, Any]]) -> None:
-        self._queues.discard(queue)
+    def unsubscribe(self, sub: Subscription) -> None:
+        self._subs.discard(sub)
 
     def publish(self, alert_row: dict[str, Any]) -> None:
         """Hand a stored alert row (as in the `alerts` table) to every subscriber.
@@ -42,12 +65,25 @@ class AlertHub:
         Called for a new alert and for an update to a higher `rev` (e.g. state "end"); a repeat is
         never announced. Listeners that want only new events check `row["rev"]` or keep seen ids.
         """
+        self.seq += 1
         self.published += 1
-        for queue in list(self._queues):
-            if queue.full():
-                queue.get_nowait()
+        item = (self.seq, alert_row)
+        self._recent.append(item)
+        for sub in list(self._subs):
+            if sub.queue.full():
+                sub.queue.get_nowait()
+                sub.lost += 1
                 self.dropped += 1
-            queue.put_nowait(alert_row)
+            sub.queue.put_nowait(item)
+
+    def since(self, seq: int) -> list[Announced] | None:
+        """The rows published after `seq`, or None when they are not all held any more (or `seq` is unknown)."""
+        if seq > self.seq or seq < 0:
+            return None
+        first = self._recent[0][0] if self._recent else self.seq + 1
+        if seq < first - 1:
+            return None
+        return [item for item in self._recent if item[0] > seq]
 
     # -- from another thread -------------------------------------------------------------------
     def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:

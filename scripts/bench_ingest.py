@@ -132,8 +132,8 @@ async def _latency(api: str, token: str, pub: bc.DevicePublisher, samples: int, 
             async def read() -> None:
                 async for raw in stream.content:
                     line = raw.decode("utf-8", "replace")
-                    if line.startswith("id: "):
-                        seen[line[4:].strip()] = time.perf_counter()
+                    if line.startswith("data: "):  # the event id is the stream's own; the alert id is in the data
+                        seen[json.loads(line[6:])["id"]] = time.perf_counter()
                         arrived.set()
 
             reader = asyncio.create_task(read(), name="bench-sse-reader")

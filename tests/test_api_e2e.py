@@ -38,7 +38,8 @@ async def test_mqtt_alert_to_api_stream_and_robot(tmp_path):
             headers = {"Authorization": f"Bearer {token}"}
             stream = await client.get("/api/v1/alerts/stream", headers=headers)
             assert stream.status == 200
-            await stream.content.readline()
+            while not (await stream.content.readline()).startswith(b": connected"):
+                pass
 
             device = DeviceClient(broker, DEVICE)
             try:

@@ -188,15 +188,15 @@ async def test_hub_inbox_wakes_the_loop_once_per_burst():
     from cloud_receiver.hub import AlertHub
     hub = AlertHub()
     hub.bind_loop(asyncio.get_running_loop())
-    queue = hub.subscribe()
+    queue = hub.subscribe().queue
     sender = threading.Thread(target=lambda: [hub.publish_threadsafe({"id": n}) for n in range(100)])
     sender.start()
     sender.join()  # blocks the loop: the whole burst is in the inbox before the loop drains it
     await asyncio.sleep(0)
     await asyncio.sleep(0)
-    assert [queue.get_nowait()["id"] for _ in range(100)] == list(range(100))
+    assert [queue.get_nowait() for _ in range(100)] == [(n + 1, {"id": n}) for n in range(100)]  # (seq, row)
     assert hub.wakeups == 1 and hub.published == 100
     hub.publish_threadsafe({"id": "later"})  # the inbox is empty again: the next burst wakes it again
     await asyncio.sleep(0)
     await asyncio.sleep(0)
-    assert queue.get_nowait()["id"] == "later" and hub.wakeups == 2
+    assert queue.get_nowait() == (101, {"id": "later"}) and hub.wakeups == 2

@@ -37,7 +37,7 @@ async def test_alert_and_snapshot_stored_once_with_matching_sha256(broker, tmp_p
         snapshot = os.urandom(200_000)
         digest, chunks = split_media(snapshot, "image/jpeg", 64 * 1024)
         alert = make_alert(dev_id, 1, snapshot=MediaRef(id="S1", sha256=digest, bytes=len(snapshot)))
-        queue = rx.app[ALERT_HUB].subscribe()
+        queue = rx.app[ALERT_HUB].subscribe().queue
         dev = DeviceClient(broker, dev_id, pw)
         for _round in range(2):  # the second round is an exact repeat (what QoS 1 redelivery looks like)
             assert dev.publish_alert(alert) == 0
@@ -56,7 +56,7 @@ async def test_alert_and_snapshot_stored_once_with_matching_sha256(broker, tmp_p
         row = rx.storage.get_alert(alert.id)
         assert row["snapshot_sha256"] == digest and row["canteen_id"] == "canteen-1"
         assert await wait_for(lambda: not queue.empty())  # the loop hands announcements over when it next runs
-        announced = queue.get_nowait()
+        _seq, announced = queue.get_nowait()
         assert announced["id"] == alert.id and queue.empty()  # the repeat is not announced again
     finally:
         await rx.stop()

@@ -124,8 +124,13 @@ PATHS: dict[str, dict[str, Any]] = {
             "items": {"type": "array", "items": _ref("Alert")}, "next_cursor": {"type": ["string", "null"]}}}),
             **_errors(400, 401, 403)}}},
     "/alerts/stream": {"get": {
-        "summary": "Server-sent events of new (`alert`) and updated (`alert_update`) alerts the token may see.",
-        "security": BEARER, "responses": {**_ok("Event stream.", {"type": "string"}, "text/event-stream"),
+        "summary": "Server-sent events of new (`alert`) and updated (`alert_update`) alerts the token may see; "
+                   "`resync` when events are missing (reload with GET /alerts).",
+        "security": BEARER,
+        "parameters": [{"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string"},
+                        "description": "Id of the last event received (EventSource sends it when it reconnects): "
+                                       "the missed events are sent first, or `resync` when that is not possible."}],
+        "responses": {**_ok("Event stream.", {"type": "string"}, "text/event-stream"),
                                           **_errors(401)}}},
     "/alerts/{id}": {"get": {"summary": "One alert with its workflow transitions.", "security": BEARER,
                              "parameters": [ALERT_ID],

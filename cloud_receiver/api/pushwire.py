@@ -138,7 +138,7 @@ async def push_ctx(context: Any, settings: PushSettings) -> AsyncIterator[Pusher
     if context.hub is None:
         yield None
         return
-    queue = context.hub.subscribe()
+    sub = context.hub.subscribe()
     storage = context.storage
     async with aiohttp.ClientSession() as session:
         pusher = Pusher(session, settings, on_sent=lambda ids: storage.pushes_done(ids, utc_now()),
@@ -152,9 +152,9 @@ async def push_ctx(context: Any, settings: PushSettings) -> AsyncIterator[Pusher
                     high = route_pending(storage, settings, pusher, high)
                 except Exception:  # noqa: BLE001 - e.g. the database locked: log, try again with the next burst
                     log.exception("push_route_failed", after_id=high)
-                await queue.get()
-                while not queue.empty():  # the rest of the burst: one read of the outbox for all of it
-                    queue.get_nowait()
+                await sub.queue.get()  # the rows themselves are in the outbox: this is only the wake-up
+                while not sub.queue.empty():  # the rest of the burst: one read of the outbox for all of it
+                    sub.queue.get_nowait()
 
         task = asyncio.create_task(route(), name="push-router")
         try:
@@ -163,7 +163,7 @@ async def push_ctx(context: Any, settings: PushSettings) -> AsyncIterator[Pusher
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-            context.hub.unsubscribe(queue)
+            context.hub.unsubscribe(sub)
             await pusher.close()
 
 
