@@ -7,6 +7,10 @@ sha256, so a copy of the database cannot be used to call the API. Roles:
 - `canteen`: the one canteen named by its scope;
 - `public` (no token): only `/api/v1/public/...` and the OpenAPI document.
 Tokens never appear in logs: only the token's name and role are bound to the request logger.
+
+A browser's EventSource cannot send headers, so the SSE stream also takes a stream ticket in its URL
+(`StreamTickets`): made by `POST /api/v1/alerts/stream/tickets` with a token, good only for
+`GET /api/v1/alerts/stream`, for `TICKET_TTL_S`, as long as its token is not revoked.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,6 +38,10 @@ PUBLIC_PATHS = ("/api/v1/public/", "/api/v1/openapi.json")
 # media is reachable without a token when it is a public kitchen snapshot; the handler checks
 PUBLIC_OPTIONAL_PATHS = ("/api/v1/media/",)
 PRINCIPAL = web.RequestKey("principal", object)  # value is a Principal
+TOKEN_SHA256 = web.RequestKey("token_sha256", str)  # digest of the bearer token of the request (not for tickets)
+STREAM_PATH = "/api/v1/alerts/stream"
+TICKET_PREFIX = "bkt_"
+TICKET_TTL_S = 12 * 3600.0
 
 
 class AuthError(Exception):
@@ -103,9 +112,42 @@ def revoke_token(db: Database, name: str) -> int:
 
 def lookup(db: Database, token: str) -> Principal | None:
     """The principal of a presented token, or None if unknown or revoked."""
+    return lookup_digest(db, token_digest(token))
+
+
+def lookup_digest(db: Database, digest: str) -> Principal | None:
     row = db.execute("SELECT role, scope, name FROM tokens WHERE token_sha256 = ? AND revoked_at IS NULL",
-                     [token_digest(token)]).fetchone()
+                     [digest]).fetchone()
     return Principal(row[0], row[1], row[2]) if row else None
+
+
+class StreamTickets:
+    """Stream tickets, in memory only (a restart forgets them: the client asks for a new one).
+
+    Kept as sha256(ticket) -> (sha256 of the issuing token, expiry); every use looks the token up
+    again, so revoking the token ends its tickets. At most `max_tickets` live at once (the oldest go).
+    """
+
+    def __init__(self, ttl_s: float = TICKET_TTL_S, clock: Callable[[], float] = time.monotonic,
+                 max_tickets: int = 10_000) -> None:
+        self.ttl_s, self.clock, self.max_tickets = ttl_s, clock, max_tickets
+        self._tickets: dict[str, tuple[str, float]] = {}
+
+    def issue(self, token_sha256: str) -> str:
+        now = self.clock()
+        self._tickets = {k: v for k, v in self._tickets.items() if v[1] > now}
+        while len(self._tickets) >= self.max_tickets:
+            del self._tickets[next(iter(self._tickets))]
+        ticket = TICKET_PREFIX + secrets.token_urlsafe(32)
+        self._tickets[token_digest(ticket)] = (token_sha256, now + self.ttl_s)
+        return ticket
+
+    def token_sha256(self, ticket: str) -> str | None:
+        """The digest of the token that issued this ticket, or None if unknown or expired."""
+        found = self._tickets.get(token_digest(ticket))
+        if found is None or found[1] <= self.clock():
+            return None
+        return found[0]
 
 
 def bearer(header: str | None) -> str | None:
@@ -120,8 +162,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def auth_middleware(get_db: Callable[[web.Application], Database],
-                    error: Callable[[int, str, str], web.Response]) -> Any:
-    """Middleware setting `request[PRINCIPAL]`; answers 401 for a missing or invalid token."""
+                    error: Callable[[int, str, str], web.Response],
+                    get_tickets: Callable[[web.Application], StreamTickets | None] | None = None) -> Any:
+    """Middleware setting `request[PRINCIPAL]`; answers 401 for a missing or invalid token or ticket."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -129,9 +172,19 @@ def auth_middleware(get_db: Callable[[web.Application], Database],
         if not path.startswith("/api/v1"):
             return await handler(request)
         token = bearer(request.headers.get("Authorization"))
-        principal = lookup(get_db(request.app), token) if token else None
-        if token and principal is None:
-            return error(401, "invalid_token", "the bearer token is unknown or revoked")
+        principal = None
+        if token:
+            request[TOKEN_SHA256] = token_digest(token)
+            principal = lookup_digest(get_db(request.app), request[TOKEN_SHA256])
+            if principal is None:
+                return error(401, "invalid_token", "the bearer token is unknown or revoked")
+        elif path == STREAM_PATH and "ticket" in request.query and get_tickets is not None:
+            tickets = get_tickets(request.app)
+            digest = tickets.token_sha256(request.query["ticket"]) if tickets is not None else None
+            principal = lookup_digest(get_db(request.app), digest) if digest else None
+            if principal is None:
+                return error(401, "invalid_ticket", "the stream ticket is unknown, expired or its token revoked; "
+                             "get a new one with POST /api/v1/alerts/stream/tickets")
         if principal is None:
             if not path.startswith(PUBLIC_PATHS + PUBLIC_OPTIONAL_PATHS):
                 return error(401, "unauthenticated", "this endpoint needs an `Authorization: Bearer <token>` header")

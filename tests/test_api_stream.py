@@ -136,3 +136,51 @@ async def test_a_client_too_slow_for_its_queue_is_told_to_resync(world):
     assert hub.dropped >= 50
     assert await _resync_reason(resp) == "client_too_slow"
     resp.close()
+
+
+async def test_stream_ticket_opens_the_stream_without_a_header_until_its_token_is_revoked(world):
+    """A browser EventSource cannot send headers: a ticket in the URL opens the stream with the token's rights,
+    works again for reconnects (with last_event_id), and stops working when the token is revoked or it expires."""
+    from cloud_receiver import auth
+    from cloud_receiver.api import API_CONTEXT
+    r = await world.client.post("/api/v1/alerts/stream/tickets", headers=world.h("c3"))
+    assert r.status == 200
+    body = await r.json()
+    assert body["ticket"].startswith("bkt_") and body["expires_in_s"] == 12 * 3600
+    assert body["url"] == f"/api/v1/alerts/stream?ticket={body['ticket']}"
+    ids: list[str] = []
+    resp = await world.client.get(body["url"])  # no Authorization header
+    assert resp.status == 200
+    world.add_alert("C1", started_at=ago(minutes=1), alert_id="T1", publish=True)  # not the canteen's
+    world.add_alert("C3", started_at=ago(minutes=1), alert_id="T3", publish=True)
+    [(_, data)] = await _events(resp, 1, ids=ids)
+    assert data["id"] == "T3"
+    resp.close()
+    world.add_alert("C3", started_at=ago(minutes=1), alert_id="T4", publish=True)
+    resp = await world.client.get(body["url"] + f"&last_event_id={ids[-1]}")  # a new EventSource resumes
+    [(_, data)] = await _events(resp, 1)
+    assert data["id"] == "T4"
+    resp.close()
+    # the ticket opens nothing else, and cannot make tickets
+    assert (await world.client.get(f"/api/v1/alerts?ticket={body['ticket']}")).status == 401
+    assert (await world.client.post(f"/api/v1/alerts/stream/tickets?ticket={body['ticket']}")).status == 401
+    bad = await world.client.get("/api/v1/alerts/stream?ticket=bkt_forged")
+    assert bad.status == 401 and (await bad.json())["error"]["code"] == "invalid_ticket"
+    auth.revoke_token(world.storage.db, "c3-manager")
+    assert (await world.client.get(body["url"])).status == 401
+    # expiry
+    tickets = world.client.app[API_CONTEXT].tickets
+    now = [1000.0]
+    tickets.clock = lambda: now[0]
+    fresh = (await (await world.client.post("/api/v1/alerts/stream/tickets", headers=world.h("reg"))).json())["ticket"]
+    now[0] += tickets.ttl_s + 1
+    assert (await world.client.get(f"/api/v1/alerts/stream?ticket={fresh}")).status == 401
+
+
+def test_tickets_are_stored_as_digests_and_bounded():
+    from cloud_receiver.auth import StreamTickets, token_digest
+    t = StreamTickets(ttl_s=60, clock=lambda: 0.0, max_tickets=3)
+    made = [t.issue(f"sha{n}") for n in range(5)]
+    assert all(m not in repr(t._tickets) for m in made)  # noqa: SLF001 - only digests are kept
+    assert token_digest(made[4]) in t._tickets and len(t._tickets) == 3  # noqa: SLF001
+    assert [t.token_sha256(m) for m in made] == [None, None, "sha2", "sha3", "sha4"]

@@ -35,6 +35,7 @@ ROUTES: tuple[tuple[str, str, object], ...] = (
     ("GET", "/cameras", resources.list_cameras),
     ("GET", "/alerts", alerts.list_alerts),
     ("GET", "/alerts/stream", stream.alert_stream),  # before /alerts/{id}
+    ("POST", "/alerts/stream/tickets", stream.create_ticket),
     ("GET", "/alerts/{id}", alerts.get_alert),
     ("POST", "/alerts/{id}/deadline", alerts.set_deadline),
     ("POST", "/alerts/{id}/rectification", alerts.submit_rectification),
@@ -49,13 +50,17 @@ def _db_of(app: web.Application):  # noqa: ANN202 - sqlite_utils.Database
     return app[API_CONTEXT].storage.db
 
 
+def _tickets_of(app: web.Application) -> auth.StreamTickets | None:
+    return app[API_CONTEXT].tickets if API_CONTEXT in app else None
+
+
 def setup_api(app: web.Application, *, settings: ApiSettings | None = None,
               push_settings: PushSettings | None = None) -> None:
     """Register /api/v1 on `app` (call before the app starts)."""
     app[API_SETTINGS] = settings or ApiSettings()
     app[PUSH_SETTINGS] = push_settings or PushSettings(default_deadline_hours=app[API_SETTINGS].default_deadline_hours)
     app.middlewares.append(error_middleware)
-    app.middlewares.append(auth.auth_middleware(_db_of, json_error))
+    app.middlewares.append(auth.auth_middleware(_db_of, json_error, _tickets_of))
     for method, path, handler in ROUTES:
         app.router.add_route(method, PREFIX + path, handler)  # type: ignore[arg-type]
     app.cleanup_ctx.append(_api_ctx)

@@ -10,6 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
+from cloud_receiver.auth import StreamTickets
 from cloud_receiver.hub import AlertHub
 from cloud_receiver.storage import SqliteStorage
 
@@ -33,6 +34,7 @@ class ApiContext:
     stop: asyncio.Event = field(default_factory=asyncio.Event)  # set on shutdown; ends SSE streams
     jurisdictions: dict[str, str] = field(default_factory=dict)  # canteen id -> jurisdiction (SSE filter)
     pusher: Any = None  # cloud_receiver.push.Pusher while the app runs
+    tickets: StreamTickets = field(default_factory=StreamTickets)  # SSE stream tickets (in memory)
 
     def now(self) -> datetime:
         from datetime import UTC

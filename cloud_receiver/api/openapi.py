@@ -126,12 +126,24 @@ PATHS: dict[str, dict[str, Any]] = {
     "/alerts/stream": {"get": {
         "summary": "Server-sent events of new (`alert`) and updated (`alert_update`) alerts the token may see; "
                    "`resync` when events are missing (reload with GET /alerts).",
-        "security": BEARER,
+        "security": [*BEARER, {"streamTicket": []}],
         "parameters": [{"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string"},
                         "description": "Id of the last event received (EventSource sends it when it reconnects): "
-                                       "the missed events are sent first, or `resync` when that is not possible."}],
+                                       "the missed events are sent first, or `resync` when that is not possible."},
+                       _q("last_event_id", "The same as the Last-Event-ID header, for a new EventSource."),
+                       _q("ticket", "A stream ticket from POST /alerts/stream/tickets, instead of the Authorization "
+                                    "header (a browser's EventSource cannot send one).")],
         "responses": {**_ok("Event stream.", {"type": "string"}, "text/event-stream"),
                                           **_errors(401)}}},
+    "/alerts/stream/tickets": {"post": {
+        "summary": "A ticket for opening the alert stream without an Authorization header (browser EventSource): "
+                   "valid 12 h, only for GET /alerts/stream, ends when the token is revoked or the receiver restarts.",
+        "security": BEARER,
+        "responses": {**_ok("The ticket.", {"type": "object", "required": ["ticket", "expires_in_s", "url"],
+                                            "properties": {"ticket": {"type": "string"},
+                                                           "expires_in_s": {"type": "integer"},
+                                                           "url": {"type": "string"}}}),
+                      **_errors(401)}}},
     "/alerts/{id}": {"get": {"summary": "One alert with its workflow transitions.", "security": BEARER,
                              "parameters": [ALERT_ID],
                              "responses": {**_ok("The alert.", _ref("AlertDetail")), **_errors(401, 404)}}},
@@ -180,5 +192,6 @@ DOCUMENT: dict[str, Any] = {
     "servers": [{"url": "/api/v1"}],
     "security": BEARER,
     "paths": PATHS,
-    "components": {"schemas": SCHEMAS, "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+    "components": {"schemas": SCHEMAS, "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"},
+                                                    "streamTicket": {"type": "apiKey", "in": "query", "name": "ticket"}}},
 }

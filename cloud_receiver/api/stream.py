@@ -23,7 +23,7 @@ from cloud_receiver import queries
 from cloud_receiver.api.alerts import _require_login
 from cloud_receiver.api.context import ApiContext, ctx
 from cloud_receiver.api.errors import ApiError
-from cloud_receiver.auth import Principal, principal_of
+from cloud_receiver.auth import TOKEN_SHA256, Principal, principal_of
 
 log = structlog.get_logger(__name__)
 
@@ -78,7 +78,8 @@ async def alert_stream(request: web.Request) -> web.StreamResponse:
     try:
         await resp.prepare(request)
         await resp.write(f"retry: {RETRY_MS}\n: connected\n\n".encode())
-        after, reason = resume_point(request.headers.get("Last-Event-ID"), hub.epoch)
+        last_id = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
+        after, reason = resume_point(last_id, hub.epoch)
         if after is not None:
             missed = hub.since(after)
             if missed is None:
@@ -120,6 +121,19 @@ async def alert_stream(request: web.Request) -> web.StreamResponse:
     finally:
         hub.unsubscribe(sub)
     return resp
+
+
+async def create_ticket(request: web.Request) -> web.Response:
+    """A stream ticket for a browser's EventSource (which cannot send an Authorization header)."""
+    _require_login(request)
+    digest = request.get(TOKEN_SHA256)
+    if digest is None:
+        raise ApiError(401, "unauthenticated", "a stream ticket is made with an `Authorization: Bearer <token>` header")
+    c = ctx(request)
+    ticket = c.tickets.issue(digest)
+    log.info("stream_ticket_issued", principal=principal_of(request).name, ttl_s=c.tickets.ttl_s)
+    return web.json_response({"ticket": ticket, "expires_in_s": int(c.tickets.ttl_s),
+                              "url": f"/api/v1/alerts/stream?ticket={ticket}"})
 
 
 async def _send(resp: web.StreamResponse, c: ApiContext, p: Principal, epoch: str, seq: int, row: dict) -> None:
