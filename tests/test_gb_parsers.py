@@ -204,6 +204,19 @@ def test_reorder_buffer_skips_a_lost_packet_after_the_window():
     assert buf.push(_pkts([12])[0]) == [] and buf.late == 1
 
 
+def test_reorder_buffer_keeps_a_first_packet_overtaken_by_the_second():
+    """UDP may deliver the stream's second packet first: the first (which opens the key frame) is kept."""
+    buf = rtp.ReorderBuffer(window=8)
+    out = []
+    for p in _pkts([101, 100, 102]):
+        out += buf.push(p)
+    assert out == []  # still gathering the start
+    out += buf.push(_pkts([103])[0])
+    assert [p.seq for p in out] == [100, 101, 102, 103] and buf.late == 0 and buf.lost == 0
+    short = rtp.ReorderBuffer(window=8)
+    assert short.push(_pkts([7])[0]) == [] and [p.seq for p in short.flush()] == [7]  # a stream shorter than the start
+
+
 def test_tcp_framing_4571_and_dollar():
     """RFC 4571 and `$` interleaved frames split across reads; RTCP channel 1 is dropped; garbage raises."""
     a, b = rtp.build_rtp(_pkts([1])[0]), rtp.build_rtp(_pkts([2])[0])

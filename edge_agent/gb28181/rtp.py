@@ -82,22 +82,33 @@ def seq_delta(a: int, b: int) -> int:
 class ReorderBuffer:
     """Releases packets in sequence order; waits for a gap at most `window` packets, then skips it.
 
-    Duplicates and packets older than the release point are dropped. `lost` counts skipped
-    sequence numbers, `late` counts dropped late or duplicate packets.
+    The first `startup` packets are held and the stream starts at the earliest of them, so a first
+    packet overtaken by its successor (UDP reorders) is not dropped as late: that packet opens the
+    first access unit (pack header, SPS, PPS, IDR), and without it nothing decodes until the next
+    key frame. Duplicates and packets older than the release point are dropped. `lost` counts
+    skipped sequence numbers, `late` counts dropped late or duplicate packets.
     """
 
-    def __init__(self, window: int = 64) -> None:
+    def __init__(self, window: int = 64, startup: int = 4) -> None:
         if window < 1:
             raise ValueError("window must be >= 1")
         self.window = window
+        self.startup = max(1, min(startup, window))
         self._next: int | None = None
         self._held: dict[int, RtpPacket] = {}
         self.lost = 0
         self.late = 0
 
     def push(self, pkt: RtpPacket) -> list[RtpPacket]:
-        if self._next is None:
-            self._next = pkt.seq
+        if self._next is None:  # starting: gather a few packets, then begin at the earliest
+            if pkt.seq in self._held:
+                self.late += 1
+                return []
+            self._held[pkt.seq] = pkt
+            if len(self._held) < self.startup:
+                return []
+            self._next = self._earliest()
+            return self._release()
         d = seq_delta(self._next, pkt.seq)
         if d < 0 or pkt.seq in self._held:
             if d < -self.window * 4:  # a jump far back: the sender restarted; resync
@@ -122,6 +133,10 @@ class ReorderBuffer:
             out += self._release()
         return out
 
+    def _earliest(self) -> int:
+        first = next(iter(self._held))  # the first to arrive; the others are near it
+        return min(self._held, key=lambda s: seq_delta(first, s))
+
     def _release(self) -> list[RtpPacket]:
         out = []
         while self._next in self._held:
@@ -133,7 +148,9 @@ class ReorderBuffer:
         """Release everything held, in order, counting the gaps as lost."""
         out: list[RtpPacket] = []
         if self._next is None:
-            return out
+            if not self._held:
+                return out
+            self._next = self._earliest()
         for s in sorted(self._held, key=lambda s: seq_delta(self._next, s)):  # type: ignore[arg-type]
             self.lost += seq_delta(self._next, s)  # type: ignore[arg-type]
             out.append(self._held.pop(s))
