@@ -38,7 +38,8 @@ PUBLIC_PATHS = ("/api/v1/public/", "/api/v1/openapi.json")
 # media is reachable without a token when it is a public kitchen snapshot; the handler checks
 PUBLIC_OPTIONAL_PATHS = ("/api/v1/media/",)
 PRINCIPAL = web.RequestKey("principal", object)  # value is a Principal
-TOKEN_SHA256 = web.RequestKey("token_sha256", str)  # digest of the bearer token of the request (not for tickets)
+TOKEN_SHA256 = web.RequestKey("token_sha256", str)  # digest of the token behind the request (bearer or ticket)
+TICKET = web.RequestKey("ticket", str)  # the stream ticket, when the request came with one
 STREAM_PATH = "/api/v1/alerts/stream"
 TICKET_PREFIX = "bkt_"
 TICKET_TTL_S = 12 * 3600.0
@@ -125,17 +126,22 @@ class StreamTickets:
     """Stream tickets, in memory only (a restart forgets them: the client asks for a new one).
 
     Kept as sha256(ticket) -> (sha256 of the issuing token, expiry); every use looks the token up
-    again, so revoking the token ends its tickets. At most `max_tickets` live at once (the oldest go).
+    again, so revoking the token ends its tickets (and open streams check again every keepalive).
+    At most `per_token` per token and `max_tickets` in all live at once (the oldest go).
     """
 
     def __init__(self, ttl_s: float = TICKET_TTL_S, clock: Callable[[], float] = time.monotonic,
-                 max_tickets: int = 10_000) -> None:
-        self.ttl_s, self.clock, self.max_tickets = ttl_s, clock, max_tickets
+                 max_tickets: int = 10_000, per_token: int = 20) -> None:
+        self.ttl_s, self.clock, self.max_tickets, self.per_token = ttl_s, clock, max_tickets, per_token
         self._tickets: dict[str, tuple[str, float]] = {}
 
     def issue(self, token_sha256: str) -> str:
+        """A new ticket; a token's oldest ticket goes when it holds `per_token` (one token cannot crowd out others)."""
         now = self.clock()
         self._tickets = {k: v for k, v in self._tickets.items() if v[1] > now}
+        mine = [k for k, v in self._tickets.items() if v[0] == token_sha256]
+        for k in mine[:max(0, len(mine) - self.per_token + 1)]:
+            del self._tickets[k]
         while len(self._tickets) >= self.max_tickets:
             del self._tickets[next(iter(self._tickets))]
         ticket = TICKET_PREFIX + secrets.token_urlsafe(32)
@@ -182,6 +188,8 @@ def auth_middleware(get_db: Callable[[web.Application], Database],
             tickets = get_tickets(request.app)
             digest = tickets.token_sha256(request.query["ticket"]) if tickets is not None else None
             principal = lookup_digest(get_db(request.app), digest) if digest else None
+            if digest and principal is not None:
+                request[TOKEN_SHA256], request[TICKET] = digest, request.query["ticket"]
             if principal is None:
                 return error(401, "invalid_ticket", "the stream ticket is unknown, expired or its token revoked; "
                              "get a new one with POST /api/v1/alerts/stream/tickets")

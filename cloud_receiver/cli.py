@@ -28,7 +28,8 @@ DEFAULT_CONFIG = Path("/etc/brightkitchen/receiver.yaml")
 
 
 async def _serve(cfg: ReceiverConfig) -> None:
-    runner = web.AppRunner(create_app(cfg), handle_signals=False)
+    # no access log: a stream ticket travels in a URL (docs/api.md), and requests are not worth a line each
+    runner = web.AppRunner(create_app(cfg), handle_signals=False, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, cfg.http.host, cfg.http.port)
     await site.start()

@@ -43,7 +43,7 @@ def m0001_tokens_transitions_webhooks(db: Database) -> None:
 
 _SCHEMA_2 = """
 CREATE TABLE push_outbox (
-  id INTEGER PRIMARY KEY, owner TEXT NOT NULL, robot_id TEXT NOT NULL, alert_id TEXT NOT NULL,
+  id INTEGER PRIMARY KEY AUTOINCREMENT, owner TEXT NOT NULL, robot_id TEXT NOT NULL, alert_id TEXT NOT NULL,
   created_at TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT, sent_at TEXT,
   UNIQUE (robot_id, alert_id)
 );
@@ -53,7 +53,10 @@ CREATE INDEX push_outbox_pending ON push_outbox (owner, id) WHERE sent_at IS NUL
 
 @migrations(name="0002_push_outbox")
 def m0002_push_outbox(db: Database) -> None:
-    """Robot messages owed for stored alerts, written in the alert's own transaction (cloud_receiver/push_outbox.py)."""
+    """Robot messages owed for stored alerts, written in the alert's own transaction (cloud_receiver/push_outbox.py).
+
+    AUTOINCREMENT: an id is never used twice, even after the newest rows were deleted, so the
+    router's "rows above the last id read" never skips a row."""
     for statement in _SCHEMA_2.split(";"):
         if statement.strip():
             db.execute(statement)

@@ -249,7 +249,7 @@ class Pusher:
             q.inflight = len(batch)
             try:
                 await self._post(q.robot, text)
-            except (PushError, asyncio.CancelledError) as err:
+            except (Exception, asyncio.CancelledError) as err:  # noqa: BLE001 - a bug must not end this robot's task
                 q.pending.extendleft(reversed(batch))
                 q.inflight = 0
                 if isinstance(err, asyncio.CancelledError):
@@ -257,6 +257,8 @@ class Pusher:
                 attempt += 1
                 q.failures += 1
                 delay = min(self.settings.retry_max_s, self.settings.retry_base_s * 2 ** (attempt - 1))
+                if not isinstance(err, PushError):
+                    log.exception("push_failed_unexpectedly", robot=q.robot.id)
                 log.warning("push_failed", robot=q.robot.id, kind=q.robot.kind, error=str(err),
                             attempt=attempt, retry_in_s=delay, alerts=len(batch))
                 self._report(self.on_failed, batch, str(err))

@@ -184,3 +184,51 @@ def test_tickets_are_stored_as_digests_and_bounded():
     assert all(m not in repr(t._tickets) for m in made)  # noqa: SLF001 - only digests are kept
     assert token_digest(made[4]) in t._tickets and len(t._tickets) == 3  # noqa: SLF001
     assert [t.token_sha256(m) for m in made] == [None, None, "sha2", "sha3", "sha4"]
+
+
+async def test_odd_last_event_ids_resync_and_the_stream_goes_on(world):
+    """An id ahead of the hub, or with digits int() would choke on: `resync`, then every live event."""
+    from cloud_receiver.app import ALERT_HUB
+    hub = world.client.app[ALERT_HUB]
+    for last_id in (f"{hub.epoch}-{hub.seq + 50}", f"{hub.epoch}-²", f"{hub.epoch}-" + "9" * 5000):
+        resp = await _open(world, "admin", **{"Last-Event-ID": last_id})
+        assert await _resync_reason(resp) == "unknown_event_id"
+        world.add_alert("C1", started_at=ago(minutes=1), alert_id=f"O{hub.seq}", publish=True)
+        [(_, data)] = await _events(resp, 1)
+        assert data["id"] == f"O{hub.seq - 1}"
+        resp.close()
+
+
+async def test_an_open_stream_ends_when_its_token_is_revoked(world):
+    """The token is checked again while the stream is open (every keepalive interval)."""
+    from cloud_receiver import auth
+    resp = await _open(world, "c3")
+    auth.revoke_token(world.storage.db, "c3-manager")
+    await asyncio.wait_for(resp.content.read(), 5)  # returns only at the end of the stream: the server ended it
+    assert resp.content.at_eof()
+    assert (await world.client.get("/api/v1/alerts/stream", headers=world.h("c3"))).status == 401
+
+
+async def test_events_for_others_still_move_the_resume_point(world):
+    """A canteen's stream on a busy hub gets id-only lines, so a reconnect does not fall out of the history."""
+    from cloud_receiver.app import ALERT_HUB
+    hub = world.client.app[ALERT_HUB]
+    resp = await _open(world, "c3")
+    row = world.add_alert("C1", started_at=ago(minutes=1), alert_id="BUSY")
+    for _ in range(100):
+        hub.publish(row)  # none of them for C3
+    line = b""
+    while not line.startswith(b"id: "):
+        line = await asyncio.wait_for(resp.content.readline(), 5)
+    assert line.decode().strip() == f"id: {hub.epoch}-{hub.seq}"
+    assert await resp.content.readline() == b"\n"  # no data: nothing is dispatched, only lastEventId moves
+    resp.close()
+
+
+def test_one_token_cannot_crowd_out_the_others_tickets():
+    from cloud_receiver.auth import StreamTickets
+    t = StreamTickets(clock=lambda: 0.0, max_tickets=100, per_token=5)
+    theirs = t.issue("victim")
+    mine = [t.issue("greedy") for _ in range(200)]
+    assert t.token_sha256(theirs) == "victim"
+    assert [t.token_sha256(m) for m in mine[-5:]] == ["greedy"] * 5 and t.token_sha256(mine[0]) is None

@@ -244,3 +244,37 @@ async def test_alerts_through_mqtt_owe_and_get_their_pushes(tmp_path):
                 await rx.stop()
     finally:
         await server.close()
+
+
+async def test_a_push_that_could_not_be_routed_goes_out_once_its_robot_works(tmp_path, monkeypatch):
+    """A DingTalk robot without its secret in the environment: its owed push waits (logged once) and is sent by
+    the periodic rescan once the secret is there; exactly once."""
+    import structlog
+    from api_kit import make_world
+
+    from cloud_receiver.api import pushwire
+    monkeypatch.setattr(pushwire, "RESCAN_S", 0.2)
+    monkeypatch.delenv("BK_TEST_LATE_SECRET", raising=False)
+    fake = FakeRobots()
+    server = TestServer(fake.app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        w = await make_world(tmp_path, push_settings=PushSettings(retry_base_s=0.01))
+        add_webhook(w.storage.db, "late-ding", "jurisdiction", "640502", "dingtalk",
+                    f"{str(server.make_url(''))}/robot/send?access_token=t", "BK_TEST_LATE_SECRET")
+        with structlog.testing.capture_logs() as logs:
+            w.add_alert("C1", started_at=ago(minutes=5), alert_id="LATE1", publish=True)
+            await asyncio.sleep(0.7)  # three rescans
+            assert fake.received == []
+            assert [e["event"] for e in logs].count("push_not_routable") == 1
+        monkeypatch.setenv("BK_TEST_LATE_SECRET", SECRET)
+        for _ in range(100):
+            if fake.received:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)
+        assert len(fake.received) == 1 and fake.bad_signatures == 0
+        assert w.storage.db.execute("SELECT count(*) FROM push_outbox WHERE sent_at IS NULL").fetchone()[0] == 0
+        await w.client.close()
+    finally:
+        await server.close()

@@ -27,7 +27,7 @@ import structlog
 from cloud_receiver import rectify
 from cloud_receiver.config import resolve_secret
 from cloud_receiver.push import AlertNotice, Pusher, PushSettings, Robot
-from cloud_receiver.push_outbox import robot_matches
+from cloud_receiver.push_outbox import Owed, robot_matches
 from cloud_receiver.storage import utc_now
 
 log = structlog.get_logger(__name__)
@@ -94,15 +94,37 @@ class _Names:
         return self._cameras[key]
 
 
-def route_pending(storage: Any, settings: PushSettings, pusher: Pusher, after_id: int = 0) -> int:
-    """Hand this receiver's unsent outbox rows above `after_id` to the pusher; returns the highest id seen.
+RESCAN_S = 60.0  # how often everything still owed is looked at again (robots re-enabled, failed reads)
 
-    A row whose robot is gone, disabled or missing its secret stays pending (logged) and is tried
-    again after the next start.
+
+@dataclasses.dataclass
+class Router:
+    """Hands this receiver's owed pushes to the pusher, each once while it is in the pusher's hands.
+
+    `route(after_id)` reads the rows above `after_id` (a burst's new rows; 0 = everything still
+    owed) and returns the highest id it read. A row is `handed` until its robot accepts it
+    (`sent`); a row that cannot be routed now (robot disabled or removed or without its secret, a
+    bad alert row) is logged once and looked at again by the next full scan.
     """
-    db = storage.db
-    while owed := storage.pending_pushes(after_id):
-        after_id = owed[-1].id
+
+    storage: Any
+    settings: PushSettings
+    pusher: Any
+    handed: set[int] = dataclasses.field(default_factory=set)
+    reported: set[int] = dataclasses.field(default_factory=set)
+
+    def route(self, after_id: int = 0) -> int:
+        db = self.storage.db
+        while owed := self.storage.pending_pushes(after_id):
+            after_id = owed[-1].id
+            todo = [o for o in owed if o.id not in self.handed]
+            if todo:
+                self._hand(db, todo)
+            if len(owed) < 1000:
+                break
+        return after_id
+
+    def _hand(self, db: Any, owed: list[Owed]) -> None:
         ids = sorted({o.robot_id for o in owed})
         hooks = {r[0]: r for r in db.execute(
             f"SELECT id, kind, url, secret_env FROM webhooks WHERE enabled = 1 AND id IN ({','.join('?' * len(ids))})",
@@ -114,19 +136,31 @@ def route_pending(storage: Any, settings: PushSettings, pusher: Pusher, after_id
         names = _Names(db)
         for o in owed:
             robot, row = robots.get(o.robot_id), alerts.get(o.alert_id)
-            if robot is None or row is None:
-                log.error("push_not_routable", outbox_id=o.id, robot=o.robot_id, alert_id=o.alert_id,
-                          reason="robot disabled, removed or without its secret" if row else "alert missing")
-                continue
             try:
-                notice, _ = notice_for(db, row, settings, names)
-            except Exception:  # noqa: BLE001 - one bad row must not stop the push of the others
-                log.exception("push_route_failed", alert_id=o.alert_id, outbox_id=o.id)
+                if robot is None or row is None:
+                    raise LookupError("robot disabled, removed or without its secret" if row else "alert missing")
+                notice, _ = notice_for(db, row, self.settings, names)
+            except Exception as err:  # noqa: BLE001 - one bad row must not stop the push of the others
+                if o.id not in self.reported:
+                    self.reported.add(o.id)
+                    log.error("push_not_routable", outbox_id=o.id, robot=o.robot_id, alert_id=o.alert_id,
+                              reason=str(err) if isinstance(err, LookupError) else repr(err),
+                              retry_every_s=RESCAN_S)
                 continue
-            pusher.enqueue(robot, dataclasses.replace(notice, outbox_id=o.id))
-        if len(owed) < 1000:
-            break
-    return after_id
+            self.handed.add(o.id)
+            self.pusher.enqueue(robot, dataclasses.replace(notice, outbox_id=o.id))
+
+    def sent(self, ids: list[int]) -> None:
+        self.handed.difference_update(ids)
+        self.storage.pushes_done(ids, utc_now())
+
+    def failed(self, ids: list[int], error: str) -> None:
+        self.storage.pushes_done(ids, utc_now(), error)  # still handed: the pusher retries them itself
+
+
+def route_pending(storage: Any, settings: PushSettings, pusher: Pusher, after_id: int = 0) -> int:
+    """`Router.route` once, for a caller without a router (tests, tools)."""
+    return Router(storage, settings, pusher).route(after_id)
 
 
 @contextlib.asynccontextmanager
@@ -140,19 +174,31 @@ async def push_ctx(context: Any, settings: PushSettings) -> AsyncIterator[Pusher
         return
     sub = context.hub.subscribe()
     storage = context.storage
+    others = storage.db.execute("SELECT owner, count(*) FROM push_outbox WHERE sent_at IS NULL AND owner != ?"
+                                " GROUP BY owner", [storage.push_owner]).fetchall()
+    if others:  # a receiver retired or renamed (client id changed) leaves what it owed to nobody
+        log.warning("push_owed_by_other_receivers", pending={o: n for o, n in others}, this_receiver=storage.push_owner,
+                    hint="they are sent by the receiver with that mqtt.client_id; see docs/api.md")
     async with aiohttp.ClientSession() as session:
-        pusher = Pusher(session, settings, on_sent=lambda ids: storage.pushes_done(ids, utc_now()),
-                        on_failed=lambda ids, error: storage.pushes_done(ids, utc_now(), error))
+        router = Router(storage, settings, None)
+        pusher = Pusher(session, settings, on_sent=router.sent, on_failed=router.failed)
+        router.pusher = pusher
         context.pusher = pusher
 
         async def route() -> None:
-            high = 0  # the highest outbox id handed to the pusher; 0 first: everything still owed
+            high = 0  # the highest outbox id read; 0 first: everything still owed
             while True:
                 try:
-                    high = route_pending(storage, settings, pusher, high)
-                except Exception:  # noqa: BLE001 - e.g. the database locked: log, try again with the next burst
+                    high = max(high, router.route(high))
+                except Exception:  # noqa: BLE001 - e.g. the database locked: log, try again later
                     log.exception("push_route_failed", after_id=high)
-                await sub.queue.get()  # the rows themselves are in the outbox: this is only the wake-up
+                try:  # the rows themselves are in the outbox: an announcement is only the wake-up
+                    await asyncio.wait_for(sub.queue.get(), RESCAN_S)
+                except TimeoutError:
+                    try:
+                        router.route(0)  # everything still owed that is not in the pusher's hands
+                    except Exception:  # noqa: BLE001
+                        log.exception("push_route_failed", after_id=0)
                 while not sub.queue.empty():  # the rest of the burst: one read of the outbox for all of it
                     sub.queue.get_nowait()
 

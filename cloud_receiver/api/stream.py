@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
+import time
 
 import structlog
 from aiohttp import web
@@ -23,7 +25,7 @@ from cloud_receiver import queries
 from cloud_receiver.api.alerts import _require_login
 from cloud_receiver.api.context import ApiContext, ctx
 from cloud_receiver.api.errors import ApiError
-from cloud_receiver.auth import TOKEN_SHA256, Principal, principal_of
+from cloud_receiver.auth import TICKET, TOKEN_SHA256, Principal, lookup_digest, principal_of
 
 log = structlog.get_logger(__name__)
 
@@ -47,16 +49,22 @@ def sse_event(event: str, event_id: str, data: dict) -> bytes:
 RETRY_MS = 3000  # the reconnect delay EventSource is told to use
 
 
-def resume_point(last_event_id: str | None, epoch: str) -> tuple[int | None, str | None]:
+EVENT_SEQ = re.compile(r"[0-9]{1,18}")
+ID_EVERY = 100  # events not for this client in a row after which its resume point is moved on anyway
+
+
+def resume_point(last_event_id: str | None, epoch: str, current_seq: int) -> tuple[int | None, str | None]:
     """(seq to resume after, None) for one of this run's event ids; (None, reason) when it cannot resume;
     (None, None) without a Last-Event-ID."""
     if not last_event_id:
         return None, None
     got_epoch, _, n = last_event_id.strip().partition("-")
-    if not n.isdigit():
+    if not EVENT_SEQ.fullmatch(n):
         return None, "unknown_event_id"
     if got_epoch != epoch:
         return None, "receiver_restarted"
+    if int(n) > current_seq:
+        return None, "unknown_event_id"
     return int(n), None
 
 
@@ -64,6 +72,41 @@ def resync_event(reason: str) -> bytes:
     """Tells the client that events are missing: reload with GET /alerts. No id: its Last-Event-ID stays."""
     body = json.dumps({"reason": reason, "reload": "/api/v1/alerts"}, separators=(",", ":"))
     return f"event: resync\ndata: {body}\n\n".encode()
+
+
+def credential_valid(request: web.Request, c: ApiContext) -> bool:
+    """Whether the token (or ticket) that opened this request still holds: checked again while a stream is open."""
+    digest = request.get(TOKEN_SHA256)
+    if digest is None or lookup_digest(c.storage.db, digest) is None:
+        return False
+    ticket = request.get(TICKET)
+    return ticket is None or c.tickets.token_sha256(ticket) == digest
+
+
+class _Stream:
+    """One client's stream: what it was sent, and its resume point (the seq in the last `id:` it got)."""
+
+    def __init__(self, resp: web.StreamResponse, c: ApiContext, p: Principal, epoch: str) -> None:
+        self.resp, self.c, self.p, self.epoch = resp, c, p, epoch
+        self.taken = 0  # last seq taken from the hub
+        self.marked = 0  # last seq the client was given as an id
+        self.skipped = 0  # events in a row not for this client
+
+    async def offer(self, seq: int, row: dict) -> None:
+        self.taken = seq
+        if await _send(self.resp, self.c, self.p, self.epoch, seq, row):
+            self.marked, self.skipped = seq, 0
+            return
+        self.skipped += 1
+        if self.skipped >= ID_EVERY:  # a busy hub with nothing for us: keep the resume point near
+            await self.mark(b"")
+
+    async def mark(self, comment: bytes) -> None:
+        """A comment, with an id-only line when the resume point moved (it updates lastEventId, dispatches nothing)."""
+        line = f"id: {self.epoch}-{self.taken}\n".encode() if self.taken > self.marked else b""
+        if line or comment:
+            await self.resp.write(comment + line + b"\n")
+        self.marked, self.skipped = max(self.marked, self.taken), 0
 
 
 async def alert_stream(request: web.Request) -> web.StreamResponse:
@@ -75,26 +118,34 @@ async def alert_stream(request: web.Request) -> web.StreamResponse:
     sub = hub.subscribe()  # before the replay: nothing published from here on can be missed
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8",
                                        "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    out = _Stream(resp, c, p, hub.epoch)
     try:
         await resp.prepare(request)
         await resp.write(f"retry: {RETRY_MS}\n: connected\n\n".encode())
         last_id = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
-        after, reason = resume_point(last_id, hub.epoch)
+        after, reason = resume_point(last_id, hub.epoch, hub.seq)
         if after is not None:
             missed = hub.since(after)
             if missed is None:
-                reason = "gap_too_long"
+                after, reason = None, "gap_too_long"
             else:
+                out.taken = out.marked = after
                 for seq, row in missed:
-                    await _send(resp, c, p, hub.epoch, seq, row)
-                after = missed[-1][0] if missed else after
+                    await out.offer(seq, row)
+                after = out.taken
         if reason is not None:
             log.info("sse_resync", principal=p.name, reason=reason)
             await resp.write(resync_event(reason))
         lost = 0
+        checked = time.monotonic()
         stop = asyncio.ensure_future(c.stop.wait())
         try:
             while not c.stop.is_set():
+                if time.monotonic() - checked >= c.settings.sse_keepalive_s:
+                    checked = time.monotonic()
+                    if not credential_valid(request, c):
+                        log.info("sse_closed", principal=p.name, reason="token revoked or ticket expired")
+                        break
                 get = asyncio.ensure_future(sub.queue.get())
                 done, _ = await asyncio.wait({get, stop}, timeout=c.settings.sse_keepalive_s,
                                              return_when=asyncio.FIRST_COMPLETED)
@@ -103,7 +154,7 @@ async def alert_stream(request: web.Request) -> web.StreamResponse:
                     with contextlib.suppress(asyncio.CancelledError):
                         await get
                     if not c.stop.is_set():
-                        await resp.write(b": keepalive\n\n")
+                        await out.mark(b": keepalive\n")
                     continue
                 if sub.lost != lost:  # we fell behind and the hub dropped rows for us
                     lost = sub.lost
@@ -112,7 +163,7 @@ async def alert_stream(request: web.Request) -> web.StreamResponse:
                 seq, row = get.result()
                 if after is not None and seq <= after:
                     continue  # already sent by the replay
-                await _send(resp, c, p, hub.epoch, seq, row)
+                await out.offer(seq, row)
         finally:
             stop.cancel()
     except (ConnectionResetError, asyncio.CancelledError):
@@ -127,7 +178,7 @@ async def create_ticket(request: web.Request) -> web.Response:
     """A stream ticket for a browser's EventSource (which cannot send an Authorization header)."""
     _require_login(request)
     digest = request.get(TOKEN_SHA256)
-    if digest is None:
+    if digest is None or request.get(TICKET) is not None:
         raise ApiError(401, "unauthenticated", "a stream ticket is made with an `Authorization: Bearer <token>` header")
     c = ctx(request)
     ticket = c.tickets.issue(digest)
@@ -136,9 +187,11 @@ async def create_ticket(request: web.Request) -> web.Response:
                               "url": f"/api/v1/alerts/stream?ticket={ticket}"})
 
 
-async def _send(resp: web.StreamResponse, c: ApiContext, p: Principal, epoch: str, seq: int, row: dict) -> None:
+async def _send(resp: web.StreamResponse, c: ApiContext, p: Principal, epoch: str, seq: int, row: dict) -> bool:
+    """Write the event if this client may see it; whether it did."""
     if not p.can_see(row.get("canteen_id"), _jurisdiction(c, row.get("canteen_id"))):
-        return
+        return False
     event = "alert" if row.get("received_at") == row.get("updated_at") else "alert_update"
     view = queries.alert_view({"canteen_name": None, **row}, c.now(), c.settings.default_deadline_hours)
     await resp.write(sse_event(event, f"{epoch}-{seq}", view))
+    return True
