@@ -185,20 +185,26 @@ async def push_ctx(context: Any, settings: PushSettings) -> AsyncIterator[Pusher
         router.pusher = pusher
         context.pusher = pusher
 
+        stopping = asyncio.Event()
+
         async def route() -> None:
             high = 0  # the highest outbox id read; 0 first: everything still owed
-            while True:
+            full_scan = False
+            while not stopping.is_set():
                 try:
-                    high = max(high, router.route(high))
+                    high = max(high, router.route(0 if full_scan else high))
                 except Exception:  # noqa: BLE001 - e.g. the database locked: log, try again later
-                    log.exception("push_route_failed", after_id=high)
-                try:  # the rows themselves are in the outbox: an announcement is only the wake-up
-                    await asyncio.wait_for(sub.queue.get(), RESCAN_S)
-                except TimeoutError:
-                    try:
-                        router.route(0)  # everything still owed that is not in the pusher's hands
-                    except Exception:  # noqa: BLE001
-                        log.exception("push_route_failed", after_id=0)
+                    log.exception("push_route_failed", after_id=0 if full_scan else high)
+                # The rows themselves are in the outbox: an announcement is only the wake-up. asyncio.wait,
+                # not wait_for: Python 3.11's wait_for loses a cancellation that meets a finished get().
+                get = asyncio.ensure_future(sub.queue.get())
+                stop = asyncio.ensure_future(stopping.wait())
+                try:
+                    done, _ = await asyncio.wait({get, stop}, timeout=RESCAN_S, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    get.cancel()
+                    stop.cancel()
+                full_scan = not done  # quiet for RESCAN_S: look at everything still owed
                 while not sub.queue.empty():  # the rest of the burst: one read of the outbox for all of it
                     sub.queue.get_nowait()
 
@@ -206,6 +212,8 @@ async def push_ctx(context: Any, settings: PushSettings) -> AsyncIterator[Pusher
         try:
             yield pusher
         finally:
+            stopping.set()
+            await asyncio.wait({task}, timeout=5)
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
