@@ -194,6 +194,11 @@ class SqliteStorage:
     def get_canteen(self, canteen_id: str) -> dict[str, Any] | None:
         return self._one("SELECT * FROM canteens WHERE id = ?", (canteen_id,))
 
+    def set_public_json(self, canteen_id: str, public_json: str) -> None:
+        """Replace what the public page of a canteen shows (`cloud_receiver/api/public_page.py` validates it)."""
+        with self.write() as db:
+            db.execute("UPDATE canteens SET public_json = ? WHERE id = ?", [public_json, canteen_id])
+
     def add_device(self, device_id: str, canteen_id: str, name: str = "") -> dict[str, Any]:
         row = {"id": device_id, "canteen_id": canteen_id, "name": name, "created_at": utc_now(), "online": 0}
         with self.write() as db:

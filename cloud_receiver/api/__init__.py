@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from cloud_receiver import auth
-from cloud_receiver.api import alerts, resources, stream
+from cloud_receiver.api import alerts, public_page, resources, stream
 from cloud_receiver.api.context import API_CONTEXT, ApiContext, ApiSettings, ctx
 from cloud_receiver.api.errors import error_middleware, json_error
 from cloud_receiver.api.openapi import DOCUMENT
@@ -43,6 +43,7 @@ ROUTES: tuple[tuple[str, str, object], ...] = (
     ("GET", "/media/{sha256}", resources.get_media),
     ("GET", "/stats", resources.get_stats),
     ("GET", "/public/canteens/{id}", resources.public_canteen),
+    ("PATCH", "/canteens/{id}/public", public_page.edit_public_page),
 )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from cloud_receiver.api.public_page import PublicPage
 from cloud_receiver.push import VIOLATION_NAMES
 from cloud_receiver.rectify import STATUSES
 
@@ -178,11 +179,22 @@ PATHS: dict[str, dict[str, Any]] = {
         "summary": "Alert counts by type, canteen and day in a range; device online rate.", "security": BEARER,
         "parameters": [_q("since", "Start (default: until − 7 days).", TIME), _q("until", "End (default: now).", TIME)],
         "responses": {**_ok("Counts.", _ref("Stats")), **_errors(400, 401)}}},
+    "/canteens/{id}/public": {"patch": {
+        "summary": "Edit a canteen's public page: the parts given replace those parts. Admin and regulator (in "
+                   "jurisdiction): all; canteen: its own licences and snapshots (pictures of its own boxes).",
+        "security": BEARER, "parameters": [_p("id", "Canteen id.")],
+        "requestBody": _json_body(_ref("PublicPageEdit")),
+        "responses": {**_ok("The public page as it is now shown.", _ref("PublicCanteen")),
+                      **_errors(400, 401, 403, 404)}}},
     "/public/canteens/{id}": {"get": {
         "summary": "Public page of a canteen: name, licences, rating, sampling results, public kitchen snapshots.",
         "security": PUBLIC, "parameters": [_p("id", "Canteen id.")],
         "responses": {**_ok("Public data only.", _ref("PublicCanteen")), **_errors(404)}}},
 }
+
+_EDIT = PublicPage.model_json_schema(ref_template="#/components/schemas/{model}")
+SCHEMAS.update(_EDIT.pop("$defs", {}))
+SCHEMAS["PublicPageEdit"] = _EDIT
 
 DOCUMENT: dict[str, Any] = {
     "openapi": "3.1.0",

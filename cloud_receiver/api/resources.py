@@ -11,6 +11,7 @@ from cloud_receiver.api.alerts import _require_login
 from cloud_receiver.api.context import ctx
 from cloud_receiver.api.errors import ApiError, bad_request
 from cloud_receiver.api.params import parse_time
+from cloud_receiver.api.public_page import public_view
 from cloud_receiver.auth import principal_of
 from cloud_receiver.media import HEX64
 
@@ -69,9 +70,4 @@ async def public_canteen(request: web.Request) -> web.Response:
     row = c.storage.get_canteen(request.match_info["id"])
     if row is None:
         raise ApiError(404, "not_found", f"canteen {request.match_info['id']!r} not found")
-    profile = queries.public_profile(row)
-    snaps = sorted(profile["snapshots"], key=lambda s: str(s.get("taken_at") or ""), reverse=True)
-    snaps = [{"sha256": s["sha256"], "taken_at": s.get("taken_at"), "caption": s.get("caption", ""),
-              "url": f"/api/v1/media/{s['sha256']}"} for s in snaps[:c.settings.public_snapshots]]
-    return web.json_response({"id": row["id"], "name": row["name"], "licences": profile["licences"],
-                              "rating": profile["rating"], "sampling": profile["sampling"], "snapshots": snaps})
+    return web.json_response(public_view(c, row))
