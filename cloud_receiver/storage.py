@@ -187,9 +187,11 @@ class SqliteStorage:
 
     # -- canteens and devices -------------------------------------------------------------
     def add_canteen(self, canteen_id: str, name: str = "", jurisdiction: str = "", public_json: str | None = None) -> None:
-        with self.write() as db:
-            db["canteens"].upsert({"id": canteen_id, "name": name, "jurisdiction": jurisdiction,
-                                   "public_json": public_json}, pk="id")
+        with self.write() as db:  # again for an existing canteen: name and jurisdiction change, its public page stays
+            db.execute("INSERT INTO canteens (id, name, jurisdiction, public_json) VALUES (?, ?, ?, ?)"
+                       " ON CONFLICT (id) DO UPDATE SET name = excluded.name, jurisdiction = excluded.jurisdiction,"
+                       " public_json = coalesce(excluded.public_json, canteens.public_json)",
+                       [canteen_id, name, jurisdiction, public_json])
 
     def get_canteen(self, canteen_id: str) -> dict[str, Any] | None:
         return self._one("SELECT * FROM canteens WHERE id = ?", (canteen_id,))

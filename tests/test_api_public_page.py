@@ -66,3 +66,11 @@ async def test_bad_bodies_name_the_problem(world, body, problem):
     r = await _patch(world, "C1", "admin", body)
     err = (await r.json())["error"]
     assert r.status == 400 and err["code"] == "invalid_input" and problem in err["message"], err
+
+
+async def test_adding_the_canteen_again_keeps_its_public_page(world):
+    """`cloud-receiver canteen add` for an existing id renames it; the page edited through the API stays."""
+    assert (await _patch(world, "C1", "admin", {"rating": "C"})).status == 200
+    world.storage.add_canteen("C1", "第一中学食堂（新）", "64050201")
+    public = await (await world.client.get("/api/v1/public/canteens/C1")).json()
+    assert public["name"] == "第一中学食堂（新）" and public["rating"] == "C" and public["licences"]
