@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pydantic import ValidationError
+
 
 class ReceiverError(Exception):
     """Base of the receiver's own errors."""
@@ -26,3 +28,11 @@ class Rejected(ReceiverError):
 
 class ProvisioningError(ReceiverError):
     """The broker refused or did not answer a dynamic-security command (needs a human)."""
+
+
+def validation_problem(err: ValidationError, whole: str) -> str:
+    """The first problem of a pydantic error as `where: what (+N more)`; `whole` names the top (e.g. "(body)")."""
+    first = err.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or whole
+    more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return f"{where}: {first['msg']}{more}"

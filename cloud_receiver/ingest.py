@@ -7,6 +7,8 @@ commit): each message still ends stored, duplicate or rejected on its own, but n
 committed, counted or announced until the whole batch has committed.
 A StorageError (or an unexpected exception) escapes: then nothing of the batch was stored and
 its messages must stay unacknowledged, so the broker delivers them again.
+`store_with_retries` is the policy around it that the MQTT subscriber uses: retries after a
+storage error, and one message at a time when a batch breaks unexpectedly.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pydantic import BaseModel, ValidationError
 from bk_contract import Alert, CommandResult, Status, Telemetry, TopicError, decode_chunk, parse_topic
 from bk_contract.media import ChunkError
 from cloud_receiver.config import LimitsConfig
-from cloud_receiver.errors import Rejected
+from cloud_receiver.errors import Rejected, StorageError, validation_problem
 from cloud_receiver.media import MediaAssembler
 from cloud_receiver.storage import Storage, utc_now
 
@@ -41,13 +43,6 @@ class IngestResult:
     kind: str | None = None
     device_id: str | None = None
     reason: str | None = None
-
-
-def _problem(err: ValidationError) -> str:
-    first = err.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "(payload)"
-    more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
-    return f"schema: {where}: {first['msg']}{more}"
 
 
 def parse_json_payload(kind: str, payload: bytes, max_bytes: int) -> BaseModel:
@@ -67,7 +62,7 @@ def parse_json_payload(kind: str, payload: bytes, max_bytes: int) -> BaseModel:
     try:
         return JSON_KINDS[kind].model_validate(data)
     except ValidationError as err:
-        raise Rejected(_problem(err)) from err
+        raise Rejected(f"schema: {validation_problem(err, '(payload)')}") from err
 
 
 class Ingestor:
@@ -175,3 +170,52 @@ class Ingestor:
             log.info("media stored", device_id=parsed.device_id, media_id=parsed.media_id, bytes=header.size,
                      sha256=header.sha256, path=out.path)
         return IngestResult("duplicate" if out.state == "duplicate" else "stored", "media", parsed.device_id)
+
+
+def store_with_retries(ingestor: Ingestor, messages: Sequence[tuple[str, bytes]], *, retries: int, retry_s: float,
+                       wait: Callable[[float], object]) -> tuple[int, bool]:
+    """Store `messages` in one transaction (group commit), trying again after a storage error.
+
+    Returns (how many messages, from the first, are done and may be acknowledged; whether storage
+    gave up, leaving the rest unacknowledged). All or nothing, unless a message breaks ingest
+    unexpectedly (a bug): then they are stored one by one, each in its own transaction, and the one
+    that breaks is recorded in `rejects` as `internal error: …`, so it cannot hold back the others.
+    `wait(seconds)` is the pause between attempts (the subscriber's interruptible stop wait).
+    """
+    for attempt in range(retries + 1):
+        try:
+            ingestor.handle_batch(messages)
+            return len(messages), False
+        except StorageError as err:
+            log.error("storage failed", messages=len(messages), first_topic=messages[0][0], attempt=attempt + 1,
+                      error=str(err))
+            if attempt == retries:
+                return 0, True
+            wait(retry_s)
+        except Exception:  # noqa: BLE001 - one bad message must not hold back the rest of its batch
+            log.exception("batch failed unexpectedly; storing its messages one by one", messages=len(messages))
+            return _one_by_one(ingestor, messages, retries, retry_s, wait)
+    return 0, True  # not reached: the last attempt returns
+
+
+def _one_by_one(ingestor: Ingestor, messages: Sequence[tuple[str, bytes]], retries: int, retry_s: float,
+                wait: Callable[[float], object]) -> tuple[int, bool]:
+    for done, (topic, payload) in enumerate(messages):
+        for attempt in range(retries + 1):
+            try:
+                ingestor.handle(topic, payload)
+                break
+            except StorageError as err:
+                log.error("storage failed", topic=topic, attempt=attempt + 1, error=str(err))
+                if attempt == retries:
+                    return done, True  # this one and the rest stay unacknowledged
+                wait(retry_s)
+            except Exception as err:  # noqa: BLE001 - a bug must not stop ingest; keep the evidence
+                log.exception("ingest failed unexpectedly", topic=topic)
+                try:
+                    ingestor.storage.record_reject(None, topic, f"internal error: {err!r}"[:500], utc_now())
+                except StorageError:
+                    return done, True
+                ingestor.counts["rejected"] += 1
+                break
+    return len(messages), False

@@ -42,9 +42,7 @@ import structlog
 
 from cloud_receiver import mqtt5
 from cloud_receiver.config import MqttConfig
-from cloud_receiver.errors import StorageError
-from cloud_receiver.ingest import Ingestor
-from cloud_receiver.storage import utc_now
+from cloud_receiver.ingest import Ingestor, store_with_retries
 
 log = structlog.get_logger(__name__)
 
@@ -334,55 +332,14 @@ class Subscriber:
         assert self._ingestor is not None
         batch, self._batch = self._batch, []
         messages = [(_topic_text(m.topic), m.payload) for m in batch]
-        for attempt in range(self.cfg.store_retries + 1):
-            try:
-                self._ingestor.handle_batch(messages)
-                break
-            except StorageError as err:
-                log.error("storage failed", messages=len(batch), first_topic=messages[0][0], attempt=attempt + 1,
-                          error=str(err))
-                if attempt == self.cfg.store_retries:
-                    self._broken = True  # the whole batch stays unacknowledged
-                    return
-                self._stop.wait(self.cfg.store_retry_s)
-            except Exception:  # noqa: BLE001 - one bad message must not hold back the rest of its batch
-                log.exception("batch failed unexpectedly; storing its messages one by one", messages=len(batch))
-                self._one_by_one(batch, messages)
-                return
-        self.send_acks([m.packet_id for m in batch if m.packet_id])
+        done, broken = store_with_retries(self._ingestor, messages, retries=self.cfg.store_retries,
+                                          retry_s=self.cfg.store_retry_s, wait=self._stop.wait)
+        self.send_acks([m.packet_id for m in batch[:done] if m.packet_id])
+        if broken:
+            self._broken = True  # the rest stays unacknowledged: the broker delivers it again
+            return
         self.batches += 1
         self._summary.log(self._ingestor.counts, self.batches)
-
-    def _one_by_one(self, batch: list[mqtt5.Publish], messages: list[tuple[str, bytes]]) -> None:
-        """Each message in its own transaction; a message that fails unexpectedly is recorded as rejected."""
-        assert self._ingestor is not None
-        done: list[int] = []  # packet ids to acknowledge, in order
-        try:
-            for msg, (topic, payload) in zip(batch, messages, strict=True):
-                for attempt in range(self.cfg.store_retries + 1):
-                    try:
-                        self._ingestor.handle(topic, payload)
-                        break
-                    except StorageError as err:
-                        log.error("storage failed", topic=topic, attempt=attempt + 1, error=str(err))
-                        if attempt == self.cfg.store_retries:
-                            self._broken = True  # this one and the rest stay unacknowledged
-                            return
-                        self._stop.wait(self.cfg.store_retry_s)
-                    except Exception as err:  # noqa: BLE001 - a bug must not stop ingest; keep the evidence
-                        log.exception("ingest failed unexpectedly", topic=topic)
-                        try:
-                            self._ingestor.storage.record_reject(None, topic, f"internal error: {err!r}"[:500], utc_now())
-                        except StorageError:
-                            self._broken = True
-                            return
-                        self._ingestor.counts["rejected"] += 1
-                        break
-                if msg.packet_id:
-                    done.append(msg.packet_id)
-        finally:
-            self.send_acks(done)
-        self.batches += 1
 
 
 def _topic_text(raw: bytes) -> str:

@@ -4,8 +4,6 @@
 - `percentile()`, `rate()`: pure arithmetic for the result tables.
 - `cpu_seconds(pid)`: user + system CPU time of a process (all its threads), from /proc.
 - `ReceiverProcess`: `cloud-receiver -c FILE serve` as a subprocess, the way production runs it.
-- `DevicePublisher`: a lean device-side MQTT v5 publisher (QoS 1, in-flight window) that counts
-  PUBACKs and their reason codes.
 - `provision()`, `fresh_db()`, `write_receiver_config()`, `wait_rows()`: a receiver's database with a
   canteen, provisioned devices and an admin token; its config file; polling its alerts table.
 - `make_alert()`: a valid `bk_contract.Alert`; `summarise()`: the median of several rounds.
@@ -17,21 +15,18 @@ the dynamic-security plugin and provisioned clients), so benchmarks and tests ru
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import os
 import platform
 import re
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -44,7 +39,7 @@ for _p in (ROOT,):
 
 from bk_contract import Alert  # noqa: E402
 from bk_contract.payloads import AlertBox  # noqa: E402
-from cloud_receiver import auth, mqtt5  # noqa: E402
+from cloud_receiver import auth  # noqa: E402
 from cloud_receiver.devices import add_device  # noqa: E402
 from cloud_receiver.localbroker import Broker, free_port  # noqa: E402
 from cloud_receiver.storage import SqliteStorage  # noqa: E402
@@ -203,114 +198,6 @@ class ReceiverProcess:
         with contextlib.suppress(OSError):
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         return ""
-
-
-# --- a device publisher ---------------------------------------------------------------------------
-
-@dataclass
-class DevicePublisher:
-    """A device's MQTT v5 connection (own username/password), publishing QoS 1 with `inflight` in flight.
-
-    A lean client on cloud_receiver/mqtt5.py's codec rather than paho: on a 2-core machine the
-    load generator shares the CPU with the broker and the receiver, and paho's publish path
-    (~80 µs a message) made the generator, not the receiver, the limit of the ingest benchmark.
-    `publish` sends at once while the window has room, else queues; a reader thread counts the
-    PUBACKs (and their reason codes) and sends what was queued.
-    """
-
-    host: str
-    port: int
-    device_id: str
-    password: str
-    inflight: int = 100
-    acked: int = 0
-    failures: dict[int, int] = field(default_factory=dict)  # PUBACK reason code >= 0x80 -> count
-    last_ack_at: float = 0.0
-
-    def __post_init__(self) -> None:
-        self._cond = threading.Condition()
-        self._queue: collections.deque[tuple[str, bytes]] = collections.deque()
-        self._in_flight = 0
-        self._next_id = 0
-        self._closed = False
-        sock = socket.create_connection((self.host, self.port), timeout=10)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.sendall(mqtt5.connect_packet(f"bench-{self.device_id}", 60, username=self.device_id,
-                                          password=self.password, clean_start=True))
-        data = b""
-        while not (packets := mqtt5.split_packets(data, 1 << 20)[0]):
-            chunk = sock.recv(4096)
-            if not chunk:
-                raise BenchError(f"device {self.device_id} could not connect: connection closed")
-            data += chunk
-        first, body = packets[0]
-        ack = mqtt5.parse_connack(body) if first >> 4 == mqtt5.CONNACK else None
-        if ack is None or ack.reason_code >= 0x80:
-            sock.close()
-            raise BenchError(f"device {self.device_id} could not connect: "
-                             f"{mqtt5.reason_name(mqtt5.CONNACK, ack.reason_code) if ack else 'no CONNACK'}")
-        sock.settimeout(None)
-        self._sock = sock
-        self._reader = threading.Thread(target=self._read, name=f"bench-{self.device_id}", daemon=True)
-        self._reader.start()
-
-    def _packets(self, items: list[tuple[str, bytes]]) -> bytes:
-        out = []
-        for topic, payload in items:
-            self._next_id = self._next_id % 65535 + 1
-            out.append(mqtt5.publish_packet(topic, payload, self._next_id))
-        return b"".join(out)
-
-    def publish(self, topic: str, payload: bytes | str) -> None:
-        body = payload.encode() if isinstance(payload, str) else payload
-        with self._cond:
-            if self._closed:
-                raise BenchError(f"publish by {self.device_id} after close")
-            if self._in_flight < self.inflight and not self._queue:
-                self._in_flight += 1
-                self._sock.sendall(self._packets([(topic, body)]))
-            else:
-                self._queue.append((topic, body))
-
-    def _read(self) -> None:
-        pending = b""
-        while True:
-            try:
-                data = self._sock.recv(65536)
-            except OSError:
-                return
-            if not data:
-                return
-            packets, used = mqtt5.split_packets(pending + data, 1 << 20)
-            pending = (pending + data)[used:]
-            acks = [body[2] if len(body) > 2 else 0 for first, body in packets if first >> 4 == mqtt5.PUBACK]
-            with self._cond:
-                for reason in acks:
-                    self.acked += 1
-                    self._in_flight -= 1
-                    if reason >= 0x80:
-                        self.failures[reason] = self.failures.get(reason, 0) + 1
-                if acks:
-                    self.last_ack_at = time.perf_counter()
-                n = min(self.inflight - self._in_flight, len(self._queue))
-                if n > 0 and not self._closed:
-                    self._in_flight += n
-                    self._sock.sendall(self._packets([self._queue.popleft() for _ in range(n)]))
-                self._cond.notify_all()
-
-    def wait_acked(self, n: int, timeout: float) -> bool:
-        with self._cond:
-            return self._cond.wait_for(lambda: self.acked >= n, timeout)
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            with contextlib.suppress(OSError):
-                self._sock.sendall(mqtt5.DISCONNECT_PACKET)
-        with contextlib.suppress(OSError):
-            self._sock.shutdown(socket.SHUT_RDWR)
-        self._reader.join(5)
-        self._sock.close()
 
 
 # --- the receiver's world: canteen, devices, token, config ------------------------------------

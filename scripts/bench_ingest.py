@@ -40,6 +40,7 @@ from typing import Any
 
 import bench_common as bc
 from bench_ingest_limits import measure_limits
+from bench_publisher import DevicePublisher
 
 from bk_contract import Alert, topic
 from cloud_receiver.config import MqttConfig
@@ -53,7 +54,7 @@ RX_BATCH_MAX = MqttConfig().batch_max  # the receiver's group-commit batch (defa
 
 # --- 1. ingest through MQTT ------------------------------------------------------------------------
 
-def ingest_round(world: bc.World, pubs: list[bc.DevicePublisher], receiver: bc.ReceiverProcess, broker: Broker,
+def ingest_round(world: bc.World, pubs: list[DevicePublisher], receiver: bc.ReceiverProcess, broker: Broker,
                  work: dict[str, list[Alert]], tag: str, timeout: float) -> dict[str, Any]:
     """One throughput round: every device publishes its share; wait until the DB holds every row."""
     payloads = {d: [(topic(d, "alert"), a.model_dump_json().encode()) for a in alerts] for d, alerts in work.items()}
@@ -86,11 +87,11 @@ def ingest_round(world: bc.World, pubs: list[bc.DevicePublisher], receiver: bc.R
 
 def measure_ingest(world: bc.World, broker: Broker, receiver: bc.ReceiverProcess, total: int, rounds: int,
                    inflight: int, timeout: float) -> dict[str, Any]:
-    pubs: list[bc.DevicePublisher] = []
+    pubs: list[DevicePublisher] = []
     results = []
     try:
         for d, pw in world.devices.items():
-            pubs.append(bc.DevicePublisher(broker.host, broker.port, d, pw, inflight=inflight))
+            pubs.append(DevicePublisher(broker.host, broker.port, d, pw, inflight=inflight))
         # warm-up: one alert per device proves the ACLs, the subscription and the path end to end
         warm_at = datetime.now(UTC) - timedelta(days=2)
         for p in pubs:
@@ -114,7 +115,7 @@ def measure_ingest(world: bc.World, broker: Broker, receiver: bc.ReceiverProcess
 
 # --- 3. latency: event -> visible through the API --------------------------------------------------
 
-async def _latency(api: str, token: str, pub: bc.DevicePublisher, samples: int, per_s: float, mode: str,
+async def _latency(api: str, token: str, pub: DevicePublisher, samples: int, per_s: float, mode: str,
                    poll_s: float, tag: str, timeout: float = 5.0) -> dict[str, Any]:
     import aiohttp
     headers = {"Authorization": f"Bearer {token}"}
@@ -180,7 +181,7 @@ async def _latency(api: str, token: str, pub: bc.DevicePublisher, samples: int, 
 def measure_latency(world: bc.World, broker: Broker, receiver: bc.ReceiverProcess, samples: int, per_s: float,
                     poll_s: float) -> dict[str, Any]:
     device, password = next(iter(world.devices.items()))
-    pub = bc.DevicePublisher(broker.host, broker.port, device, password, inflight=10)
+    pub = DevicePublisher(broker.host, broker.port, device, password, inflight=10)
     try:
         rest, sse = (asyncio.run(_latency(receiver.api_url, world.token, pub, samples, per_s, mode, poll_s, tag))
                      for mode, tag in (("rest", "L"), ("sse", "S")))

@@ -113,7 +113,7 @@ async def test_alerts_owe_their_pushes_in_their_own_transaction_and_routing_read
     outbox, the robots, the alerts, canteens and cameras once each."""
     from api_kit import make_world
 
-    from cloud_receiver.api.pushwire import route_pending
+    from cloud_receiver.api.pushwire import Router
     w = await make_world(tmp_path)
     try:
         with w.storage.batch():
@@ -133,12 +133,13 @@ async def test_alerts_owe_their_pushes_in_their_own_transaction_and_routing_read
         assert owed == [(r, f"B{n}", w.storage.push_owner) for n in range(5) for r in ("c1-wecom", "sp-wecom")]
         seen.clear()
         rec = _Recorder()
-        high = route_pending(w.storage, PushSettings(), rec)
+        router = Router(w.storage, PushSettings(), rec)
+        high = router.route()
         assert sorted(set(seen)) == ["SELECT alerts", "SELECT cameras", "SELECT canteens", "SELECT push_outbox",
                                      "SELECT webhooks"]
         assert [(r, a) for r, a, _ in rec.queued] == [(r, f"B{n}") for n in range(5) for r in ("c1-wecom", "sp-wecom")]
         assert high == max(i for _, _, i in rec.queued)
-        assert route_pending(w.storage, PushSettings(), rec, high) == high and len(rec.queued) == 10  # nothing twice
+        assert router.route(high) == high and len(rec.queued) == 10  # nothing twice
     finally:
         await w.client.close()
 

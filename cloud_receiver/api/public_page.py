@@ -26,6 +26,7 @@ from cloud_receiver.api.context import ctx
 from cloud_receiver.api.errors import ApiError, bad_request
 from cloud_receiver.api.params import json_body
 from cloud_receiver.auth import principal_of
+from cloud_receiver.errors import validation_problem
 
 log = structlog.get_logger(__name__)
 
@@ -65,12 +66,6 @@ class PublicPage(_Strict):
 CANTEEN_MAY_SET = {"licences", "snapshots"}
 
 
-def _problem(err: ValidationError) -> str:
-    first = err.errors()[0]
-    where = ".".join(str(x) for x in first["loc"]) or "(body)"
-    return f"{where}: {first['msg']}"
-
-
 async def edit_public_page(request: web.Request) -> web.Response:
     _require_login(request)
     c, p = ctx(request), principal_of(request)
@@ -82,7 +77,7 @@ async def edit_public_page(request: web.Request) -> web.Response:
     try:
         page = PublicPage.model_validate(body)
     except ValidationError as err:
-        raise bad_request(_problem(err), "invalid_input") from err
+        raise bad_request(validation_problem(err, "(body)"), "invalid_input") from err
     given = set(page.model_fields_set)
     if not given:
         raise bad_request("nothing to change: give licences, rating, sampling or snapshots", "invalid_input")

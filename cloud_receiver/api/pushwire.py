@@ -7,7 +7,7 @@ What is owed is decided when an alert is stored: the storage writes one `push_ou
 responsible robot in the alert's own transaction (`cloud_receiver/push_outbox.py`). The router
 here only delivers: when it starts it takes every unsent row of this receiver (so pushes owed
 before a stop or a crash go out after the restart), and after that, woken by each burst of
-announced alerts, the rows added since (`route_pending`: one read of the outbox, one of the robots,
+announced alerts, the rows added since (`Router.route`: one read of the outbox, one of the robots,
 one of the alerts per burst; canteen and camera names read once per burst). A row is marked sent
 when its robot accepted the message.
 """
@@ -54,9 +54,8 @@ def robots_for(db: Any, canteen_id: str | None, jurisdiction: str | None) -> lis
     return [r for r in found if r is not None]
 
 
-def notice_for(db: Any, row: dict[str, Any], settings: PushSettings,
-               names: _Names | None = None) -> tuple[AlertNotice, str | None]:
-    """The notice of a stored alert row, and its canteen's jurisdiction."""
+def notice_for(db: Any, row: dict[str, Any], settings: PushSettings, names: _Names | None = None) -> AlertNotice:
+    """The notice of a stored alert row."""
     names = names or _Names(db)
     canteen = names.canteen(row.get("canteen_id"))
     camera = names.camera(row["device_id"], row["camera_id"])
@@ -66,23 +65,22 @@ def notice_for(db: Any, row: dict[str, Any], settings: PushSettings,
     link = None
     if settings.public_base_url and row.get("snapshot_sha256"):
         link = f"{settings.public_base_url.rstrip('/')}/api/v1/media/{row['snapshot_sha256']}"
-    notice = AlertNotice(row["id"], (canteen[0] if canteen else None) or row.get("canteen_id") or "未知食堂",
-                         camera or row["camera_id"], row["type"], started, deadline, link)
-    return notice, canteen[1] if canteen else None
+    return AlertNotice(row["id"], canteen or row.get("canteen_id") or "未知食堂",
+                       camera or row["camera_id"], row["type"], started, deadline, link)
 
 
 class _Names:
-    """Canteen (name, jurisdiction) and camera names, each read once (use one per burst)."""
+    """Canteen and camera names, each read once (use one per burst)."""
 
     def __init__(self, db: Any) -> None:
         self.db = db
-        self._canteens: dict[str | None, tuple[str, str] | None] = {}
+        self._canteens: dict[str | None, str | None] = {}
         self._cameras: dict[tuple[str, str], str | None] = {}
 
-    def canteen(self, canteen_id: str | None) -> tuple[str, str] | None:
+    def canteen(self, canteen_id: str | None) -> str | None:
         if canteen_id not in self._canteens:
-            self._canteens[canteen_id] = self.db.execute("SELECT name, jurisdiction FROM canteens WHERE id = ?",
-                                                         [canteen_id]).fetchone()
+            found = self.db.execute("SELECT name FROM canteens WHERE id = ?", [canteen_id]).fetchone()
+            self._canteens[canteen_id] = found[0] if found else None
         return self._canteens[canteen_id]
 
     def camera(self, device_id: str, camera_id: str) -> str | None:
@@ -139,7 +137,7 @@ class Router:
             try:
                 if robot is None or row is None:
                     raise LookupError("robot disabled, removed or without its secret" if row else "alert missing")
-                notice, _ = notice_for(db, row, self.settings, names)
+                notice = notice_for(db, row, self.settings, names)
             except Exception as err:  # noqa: BLE001 - one bad row must not stop the push of the others
                 if o.id not in self.reported:
                     self.reported.add(o.id)
@@ -156,11 +154,6 @@ class Router:
 
     def failed(self, ids: list[int], error: str) -> None:
         self.storage.pushes_done(ids, utc_now(), error)  # still handed: the pusher retries them itself
-
-
-def route_pending(storage: Any, settings: PushSettings, pusher: Pusher, after_id: int = 0) -> int:
-    """`Router.route` once, for a caller without a router (tests, tools)."""
-    return Router(storage, settings, pusher).route(after_id)
 
 
 @contextlib.asynccontextmanager
