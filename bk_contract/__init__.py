@@ -1,9 +1,9 @@
 """What the edge agent and the cloud receiver share: the MQTT contract (topics, payload models and
 the media chunk format, version 1; frozen in docs/mqtt.md) and the line-numbered YAML config
-loader (`bk_contract.yamlconf`). Depends only on pydantic and PyYAML.
+loader (`bk_common.yamlconf`). Depends only on pydantic and PyYAML.
 """
 
-from bk_contract.media import ChunkHeader, decode_chunk, encode_chunk, split_media
+from bk_contract.chunks import ChunkHeader, decode_chunk, encode_chunk, split_media
 from bk_contract.payloads import (
     Alert,
     AlertBox,

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from bk_contract.yamlconf import resolve_secret, validate_file, validate_text
+from bk_common.yamlconf import resolve_secret, validate_file, validate_text
 from cloud_receiver.errors import ConfigError
 
 KIB = 1024

@@ -14,11 +14,11 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from bk_contract.yamlconf import resolve_secret, validate_file
+from bk_common.yamlconf import resolve_secret, validate_file
+from edge_agent import assets
 from edge_agent.errors import ConfigError
 
 GB_ID = re.compile(r"^\d{20}$")
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 class Section(BaseModel):
@@ -32,7 +32,8 @@ def _resolve_path(value: str | Path, info: ValidationInfo) -> Path:
     base = (info.context or {}).get("config_dir") if info.context else None
     if base is not None and (Path(base) / p).exists():
         return Path(base) / p
-    return (REPO_ROOT / p) if (REPO_ROOT / p).exists() else (Path(base or ".") / p)
+    # a relative path the config's folder does not have may name a shipped file (models/...)
+    return assets.shipped(p) or (Path(base or ".") / p)
 
 
 class DeviceConfig(Section):
@@ -56,7 +57,9 @@ class StorageConfig(Section):
 
 class DetectorConfig(Section):
     type: Literal["tflite"] = Field("tflite", description="Detector plugin.")
-    model: Path = Field(Path("models/nanodet-coco-int8.tflite"), description="Model file; its manifest is the .json beside it.")
+    model: Path = Field(Path("models/nanodet-coco-int8.tflite"), validate_default=True,
+                        description="Model file; its manifest is the .json beside it. A relative path is looked up "
+                        "beside the config file, then among the models shipped in the package (edge_agent/assets).")
     threads: int = Field(1, ge=1, le=16, description="Interpreter threads of each inference worker.")
     workers: int = Field(2, ge=1, le=8, description="Inference workers, each with its own interpreter; cameras are "
                          "divided among them. On 2 cores, 2 workers x 1 thread detect ~1.5x more frames per second "

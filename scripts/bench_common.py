@@ -9,7 +9,7 @@
 - `make_alert()`: a valid `bk_contract.Alert`; `summarise()`: the median of several rounds.
 - `print_table()`: a plain-text table.
 
-The broker itself comes from cloud_receiver/localbroker.py (Mosquitto on a free port, with
+The broker itself comes from devkit/localbroker.py (Mosquitto on a free port, with
 the dynamic-security plugin and provisioned clients), so benchmarks and tests run the same broker.
 """
 
@@ -39,10 +39,10 @@ for _p in (ROOT,):
 
 from bk_contract import Alert  # noqa: E402
 from bk_contract.payloads import AlertBox  # noqa: E402
-from cloud_receiver import auth  # noqa: E402
-from cloud_receiver.devices import add_device  # noqa: E402
-from cloud_receiver.localbroker import Broker, free_port  # noqa: E402
-from cloud_receiver.storage import SqliteStorage  # noqa: E402
+from cloud_receiver.admin import auth  # noqa: E402
+from cloud_receiver.admin.devices import add_device  # noqa: E402
+from cloud_receiver.storage.sqlite import SqliteStorage  # noqa: E402
+from devkit.localbroker import Broker, free_port  # noqa: E402
 
 
 class BenchError(RuntimeError):
@@ -138,9 +138,9 @@ def broker_pid(broker: Broker) -> int | None:
 # --- the receiver as a subprocess ---------------------------------------------------------------
 
 def receiver_command() -> list[str]:
-    """The installed `cloud-receiver` console script; `python -m cloud_receiver.cli` if it is not on PATH."""
+    """The installed `cloud-receiver` console script; `python -m cloud_receiver.app.cli` if it is not on PATH."""
     exe = shutil.which("cloud-receiver")
-    return [exe] if exe else [sys.executable, "-m", "cloud_receiver.cli"]
+    return [exe] if exe else [sys.executable, "-m", "cloud_receiver.app.cli"]
 
 
 @dataclass

@@ -5,7 +5,7 @@
     python scripts/bench_ingest.py --alerts 20000 --devices 8 --json
 
 Everything runs on 127.0.0.1 in a temporary folder: a Mosquitto on a free port with the
-dynamic-security plugin (cloud_receiver/localbroker.py), the devices provisioned through the receiver's own
+dynamic-security plugin (devkit/localbroker.py), the devices provisioned through the receiver's own
 `add_device`, and the receiver as a subprocess, `cloud-receiver -c FILE serve`, as in production
 (JSON logs at level info into a file). Measured:
 
@@ -42,10 +42,10 @@ import bench_common as bc
 from bench_ingest_limits import measure_limits
 from bench_publisher import DevicePublisher
 
+from bk_common.logs import configure_logging
 from bk_contract import Alert, topic
 from cloud_receiver.config import MqttConfig
-from cloud_receiver.localbroker import Broker, start_broker
-from cloud_receiver.logs import configure_logging
+from devkit.localbroker import Broker, start_broker
 
 GOAL_RATIO = 0.5  # receiver / raw per-row commit
 GOAL_P95_S = 0.5

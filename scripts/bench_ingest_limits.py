@@ -14,8 +14,8 @@ import bench_common as bc
 
 from bk_contract import Alert, topic
 from cloud_receiver.config import LimitsConfig
-from cloud_receiver.ingest import Ingestor
-from cloud_receiver.storage import SqliteStorage, _alert_fields, utc_now
+from cloud_receiver.ingest.handler import Ingestor
+from cloud_receiver.storage.sqlite import SqliteStorage, _alert_fields, utc_now
 
 # --- inputs ----------------------------------------------------------------------------------------
 

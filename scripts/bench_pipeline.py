@@ -61,8 +61,8 @@ def ffmpeg_fps(clip: Path, threads: int | None) -> float:
 def our_decode_fps(clip: Path, sample_fps: float = 5.0, width: int = 640) -> tuple[float, int, int]:
     """Our decode loop as the camera worker runs it, minus the detector: every frame decoded,
     sampled frames scaled to RGB (detector) and gray (motion) by libswscale."""
-    from edge_agent.sampler import FrameScaler, Sampler
-    from edge_agent.sources.file import FileSource
+    from edge_agent.capture.sampler import FrameScaler, Sampler
+    from edge_agent.capture.sources.file import FileSource
 
     src = FileSource(str(clip), loop=False, realtime=False)
     sampler, scaler = Sampler(sample_fps), FrameScaler(width, 160)
@@ -81,9 +81,9 @@ def our_decode_fps(clip: Path, sample_fps: float = 5.0, width: int = 640) -> tup
 def detect_timing(clip: Path, n: int) -> dict:
     import av
 
-    from edge_agent.detector import create_detector, default_model_path
-    from edge_agent.detector.bench import time_detect
-    from edge_agent.sampler import FrameScaler
+    from edge_agent.analysis.detector import create_detector, default_model_path
+    from edge_agent.analysis.detector.bench import time_detect
+    from edge_agent.capture.sampler import FrameScaler
 
     scaler = FrameScaler(640, 160)
     frames = []
@@ -104,7 +104,7 @@ CHANNEL_CHILD = r"""
 import json, os, sys, threading, time, resource
 sys.path.insert(0, {root!r})
 from edge_agent.config import AgentConfig
-from edge_agent.agent import Agent
+from edge_agent.app.agent import Agent
 cams = []
 for i in range({n}):
     src = {{"type": "file", "url": {main!r}, "loop": True, "realtime": True}}

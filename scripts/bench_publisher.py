@@ -1,5 +1,5 @@
 """The devices of scripts/bench_ingest.py: `DevicePublisher`, a lean device-side MQTT v5 publisher
-(QoS 1, in-flight window) on cloud_receiver/mqtt5.py's codec that counts PUBACKs and their reason codes."""
+(QoS 1, in-flight window) on cloud_receiver/ingest/codec.py's codec that counts PUBACKs and their reason codes."""
 
 from __future__ import annotations
 
@@ -12,14 +12,14 @@ from dataclasses import dataclass, field
 
 from bench_common import BenchError
 
-from cloud_receiver import mqtt5
+from cloud_receiver.ingest import codec
 
 
 @dataclass
 class DevicePublisher:
     """A device's MQTT v5 connection (own username/password), publishing QoS 1 with `inflight` in flight.
 
-    A lean client on cloud_receiver/mqtt5.py's codec rather than paho: on a 2-core machine the
+    A lean client on cloud_receiver/ingest/codec.py's codec rather than paho: on a 2-core machine the
     load generator shares the CPU with the broker and the receiver, and paho's publish path
     (~80 µs a message) made the generator, not the receiver, the limit of the ingest benchmark.
     `publish` sends at once while the window has room, else queues; a reader thread counts the
@@ -43,20 +43,20 @@ class DevicePublisher:
         self._closed = False
         sock = socket.create_connection((self.host, self.port), timeout=10)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.sendall(mqtt5.connect_packet(f"bench-{self.device_id}", 60, username=self.device_id,
+        sock.sendall(codec.connect_packet(f"bench-{self.device_id}", 60, username=self.device_id,
                                           password=self.password, clean_start=True))
         data = b""
-        while not (packets := mqtt5.split_packets(data, 1 << 20)[0]):
+        while not (packets := codec.split_packets(data, 1 << 20)[0]):
             chunk = sock.recv(4096)
             if not chunk:
                 raise BenchError(f"device {self.device_id} could not connect: connection closed")
             data += chunk
         first, body = packets[0]
-        ack = mqtt5.parse_connack(body) if first >> 4 == mqtt5.CONNACK else None
+        ack = codec.parse_connack(body) if first >> 4 == codec.CONNACK else None
         if ack is None or ack.reason_code >= 0x80:
             sock.close()
             raise BenchError(f"device {self.device_id} could not connect: "
-                             f"{mqtt5.reason_name(mqtt5.CONNACK, ack.reason_code) if ack else 'no CONNACK'}")
+                             f"{codec.reason_name(codec.CONNACK, ack.reason_code) if ack else 'no CONNACK'}")
         sock.settimeout(None)
         self._sock = sock
         self._reader = threading.Thread(target=self._read, name=f"bench-{self.device_id}", daemon=True)
@@ -66,7 +66,7 @@ class DevicePublisher:
         out = []
         for topic, payload in items:
             self._next_id = self._next_id % 65535 + 1
-            out.append(mqtt5.publish_packet(topic, payload, self._next_id))
+            out.append(codec.publish_packet(topic, payload, self._next_id))
         return b"".join(out)
 
     def publish(self, topic: str, payload: bytes | str) -> None:
@@ -89,9 +89,9 @@ class DevicePublisher:
                 return
             if not data:
                 return
-            packets, used = mqtt5.split_packets(pending + data, 1 << 20)
+            packets, used = codec.split_packets(pending + data, 1 << 20)
             pending = (pending + data)[used:]
-            acks = [body[2] if len(body) > 2 else 0 for first, body in packets if first >> 4 == mqtt5.PUBACK]
+            acks = [body[2] if len(body) > 2 else 0 for first, body in packets if first >> 4 == codec.PUBACK]
             with self._cond:
                 for reason in acks:
                     self.acked += 1
@@ -114,7 +114,7 @@ class DevicePublisher:
         with self._cond:
             self._closed = True
             with contextlib.suppress(OSError):
-                self._sock.sendall(mqtt5.DISCONNECT_PACKET)
+                self._sock.sendall(codec.DISCONNECT_PACKET)
         with contextlib.suppress(OSError):
             self._sock.shutdown(socket.SHUT_RDWR)
         self._reader.join(5)

@@ -58,7 +58,7 @@ VENV_NODEPS = [
 def _sha256(path: Path) -> str:
     # outside the converter venv only: that venv has TensorFlow, not the project
     sys.path.insert(0, str(REPO))
-    from edge_agent.detector.manifest import sha256_of
+    from edge_agent.analysis.detector.manifest import sha256_of
 
     return sha256_of(path)
 
@@ -312,7 +312,7 @@ def check_agreement(out_dir: Path) -> None:
     import skimage.data as sd
 
     sys.path.insert(0, str(REPO))
-    from edge_agent.detector import create_detector
+    from edge_agent.analysis.detector import create_detector
 
     img = sd.astronaut()
     found = {}
@@ -330,7 +330,7 @@ def check_agreement(out_dir: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--venv", type=Path, default=Path("/tmp/bk-convert"))
-    parser.add_argument("--out", type=Path, default=REPO / "models")
+    parser.add_argument("--out", type=Path, default=REPO / "edge_agent" / "assets" / "models")
     parser.add_argument("--keep", action="store_true", help="keep the temp work dir")
     sub = parser.add_subparsers(dest="cmd")
     conv = sub.add_parser("_convert", help="internal: runs inside the converter venv")

@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cloud_receiver.localbroker import Broker, free_port, start_broker  # noqa: E402
+from devkit.localbroker import Broker, free_port, start_broker  # noqa: E402
 
 CANTEEN = ("canteen-0001", "沙坡头区第一小学食堂", "640502")
 
@@ -138,7 +138,7 @@ def start_stack(work: Path, camera: str | None = None, kind: str = "file", echo:
                PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="3")
     http_port = free_port()
     rcfg = receiver_config(work, broker, http_port)
-    cr = [sys.executable, "-m", "cloud_receiver.cli", "-c", str(rcfg)]
+    cr = [sys.executable, "-m", "cloud_receiver.app.cli", "-c", str(rcfg)]
     try:
         run([*cr, "canteen", "add", "--id", CANTEEN[0], "--name", CANTEEN[1], "--jurisdiction", CANTEEN[2]], env)
         out = run([*cr, "device", "add", "--canteen", CANTEEN[0], "--name", "后厨AI盒子"], env)
@@ -156,7 +156,7 @@ def start_stack(work: Path, camera: str | None = None, kind: str = "file", echo:
     for k in ("BK_RECEIVER_MQTT_PASSWORD", "BK_BROKER_ADMIN_PASSWORD"):
         agent_env.pop(k)  # the box knows only its own secret
     log_a = open(work / "agent.log", "wb")  # noqa: SIM115
-    agent = subprocess.Popen([sys.executable, "-m", "edge_agent.cli", "run", "-c", str(acfg), "--print-events"],
+    agent = subprocess.Popen([sys.executable, "-m", "edge_agent.app.cli", "run", "-c", str(acfg), "--print-events"],
                              env=agent_env, stdout=subprocess.PIPE, stderr=log_a, text=True)
     stack.procs.append(agent)
     threading.Thread(target=_echo_events, args=(agent, work / "events.log", echo), daemon=True).start()

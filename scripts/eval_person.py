@@ -22,13 +22,13 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from edge_agent.detector import (  # noqa: E402
+from edge_agent.analysis.detector import (  # noqa: E402
     DEFAULT_SCORE_THRESHOLD,
     create_detector,
     default_model_path,
 )
-from edge_agent.detector.bench import time_detect  # noqa: E402
-from edge_agent.models import Box, Detection  # noqa: E402
+from edge_agent.analysis.detector.bench import time_detect  # noqa: E402
+from edge_agent.analysis.types import Box, Detection  # noqa: E402
 
 DEFAULT_LABELS = Path(__file__).with_name("data") / "one-by-one-labels.json"
 SWEEP = (0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6)

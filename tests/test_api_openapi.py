@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from api_kit import make_world
+from support.api_kit import make_world
 
 from cloud_receiver.api import PREFIX
 from cloud_receiver.api.openapi import DOCUMENT
+
+pytestmark = pytest.mark.unit
 
 
 @pytest.fixture

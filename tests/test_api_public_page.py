@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from api_kit import DEVICES, jpeg, make_world
+from support.api_kit import DEVICES, jpeg, make_world
+
+pytestmark = pytest.mark.unit
 
 
 @pytest.fixture

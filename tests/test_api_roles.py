@@ -5,9 +5,11 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from api_kit import ago, jpeg, make_world
+from support.api_kit import ago, jpeg, make_world
 
-from cloud_receiver import auth
+from cloud_receiver.admin import auth
+
+pytestmark = pytest.mark.unit
 
 PROTECTED = ["/alerts", "/alerts/A00001", "/devices", "/cameras", "/canteens", "/stats", "/alerts/stream"]
 

@@ -6,9 +6,11 @@ import asyncio
 import json
 
 import pytest
-from api_kit import ago, make_world
+from support.api_kit import ago, make_world
 
 from cloud_receiver.api import ApiSettings
+
+pytestmark = pytest.mark.unit
 
 
 @pytest.fixture
@@ -106,7 +108,7 @@ async def _resync_reason(resp) -> str:
 
 async def test_resync_when_the_missed_events_cannot_be_given(world):
     """Another run's id, a foreign id, a gap longer than the hub's history: `resync`, then the live stream."""
-    from cloud_receiver.app import ALERT_HUB
+    from cloud_receiver.appkeys import ALERT_HUB
     hub = world.client.app[ALERT_HUB]
     for last_id, reason in [("0badc0de-5", "receiver_restarted"), ("nonsense", "unknown_event_id")]:
         resp = await _open(world, "admin", **{"Last-Event-ID": last_id})
@@ -127,7 +129,7 @@ async def test_resync_when_the_missed_events_cannot_be_given(world):
 
 async def test_a_client_too_slow_for_its_queue_is_told_to_resync(world):
     """Rows dropped for a stream that fell behind are not silent: `resync` with reason client_too_slow."""
-    from cloud_receiver.app import ALERT_HUB
+    from cloud_receiver.appkeys import ALERT_HUB
     hub = world.client.app[ALERT_HUB]
     resp = await _open(world, "admin")
     row = world.add_alert("C1", started_at=ago(minutes=1), alert_id="F1")
@@ -141,7 +143,7 @@ async def test_a_client_too_slow_for_its_queue_is_told_to_resync(world):
 async def test_stream_ticket_opens_the_stream_without_a_header_until_its_token_is_revoked(world):
     """A browser EventSource cannot send headers: a ticket in the URL opens the stream with the token's rights,
     works again for reconnects (with last_event_id), and stops working when the token is revoked or it expires."""
-    from cloud_receiver import auth
+    from cloud_receiver.admin import auth
     from cloud_receiver.api import API_CONTEXT
     r = await world.client.post("/api/v1/alerts/stream/tickets", headers=world.h("c3"))
     assert r.status == 200
@@ -178,7 +180,7 @@ async def test_stream_ticket_opens_the_stream_without_a_header_until_its_token_i
 
 
 def test_tickets_are_stored_as_digests_and_bounded():
-    from cloud_receiver.auth import StreamTickets, token_digest
+    from cloud_receiver.admin.auth import StreamTickets, token_digest
     t = StreamTickets(ttl_s=60, clock=lambda: 0.0, max_tickets=3)
     made = [t.issue(f"sha{n}") for n in range(5)]
     assert all(m not in repr(t._tickets) for m in made)  # noqa: SLF001 - only digests are kept
@@ -188,7 +190,7 @@ def test_tickets_are_stored_as_digests_and_bounded():
 
 async def test_odd_last_event_ids_resync_and_the_stream_goes_on(world):
     """An id ahead of the hub, or with digits int() would choke on: `resync`, then every live event."""
-    from cloud_receiver.app import ALERT_HUB
+    from cloud_receiver.appkeys import ALERT_HUB
     hub = world.client.app[ALERT_HUB]
     for last_id in (f"{hub.epoch}-{hub.seq + 50}", f"{hub.epoch}-²", f"{hub.epoch}-" + "9" * 5000):
         resp = await _open(world, "admin", **{"Last-Event-ID": last_id})
@@ -201,7 +203,7 @@ async def test_odd_last_event_ids_resync_and_the_stream_goes_on(world):
 
 async def test_an_open_stream_ends_when_its_token_is_revoked(world):
     """The token is checked again while the stream is open (every keepalive interval)."""
-    from cloud_receiver import auth
+    from cloud_receiver.admin import auth
     resp = await _open(world, "c3")
     auth.revoke_token(world.storage.db, "c3-manager")
     await asyncio.wait_for(resp.content.read(), 5)  # returns only at the end of the stream: the server ended it
@@ -211,7 +213,7 @@ async def test_an_open_stream_ends_when_its_token_is_revoked(world):
 
 async def test_events_for_others_still_move_the_resume_point(world):
     """A canteen's stream on a busy hub gets id-only lines, so a reconnect does not fall out of the history."""
-    from cloud_receiver.app import ALERT_HUB
+    from cloud_receiver.appkeys import ALERT_HUB
     hub = world.client.app[ALERT_HUB]
     resp = await _open(world, "c3")
     row = world.add_alert("C1", started_at=ago(minutes=1), alert_id="BUSY")
@@ -226,7 +228,7 @@ async def test_events_for_others_still_move_the_resume_point(world):
 
 
 def test_one_token_cannot_crowd_out_the_others_tickets():
-    from cloud_receiver.auth import StreamTickets
+    from cloud_receiver.admin.auth import StreamTickets
     t = StreamTickets(clock=lambda: 0.0, max_tickets=100, per_token=5)
     theirs = t.issue("victim")
     mine = [t.issue("greedy") for _ in range(200)]

@@ -6,9 +6,11 @@ import base64
 
 import aiohttp
 import pytest
-from api_kit import ago, jpeg, make_world, now
+from support.api_kit import ago, jpeg, make_world, now
 
 from cloud_receiver.api import ApiSettings
+
+pytestmark = pytest.mark.unit
 
 
 @pytest.fixture

@@ -14,12 +14,15 @@ import time
 from pathlib import Path
 
 import pytest
-from test_receiver_support import RunningReceiver, make_alert, make_tls_files, receiver_config, wait_for
+from support.receiver_harness import RunningReceiver, make_alert, make_tls_files, receiver_config
+from support.waiting import async_wait_until
 
 from bk_contract import topic
-from cloud_receiver.localbroker import Broker, dynsec_plugin, free_port, tool
+from devkit.localbroker import Broker, dynsec_plugin, free_port, tool
 from edge_agent.errors import RetryLater
-from edge_agent.mqtt_session import Connack, MqttSession, Puback
+from edge_agent.uplink.session import Connack, MqttSession, Puback
+
+pytestmark = pytest.mark.integration
 
 PRODUCTION_CONF = Path(__file__).resolve().parents[1] / "config" / "mosquitto" / "production.conf"
 
@@ -104,7 +107,7 @@ async def test_devices_over_tls_reach_the_receiver_on_the_local_listener(product
             assert _publish(box, topic(other, "alert"), make_alert(other, 1).model_dump_json().encode()) == 0x87
         finally:
             box.close()
-        assert await wait_for(lambda: rx.storage.get_alert(alert.id) is not None)
+        assert await async_wait_until(lambda: rx.storage.get_alert(alert.id) is not None)
     finally:
         await rx.stop()
 

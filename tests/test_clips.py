@@ -10,15 +10,17 @@ import time
 from pathlib import Path
 
 import av
-from footage import clip_1080p
-from test_camera_ring import packets_of
+import pytest
+from support.footage import clip_1080p, packets_of
 
 from bk_contract import MediaRef, decode_chunk
-from edge_agent.clips import CameraMedia, remux_mp4
-from edge_agent.events import EventEmitter
-from edge_agent.models import Box
-from edge_agent.outbox import Outbox
-from edge_agent.rules import Mark, Transition
+from edge_agent.analysis.types import Box
+from edge_agent.capture.clips import CameraMedia, remux_mp4
+from edge_agent.events.emitter import EventEmitter
+from edge_agent.outbox.store import Outbox
+from edge_agent.rules.engine import Mark, Transition
+
+pytestmark = pytest.mark.unit
 
 DEVICE = "64050200001180000001"
 

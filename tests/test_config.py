@@ -9,9 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.cli import main
+from edge_agent import assets
+from edge_agent.app.cli import main
 from edge_agent.config import check_rules_against_labels, load_config, parse_range, resolve_secret
 from edge_agent.errors import ConfigError
+
+pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[1]
 MINIMAL = 'device:\n  id: "64050200001180000001"\n'
@@ -23,9 +26,9 @@ def write(tmp_path: Path, text: str, name: str = "agent.yaml") -> Path:
     return path
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "config").glob("*agent*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted(assets.ROOT.glob("*agent*.yaml")), ids=lambda p: p.name)
 def test_shipped_agent_configs_load(path: Path) -> None:
-    """Every agent config shipped in config/ validates."""
+    """Every agent config shipped in the package (edge_agent/assets) validates."""
     cfg = load_config(path)
     assert cfg.device.id.isdigit() and len(cfg.device.id) == 20
 

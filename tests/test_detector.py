@@ -13,16 +13,18 @@ import numpy as np
 import pytest
 import skimage.data
 
-from edge_agent.detector import (
+from edge_agent.analysis.detector import (
     Detector,
     TfliteDetector,
     create_detector,
     default_model_path,
     load_manifest,
 )
-from edge_agent.detector.bench import time_detect
+from edge_agent.analysis.detector.bench import time_detect
+from edge_agent.analysis.types import Box, Detection
 from edge_agent.errors import ConfigError, ModelError
-from edge_agent.models import Box, Detection
+
+pytestmark = pytest.mark.unit
 
 # Checked by eye on a PNG render: the astronaut from hair to the bottom edge, shoulder to arm.
 ASTRONAUT_PERSON = Box(20, 10, 365, 512)
@@ -235,7 +237,7 @@ def test_no_tflite_runtime_is_model_error(monkeypatch: pytest.MonkeyPatch) -> No
     """With neither ai_edge_litert nor tflite_runtime importable, loading names both."""
     import sys
 
-    from edge_agent.detector import runtime
+    from edge_agent.analysis.detector import runtime
 
     monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)
     monkeypatch.setitem(sys.modules, "tflite_runtime.interpreter", None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge_agent.detector.postprocess import (
+from edge_agent.analysis.detector.postprocess import (
     InputMap,
     Quant,
     anchor_centres,
@@ -17,6 +17,8 @@ from edge_agent.detector.postprocess import (
     plan_resize,
     resize_indices,
 )
+
+pytestmark = pytest.mark.unit
 
 BINS = 11
 

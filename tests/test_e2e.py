@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import hashlib
 import re
-import time
 from pathlib import Path
 
 import pytest
+from support.waiting import wait_until
 
 from scripts.demo import Stack, start_stack
+
+pytestmark = pytest.mark.system
 
 EVENT = re.compile(r"EVENT (\w+)\s+(\w+)\s+camera=(\S+) id=(\w+) rev=(\d+)")
 
@@ -35,16 +37,6 @@ def cloud_alerts(stack: Stack) -> list[dict]:
         cursor = page.get("next_cursor")
         if not cursor:
             return items
-
-
-def wait_for(pred, timeout: float, step: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(step)
-    return pred()
 
 
 def in_sync(stack: Stack) -> bool:
@@ -75,9 +67,9 @@ def stack(tmp_path: Path):
 
 def test_alert_reaches_the_api_with_the_snapshot_the_box_made(stack: Stack) -> None:
     """The box's event arrives through the broker; the stored snapshot's sha256 is the box's."""
-    assert wait_for(lambda: box_events(stack), 60), (stack.work / "agent.log").read_text()[-3000:]
-    assert wait_for(lambda: in_sync(stack), 30)
-    from edge_agent.outbox import Outbox
+    assert wait_until(lambda: box_events(stack), 60, step=0.5), (stack.work / "agent.log").read_text()[-3000:]
+    assert wait_until(lambda: in_sync(stack), 30, step=0.5)
+    from edge_agent.outbox.store import Outbox
 
     box = Outbox(stack.work / "agent.db", device_id=stack.device_id)
     try:
@@ -100,12 +92,12 @@ def box_types(stack: Stack) -> list[tuple[str, str]]:
 def test_broker_outage_loses_nothing_and_doubles_nothing(stack: Stack) -> None:
     """Broker stopped while the box raises events (its camera goes away and comes back):
     after the restart the cloud has every event exactly once, at its latest revision."""
-    assert wait_for(lambda: in_sync(stack), 60)
+    assert wait_until(lambda: in_sync(stack), 60, step=0.5)
     clip = stack.work / "kitchen-camera.mp4"
     stack.broker.stop()
     clip.rename(clip.with_suffix(".away"))  # the camera disappears during the outage
-    assert wait_for(lambda: ("camera_offline", "start") in box_types(stack), 40, step=1.0)
+    assert wait_until(lambda: ("camera_offline", "start") in box_types(stack), 40, step=1.0)
     clip.with_suffix(".away").rename(clip)
-    assert wait_for(lambda: ("camera_offline", "end") in box_types(stack), 40, step=1.0)
+    assert wait_until(lambda: ("camera_offline", "end") in box_types(stack), 40, step=1.0)
     stack.broker.restart()
-    assert wait_for(lambda: in_sync(stack), 60), (box_events(stack), [(a["id"], a["rev"]) for a in cloud_alerts(stack)])
+    assert wait_until(lambda: in_sync(stack), 60, step=0.5), (box_events(stack), [(a["id"], a["rev"]) for a in cloud_alerts(stack)])

@@ -7,14 +7,17 @@ from pathlib import Path
 
 import av
 import numpy as np
+import pytest
 from PIL import Image
 from ulid import ULID
 
 from bk_contract import Alert
-from edge_agent.events import EventEmitter
-from edge_agent.models import Box
-from edge_agent.outbox import Outbox
-from edge_agent.rules import Mark, Transition
+from edge_agent.analysis.types import Box
+from edge_agent.events.emitter import EventEmitter
+from edge_agent.outbox.store import Outbox
+from edge_agent.rules.engine import Mark, Transition
+
+pytestmark = pytest.mark.unit
 
 DEVICE = "64050200001180000001"
 

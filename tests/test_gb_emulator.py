@@ -3,56 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 from pathlib import Path
 
 import pytest
+from support.gb_device_emulator import DEVICE, EmulatorConfig, GbDeviceEmulator, gb_config, load_h264_units
+from support.waiting import async_wait_for
 
-from edge_agent.config import GbConfig
+from edge_agent.capture.gb28181 import GbChannelSource, GbEvent, GbSipServer
+from edge_agent.capture.gb28181.manscdp import CatalogItem
 from edge_agent.errors import RetryLater
-from edge_agent.gb28181 import GbChannelSource, GbEvent, GbSipServer
-from edge_agent.gb28181.manscdp import CatalogItem
-from tests.gb_device_emulator import EmulatorConfig, GbDeviceEmulator, load_h264_units
 
-DEVICE = "64050200001180000001"
+pytestmark = pytest.mark.integration
+
 CHANNELS = [CatalogItem(f"6405020000131000000{i}", name=f"后厨摄像头{i}", manufacturer="Hik", status="ON")
             for i in range(1, 4)]
-
-
-def free_port() -> int:
-    for _ in range(50):
-        with socket.socket() as t:
-            t.bind(("127.0.0.1", 0))
-            port = t.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-                try:
-                    u.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-            return port
-    raise RuntimeError("no free port")
 
 
 @pytest.fixture(scope="module")
 def h264_units(tmp_path_factory) -> list[bytes]:
     return load_h264_units(Path(tmp_path_factory.mktemp("gb")))
-
-
-def gb_config(**kw) -> GbConfig:
-    base = dict(host="127.0.0.1", port=free_port(), keepalive_timeout_s=0.2, media_port_range=(0, 0),
-                media_ip="127.0.0.1", device_password_envs={DEVICE: "BK_TEST_GB_DEV_PW"},
-                password_env="BK_TEST_GB_GLOBAL_PW")
-    base.update(kw)
-    return GbConfig(**base)
-
-
-async def wait_for(cond, timeout: float = 5.0) -> None:
-    end = asyncio.get_running_loop().time() + timeout
-    while not cond():
-        if asyncio.get_running_loop().time() > end:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
 
 
 async def run_stream(sip_transport: str, media_transport: str, units: list[bytes], monkeypatch, **emu_kw):
@@ -68,7 +38,7 @@ async def run_stream(sip_transport: str, media_transport: str, units: list[bytes
         assert await emu.register() == 200
         assert emu.date_header and len(emu.date_header) == 23
         emu.start_keepalives()
-        await wait_for(lambda: len(server.channels()) == 3)
+        await async_wait_for(lambda: len(server.channels()) == 3)
         assert emu.catalog_pages_sent == 2
         assert all(c.online for c in server.channels())
         assert server.channels()[0].name == "后厨摄像头1"
@@ -131,11 +101,11 @@ async def test_device_goes_offline_when_keepalives_stop(monkeypatch):
         await emu.start()
         assert await emu.register() == 200
         emu.start_keepalives()
-        await wait_for(lambda: len(server.channels()) == 3)
+        await async_wait_for(lambda: len(server.channels()) == 3)
         await asyncio.sleep(0.8)  # keepalives keep it online beyond 3 intervals
         assert not any(e.kind == "device_offline" for e in events)
         emu.stop_keepalives()
-        await wait_for(lambda: any(e.kind == "device_offline" for e in events), timeout=3)
+        await async_wait_for(lambda: any(e.kind == "device_offline" for e in events), timeout=3)
         off = next(e for e in events if e.kind == "device_offline")
         assert off.device_id == DEVICE and off.detail["reason"] == "keepalive timeout"
         assert not any(c.online for c in server.channels())
@@ -211,11 +181,11 @@ async def test_channel_source_retry_later_when_offline_or_silent(monkeypatch):
         await emu.start()
         assert await emu.register() == 200
         emu.start_keepalives()
-        await wait_for(lambda: len(server.channels()) == 1)
+        await async_wait_for(lambda: len(server.channels()) == 1)
         silent = GbChannelSource(server, CHANNELS[0].device_id, media_timeout_s=0.5)
         with pytest.raises(RetryLater, match="no media"):
             await asyncio.to_thread(lambda: next(iter(silent.frames(stop))))
-        await wait_for(lambda: emu.byes_received == 1)  # the source said BYE on its way out
+        await async_wait_for(lambda: emu.byes_received == 1)  # the source said BYE on its way out
         assert server.sessions == {}
     finally:
         await emu.stop()

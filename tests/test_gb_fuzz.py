@@ -15,6 +15,8 @@ from hypothesis import strategies as st
 
 from edge_agent.errors import ParseError
 
+pytestmark = pytest.mark.unit
+
 _spec = importlib.util.spec_from_file_location("fuzz_parsers", Path(__file__).parents[1] / "scripts" / "fuzz_parsers.py")
 assert _spec is not None and _spec.loader is not None
 fuzz = importlib.util.module_from_spec(_spec)

@@ -6,9 +6,11 @@ import struct
 
 import pytest
 
+from edge_agent.capture.gb28181 import digest, manscdp, ps, psmux, rtp, sdp, sip
+from edge_agent.capture.gb28181.framing import TcpRtpDeframer, frame_4571, frame_interleaved
 from edge_agent.errors import ParseError
-from edge_agent.gb28181 import digest, manscdp, ps, psmux, rtp, sdp, sip
-from edge_agent.gb28181.framing import TcpRtpDeframer, frame_4571, frame_interleaved
+
+pytestmark = pytest.mark.unit
 
 REG = (b"REGISTER sip:64050200002000000001@6405020000 SIP/2.0\r\n"
        b"v: SIP/2.0/UDP 10.0.0.2:5060;branch=z9hG4bK1, SIP/2.0/UDP 10.0.0.3;branch=z9hG4bK2\r\n"
@@ -266,8 +268,9 @@ def test_ps_resyncs_after_garbage_and_strict_names_offset():
 
 def test_media_receiver_survives_loss_reorder_and_foreign_ssrc(tmp_path):
     """Real H.264 in PS/RTP with one packet lost, two swapped and a stray SSRC loses exactly one frame."""
-    from edge_agent.gb28181.media import MediaReceiver
-    from tests.gb_device_emulator import load_h264_units, packetize
+    from support.gb_device_emulator import load_h264_units, packetize
+
+    from edge_agent.capture.gb28181.rtp_receiver import MediaReceiver
 
     units = load_h264_units(tmp_path)[:10]
     frames = packetize(units, ssrc=42)

@@ -6,8 +6,13 @@ import asyncio
 import shutil
 from pathlib import Path
 
-from edge_agent.gb28181 import GbEvent, GbSipServer
-from tests.test_gb_emulator import DEVICE, free_port, gb_config
+import pytest
+from support.gb_device_emulator import DEVICE, gb_config
+
+from devkit.localbroker import free_port
+from edge_agent.capture.gb28181 import GbEvent, GbSipServer
+
+pytestmark = pytest.mark.integration
 
 DATA = Path(__file__).parent / "data" / "gb"
 SERVER_ID = "64050200002000000001"
@@ -19,7 +24,7 @@ async def run_sipp(port: int, scenario: str, password: str, workdir: Path) -> tu
     msgs = workdir / "sipp_messages.log"
     proc = await asyncio.create_subprocess_exec(
         sipp, f"127.0.0.1:{port}", "-sf", str(DATA / scenario), "-oocsf", str(DATA / "sipp_out_of_call.xml"),
-        "-m", "1", "-i", "127.0.0.1", "-p", str(free_port()), "-au", DEVICE, "-ap", password,
+        "-m", "1", "-i", "127.0.0.1", "-p", str(free_port(udp_too=True)), "-au", DEVICE, "-ap", password,
         "-key", "device_id", DEVICE, "-key", "server_id", SERVER_ID, "-key", "realm", "6405020000",
         "-nostdin", "-timeout", "10s", "-timeout_error", "-trace_msg", "-message_file", str(msgs),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=str(workdir))

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from edge_agent.motion import MotionDetector, dilate, points_in_polygon, polygon_mask, region_boxes
+from edge_agent.analysis.motion import MotionDetector, dilate, points_in_polygon, polygon_mask, region_boxes
+
+pytestmark = pytest.mark.unit
 
 
 def _still(h: int = 40, w: int = 64, value: int = 50) -> np.ndarray:

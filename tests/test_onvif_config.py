@@ -13,7 +13,9 @@ from edge_agent.config import load_config
 from edge_agent.errors import ConfigError
 from edge_agent.onvif import configfile
 from edge_agent.onvif.command import format_table, update_config_file
-from edge_agent.onvif.models import DeviceInformation, OnvifDevice, Profile, StreamInfo
+from edge_agent.onvif.types import DeviceInformation, OnvifDevice, Profile, StreamInfo
+
+pytestmark = pytest.mark.unit
 
 BASE = """\
 # box of canteen 7 -- top comment kept

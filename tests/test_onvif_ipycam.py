@@ -7,19 +7,16 @@ from pathlib import Path
 
 import pytest
 import yaml
+from support.netns import call_in_netns
+from support.onvif_scenario import BASE_CONFIG, MAIN_SIZE, ONVIF_PORT, PASSWORD, PASSWORD_ENV, SUB_SIZE, USER
 
-try:
-    from tests.netns import call_in_netns
-    from tests.onvif_scenario import BASE_CONFIG, MAIN_SIZE, ONVIF_PORT, PASSWORD, PASSWORD_ENV, SUB_SIZE, USER
-except ImportError:  # tests/ on sys.path instead of the repo root
-    from netns import call_in_netns
-    from onvif_scenario import BASE_CONFIG, MAIN_SIZE, ONVIF_PORT, PASSWORD, PASSWORD_ENV, SUB_SIZE, USER
+pytestmark = pytest.mark.system
 
 
 @pytest.fixture(scope="module")
 def scenario(tmp_path_factory) -> dict:
     work: Path = tmp_path_factory.mktemp("onvif")
-    return call_in_netns("tests.onvif_scenario:run", timeout=240, workdir=str(work))
+    return call_in_netns("tests.support.onvif_scenario:run", timeout=240, workdir=str(work))
 
 
 def test_multicast_probe_finds_ipycam(scenario):

@@ -28,7 +28,9 @@ from edge_agent.onvif.discovery import (
     relates_to,
     split_scopes,
 )
-from edge_agent.onvif.models import Profile
+from edge_agent.onvif.types import Profile
+
+pytestmark = pytest.mark.unit
 
 HEAD = (
     '<?xml version="1.0"?><s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope" '

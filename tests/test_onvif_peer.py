@@ -13,10 +13,12 @@ from onvif import ONVIFCamera
 from edge_agent.errors import AuthFailed, RetryLater
 from edge_agent.onvif.client import fetch_device
 
+pytestmark = pytest.mark.integration
+
 try:
-    from tests.onvif_fake_peer import FakeOnvifPeer
+    from support.onvif_fake_peer import FakeOnvifPeer
 except ImportError:
-    from onvif_fake_peer import FakeOnvifPeer
+    from support.onvif_fake_peer import FakeOnvifPeer
 
 SKEW = timedelta(hours=3)
 

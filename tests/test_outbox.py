@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 
 import bk_contract
-from edge_agent.budget import Priority
-from edge_agent.outbox import PENDING, Outbox
+from edge_agent.outbox.priority import Priority
+from edge_agent.outbox.store import PENDING, Outbox
+
+pytestmark = pytest.mark.unit
 
 DEV = "64050200001180000001"
 
@@ -33,7 +35,7 @@ def test_pragmas_and_migrations(tmp_path):
     box.close()
     box = open_box(tmp_path)
     names = [r[0] for r in box.db.execute("SELECT name FROM _sqlite_migrations WHERE migration_set = ?",
-                                          ["edge_agent.outbox"])]
+                                          ["edge_agent.outbox.store"])]
     assert names == ["m001_initial"]
     box.close()
 

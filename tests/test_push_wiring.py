@@ -10,13 +10,15 @@ import asyncio
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from api_kit import ago, jpeg, make_world
-from test_push import SECRET, FakeRobots
+from support.api_kit import ago, jpeg, make_world
+from support.fake_robots import SECRET, FakeRobots
 
 from bk_contract import Alert
 from cloud_receiver.api import API_CONTEXT
-from cloud_receiver.api.pushwire import add_webhook, robots_for
-from cloud_receiver.push import PushSettings
+from cloud_receiver.push.robots import PushSettings
+from cloud_receiver.push.wiring import add_webhook, robots_for
+
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
@@ -111,9 +113,9 @@ async def test_alerts_owe_their_pushes_in_their_own_transaction_and_routing_read
     """No robot: storing alerts reads the robots once per transaction and owes nothing. With robots, each new
     alert owes one outbox row per responsible robot (not its later revisions), and routing a burst reads the
     outbox, the robots, the alerts, canteens and cameras once each."""
-    from api_kit import make_world
+    from support.api_kit import make_world
 
-    from cloud_receiver.api.pushwire import Router
+    from cloud_receiver.push.wiring import Router
     w = await make_world(tmp_path)
     try:
         with w.storage.batch():
@@ -147,7 +149,7 @@ async def test_alerts_owe_their_pushes_in_their_own_transaction_and_routing_read
 async def _restart(tmp_path, settings: PushSettings) -> TestClient:
     """The same receiver (same database, same client id) started again, API and push only."""
     from cloud_receiver.api import PUSH_SETTINGS
-    from cloud_receiver.app import create_app
+    from cloud_receiver.app.factory import create_app
     from cloud_receiver.config import ReceiverConfig, StorageConfig
     app = create_app(ReceiverConfig(storage=StorageConfig(path=tmp_path / "receiver.db", media_dir=tmp_path / "media")),
                      subscriber=False)
@@ -160,7 +162,7 @@ async def _restart(tmp_path, settings: PushSettings) -> TestClient:
 async def test_pushes_owed_at_shutdown_are_sent_after_the_restart_exactly_once(tmp_path):
     """The robot is down while alerts arrive; the receiver stops with every push pending; after a restart
     (robot back) each alert reaches it once, and the next start sends nothing again."""
-    from api_kit import make_world
+    from support.api_kit import make_world
 
     from cloud_receiver.api import API_CONTEXT
     fake = FakeRobots(fail_first=10**6)  # refuses everything for now
@@ -212,9 +214,10 @@ def _alerts_in(text: str) -> int:
 
 async def test_alerts_through_mqtt_owe_and_get_their_pushes(tmp_path):
     """Alerts ingested from a real broker owe their pushes in the ingest transaction and reach the robot once."""
-    from test_receiver_support import DeviceClient, RunningReceiver, make_alert, receiver_config, wait_for
+    from support.receiver_harness import DeviceClient, RunningReceiver, make_alert, receiver_config
+    from support.waiting import async_wait_until
 
-    from cloud_receiver.localbroker import running_broker
+    from devkit.localbroker import running_broker
     fake = FakeRobots()
     server = TestServer(fake.app, host="127.0.0.1")
     await server.start_server()
@@ -235,8 +238,8 @@ async def test_alerts_through_mqtt_owe_and_get_their_pushes(tmp_path):
                     dev.publish_alert(make_alert(device, 0, rev=1, state="end"))  # a later revision owes nothing
                 finally:
                     dev.close()
-                assert await wait_for(lambda: sum(_alerts_in(t) for _, _, t in fake.received) == 3)
-                assert await wait_for(lambda: rx.storage.db.execute(
+                assert await async_wait_until(lambda: sum(_alerts_in(t) for _, _, t in fake.received) == 3)
+                assert await async_wait_until(lambda: rx.storage.db.execute(
                     "SELECT count(*) FROM push_outbox WHERE sent_at IS NOT NULL").fetchone()[0] == 3)
                 owners = rx.storage.db.execute("SELECT DISTINCT owner FROM push_outbox").fetchall()
                 assert owners == [(cfg.mqtt.client_id,)] and rx.storage.count("push_outbox") == 3
@@ -251,9 +254,9 @@ async def test_a_push_that_could_not_be_routed_goes_out_once_its_robot_works(tmp
     """A DingTalk robot without its secret in the environment: its owed push waits (logged once) and is sent by
     the periodic rescan once the secret is there; exactly once."""
     import structlog
-    from api_kit import make_world
+    from support.api_kit import make_world
 
-    from cloud_receiver.api import pushwire
+    from cloud_receiver.push import wiring as pushwire
     monkeypatch.setattr(pushwire, "RESCAN_S", 0.2)
     monkeypatch.delenv("BK_TEST_LATE_SECRET", raising=False)
     fake = FakeRobots()

@@ -11,14 +11,16 @@ from datetime import UTC, datetime
 import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
-from test_receiver_support import make_alert
+from support.receiver_harness import make_alert
 
 from bk_contract import MediaRef, Status, split_media, topic
 from cloud_receiver.config import LimitsConfig
-from cloud_receiver.ingest import Ingestor
-from cloud_receiver.media import relative_media_path
-from cloud_receiver.storage import SqliteStorage
-from cloud_receiver.storage_pg import PostgresStorage
+from cloud_receiver.ingest.handler import Ingestor
+from cloud_receiver.storage.media_store import relative_media_path
+from cloud_receiver.storage.postgres import PostgresStorage
+from cloud_receiver.storage.sqlite import SqliteStorage
+
+pytestmark = pytest.mark.integration
 
 PG_DSN = os.environ.get("BK_TEST_PG_DSN", "host=127.0.0.1 port=5432 dbname=test user=postgres")
 DEV = "64050200001180000301"

@@ -5,15 +5,18 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
-from test_receiver_support import DeviceClient, RunningReceiver, make_alert, receiver_config, wait_for
+from support.receiver_harness import DeviceClient, RunningReceiver, make_alert, receiver_config
+from support.waiting import async_wait_until
 
 from bk_contract import topic
-from cloud_receiver.app import SUBSCRIBER
+from cloud_receiver.appkeys import SUBSCRIBER
 from cloud_receiver.config import LimitsConfig
 from cloud_receiver.errors import StorageError
-from cloud_receiver.ingest import Ingestor
-from cloud_receiver.localbroker import running_broker
-from cloud_receiver.storage import SqliteStorage
+from cloud_receiver.ingest.handler import Ingestor
+from cloud_receiver.storage.sqlite import SqliteStorage
+from devkit.localbroker import running_broker
+
+pytestmark = pytest.mark.integration
 
 DEV = "64050200001180000501"
 UNKNOWN = "64050200001180000599"
@@ -98,7 +101,7 @@ async def test_batch_with_invalid_messages_stores_the_others_and_acks_all(broker
     rx = await RunningReceiver(cfg).start(wait_subscribed=False)
     try:
         sub = rx.app[SUBSCRIBER]
-        assert await wait_for(lambda: sum(sub.counts.values()) == len(messages))
+        assert await async_wait_until(lambda: sum(sub.counts.values()) == len(messages))
         assert sub.counts == {"stored": 60, "duplicate": 0, "rejected": 2}
         assert sub.batches < len(messages), "messages waiting together must share a commit"
         assert rx.storage.count("alerts") == 60
@@ -110,7 +113,7 @@ async def test_batch_with_invalid_messages_stores_the_others_and_acks_all(broker
         dev = DeviceClient(broker, DEV)
         assert dev.publish_alert(make_alert(DEV, 999)) == 0  # a marker: once it is stored, any redelivery came first
         dev.close()
-        assert await wait_for(lambda: rx2.storage.get_alert(make_alert(DEV, 999).id) is not None)
+        assert await async_wait_until(lambda: rx2.storage.get_alert(make_alert(DEV, 999).id) is not None)
         assert rx2.app[SUBSCRIBER].counts == {"stored": 1, "duplicate": 0, "rejected": 0}
     finally:
         await rx2.stop()
@@ -144,11 +147,11 @@ async def test_storage_failure_mid_batch_leaves_all_unacked_then_stored_once(bro
     rx = await RunningReceiver(cfg).start(wait_subscribed=False)
     try:
         sub = rx.app[SUBSCRIBER]
-        assert await wait_for(lambda: rx.storage.count("alerts") == len(good), 15)
+        assert await async_wait_until(lambda: rx.storage.count("alerts") == len(good), 15)
         assert len(failures) == 2
         mine, committed = failures[0]
         assert mine > committed, "the failing alert sits in the middle of a batch whose first part is not committed"
-        assert await wait_for(lambda: sum(sub.counts.values()) == len(good))  # counts follow the commit
+        assert await async_wait_until(lambda: sum(sub.counts.values()) == len(good))  # counts follow the commit
         # redelivered and stored once: had any of the failed batch been committed, it would come back as a duplicate
         assert sub.counts == {"stored": len(good), "duplicate": 0, "rejected": 0}
         ids = [r["id"] for r in rx.storage.db.query("SELECT id FROM alerts")]
@@ -172,7 +175,7 @@ async def test_unexpected_error_in_batch_falls_back_to_one_by_one(broker, tmp_pa
     rx = await RunningReceiver(cfg).start(wait_subscribed=False)
     try:
         sub = rx.app[SUBSCRIBER]
-        assert await wait_for(lambda: sum(sub.counts.values()) == len(good), 15)
+        assert await async_wait_until(lambda: sum(sub.counts.values()) == len(good), 15)
         assert sub.counts == {"stored": 29, "duplicate": 0, "rejected": 1}
         assert rx.storage.get_alert(good[7].id) is None and rx.storage.count("alerts") == 29
         assert [r["reason"] for r in rx.storage.list_rejects()] == ["internal error: KeyError('a bug')"]
@@ -185,7 +188,7 @@ async def test_hub_inbox_wakes_the_loop_once_per_burst():
     import asyncio
     import threading
 
-    from cloud_receiver.hub import AlertHub
+    from cloud_receiver.ingest.hub import AlertHub
     hub = AlertHub()
     hub.bind_loop(asyncio.get_running_loop())
     queue = hub.subscribe().queue

@@ -16,11 +16,14 @@ from pathlib import Path
 
 import pytest
 import structlog
-from test_receiver_support import DeviceClient, make_alert
+from support.receiver_harness import DeviceClient, make_alert
+from support.waiting import wait_until
 
 from bk_contract import topic
-from cloud_receiver.cli import main
-from cloud_receiver.localbroker import running_broker
+from cloud_receiver.app.cli import main
+from devkit.localbroker import running_broker
+
+pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -96,16 +99,15 @@ def test_bad_config_exit_code_names_line(tmp_path, capsys):
     assert f"{bad}:2: mqtt.prot: unknown key" in capsys.readouterr().err
 
 
-def _poll_health(url: str, ok, tries: int = 100) -> bool:
-    for _ in range(tries):
+def _poll_health(url: str, ok, timeout: float = 10.0) -> bool:
+    def healthy() -> bool:
         try:
             with urllib.request.urlopen(url + "/healthz", timeout=2) as resp:
-                if ok(json.loads(resp.read())):
-                    return True
+                return bool(ok(json.loads(resp.read())))
         except OSError:
-            pass  # not listening yet, or 503 while MQTT is not connected
-        time.sleep(0.1)
-    return False
+            return False  # not listening yet, or 503 while MQTT is not connected
+
+    return bool(wait_until(healthy, timeout, step=0.1))
 
 
 def test_serve_prints_url_ingests_and_stops_on_sigterm(broker, tmp_path, capsys, monkeypatch):
@@ -119,7 +121,7 @@ def test_serve_prints_url_ingests_and_stops_on_sigterm(broker, tmp_path, capsys,
     device_id, device_pw = re.search(r"device_id: (\d{20})", out).group(1), re.search(r"设备密码 password: (\S+)", out).group(1)
     rx_pw = re.search(r"接收端密码 password: (\S+)", out).group(1)
     env = {**os.environ, "BK_TEST_RX_PW": rx_pw, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "cloud_receiver.cli", "serve", "-c", str(cfg)],
+    proc = subprocess.Popen([sys.executable, "-m", "cloud_receiver.app.cli", "serve", "-c", str(cfg)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path)
     lines: queue.Queue[str] = queue.Queue()
     reader = threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout], name="serve-stdout", daemon=True)

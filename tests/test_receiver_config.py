@@ -8,15 +8,18 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
+from cloud_receiver.assets import EXAMPLE_CONFIG
 from cloud_receiver.config import ReceiverConfig, load_config, parse_config
 from cloud_receiver.errors import ConfigError
+
+pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_example_config_is_valid():
-    """config/receiver.example.yaml loads with the documented values."""
-    cfg = load_config(ROOT / "config" / "receiver.example.yaml")
+    """The shipped receiver.example.yaml loads with the documented values."""
+    cfg = load_config(EXAMPLE_CONFIG)
     assert cfg.mqtt.group == "receivers" and cfg.limits.alert_json_bytes == 64 * 1024
     assert cfg.storage.path == Path("/var/lib/brightkitchen/receiver.db")
 
@@ -87,7 +90,7 @@ def test_every_config_field_has_a_description():
 def test_api_and_push_sections_reach_the_app(tmp_path):
     """`api:` and `push:` are validated and handed to setup_api as ApiSettings / PushSettings."""
     from cloud_receiver.api import API_SETTINGS, PUSH_SETTINGS
-    from cloud_receiver.app import create_app
+    from cloud_receiver.app.factory import create_app
     cfg = parse_config(f"storage:\n  path: {tmp_path}/r.db\n  media_dir: {tmp_path}/m\n"
                        "api:\n  default_deadline_hours: 48\n  photo_max_bytes: 2097152\n"
                        "push:\n  public_base_url: https://bk.example.gov.cn\n  limit: 10\n  window_s: 30\n"

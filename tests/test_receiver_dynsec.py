@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from test_receiver_support import DeviceClient, RunningReceiver, make_alert, receiver_config, wait_for
+from support.receiver_harness import DeviceClient, RunningReceiver, make_alert, receiver_config
+from support.waiting import async_wait_until
 
 from bk_contract import topic
-from cloud_receiver.app import SUBSCRIBER
-from cloud_receiver.localbroker import running_broker
+from cloud_receiver.appkeys import SUBSCRIBER
+from devkit.localbroker import running_broker
+
+pytestmark = pytest.mark.integration
 
 NOT_AUTHORIZED = 0x87
 
@@ -67,7 +70,7 @@ async def test_device_cannot_join_receivers_group_and_receivers_get_every_alert(
             assert honest.publish_alert(make_alert(honest_id, n)) == 0
             assert thief.publish_alert(make_alert(thief_id, n)) == 0
         total = 2 * per_device
-        assert await wait_for(lambda: rx1.storage.count("alerts") >= total, 15)
+        assert await async_wait_until(lambda: rx1.storage.count("alerts") >= total, 15)
         await asyncio.sleep(0.2)
         assert rx1.storage.count("alerts") == total
         stored = [rx.app[SUBSCRIBER].counts["stored"] for rx in (rx1, rx2)]

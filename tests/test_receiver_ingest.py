@@ -8,12 +8,15 @@ import os
 
 import pytest
 import structlog
-from test_receiver_support import DeviceClient, RunningReceiver, make_alert, receiver_config, wait_for
+from support.receiver_harness import DeviceClient, RunningReceiver, make_alert, receiver_config
+from support.waiting import async_wait_until
 
 from bk_contract import MediaRef, split_media, topic
-from bk_contract.media import ChunkHeader, encode_chunk
-from cloud_receiver.app import ALERT_HUB, SUBSCRIBER
-from cloud_receiver.localbroker import running_broker
+from bk_contract.chunks import ChunkHeader, encode_chunk
+from cloud_receiver.appkeys import ALERT_HUB, SUBSCRIBER
+from devkit.localbroker import running_broker
+
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
@@ -42,7 +45,7 @@ async def test_alert_and_snapshot_stored_once_with_matching_sha256(broker, tmp_p
         for _round in range(2):  # the second round is an exact repeat (what QoS 1 redelivery looks like)
             assert dev.publish_alert(alert) == 0
             assert dev.publish_media("S1", chunks, order=[3, 0, 2, 1]) == [0, 0, 0, 0]
-        assert await wait_for(lambda: rx.app[SUBSCRIBER].counts.get("duplicate", 0) >= 5)
+        assert await async_wait_until(lambda: rx.app[SUBSCRIBER].counts.get("duplicate", 0) >= 5)
         dev.close()
         assert rx.storage.count("alerts") == 1
         assert rx.storage.count("media") == 1
@@ -55,7 +58,7 @@ async def test_alert_and_snapshot_stored_once_with_matching_sha256(broker, tmp_p
         assert files == [path]
         row = rx.storage.get_alert(alert.id)
         assert row["snapshot_sha256"] == digest and row["canteen_id"] == "canteen-1"
-        assert await wait_for(lambda: not queue.empty())  # the loop hands announcements over when it next runs
+        assert await async_wait_until(lambda: not queue.empty())  # the loop hands announcements over when it next runs
         _seq, announced = queue.get_nowait()
         assert announced["id"] == alert.id and queue.empty()  # the repeat is not announced again
     finally:
@@ -70,13 +73,13 @@ async def test_higher_rev_updates_event_but_keeps_workflow(broker, tmp_path):
         _register(rx.storage, dev_id)
         dev = DeviceClient(broker, dev_id, pw)
         dev.publish_alert(make_alert(dev_id, 7))
-        assert await wait_for(lambda: rx.storage.get_alert(make_alert(dev_id, 7).id) is not None)
+        assert await async_wait_until(lambda: rx.storage.get_alert(make_alert(dev_id, 7).id) is not None)
         rx.storage.db.execute("UPDATE alerts SET status = '已整改' WHERE id = ?", (make_alert(dev_id, 7).id,))
         rx.storage.db.conn.commit()
         dev.publish_alert(make_alert(dev_id, 7, rev=2, state="end", detail="persons=2"))
         dev.publish_alert(make_alert(dev_id, 7, rev=1, state="update", detail="stale"))
-        assert await wait_for(lambda: rx.storage.get_alert(make_alert(dev_id, 7).id)["rev"] == 2)
-        assert await wait_for(lambda: sum(rx.app[SUBSCRIBER].counts.values()) == 3)
+        assert await async_wait_until(lambda: rx.storage.get_alert(make_alert(dev_id, 7).id)["rev"] == 2)
+        assert await async_wait_until(lambda: sum(rx.app[SUBSCRIBER].counts.values()) == 3)
         row = rx.storage.get_alert(make_alert(dev_id, 7).id)
         assert (row["state"], row["detail"], row["status"]) == ("end", "persons=2", "已整改")
         dev.close()
@@ -137,7 +140,7 @@ async def test_malformed_messages_rejected_logged_recorded_and_ingest_continues(
                 assert dev.publish(t, payload) == 0
             valid = make_alert(known, 42)
             dev.publish_alert(valid)
-            assert await wait_for(lambda: rx.storage.get_alert(valid.id) is not None)
+            assert await async_wait_until(lambda: rx.storage.get_alert(valid.id) is not None)
         dev.close()
         rejects = list(reversed(rx.storage.list_rejects()))
         reasons = [r["reason"] for r in rejects]

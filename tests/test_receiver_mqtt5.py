@@ -13,12 +13,15 @@ import pytest
 import structlog
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_receiver_support import DeviceClient, RunningReceiver, make_alert, make_tls_files, receiver_config, wait_for
+from support.receiver_harness import DeviceClient, RunningReceiver, make_alert, make_tls_files, receiver_config
+from support.waiting import async_wait_until
 
-from cloud_receiver import mqtt5
-from cloud_receiver.app import SUBSCRIBER
-from cloud_receiver.localbroker import free_port, running_broker
-from cloud_receiver.mqtt import subscriptions
+from cloud_receiver.appkeys import SUBSCRIBER
+from cloud_receiver.ingest import codec as mqtt5
+from cloud_receiver.ingest.subscriber import subscriptions
+from devkit.localbroker import free_port, running_broker
+
+pytestmark = pytest.mark.integration
 
 # --- the codec ---------------------------------------------------------------------------------------
 
@@ -162,7 +165,7 @@ async def test_wrong_password_is_reported_and_retried_without_crashing(tmp_path,
             rx = await RunningReceiver(cfg).start(wait_subscribed=False)
             try:
                 refused = lambda: [e for e in logs if e["event"] == "broker refused the receiver"]  # noqa: E731
-                assert await wait_for(lambda: len(refused()) >= 2, 10), "the receiver retries after a refusal"
+                assert await async_wait_until(lambda: len(refused()) >= 2, 10), "the receiver retries after a refusal"
                 # Mosquitto 2.0.11's dynamic-security plugin answers a wrong password with 0x87, others with 0x86
                 assert refused()[0]["reason"] in ("0x86 Bad user name or password", "0x87 Not authorized")
                 assert not rx.app[SUBSCRIBER].subscribed.is_set() and rx.app[SUBSCRIBER].counts == \
@@ -189,7 +192,7 @@ async def test_tls_listener_delivers_and_a_foreign_ca_is_refused(tmp_path):
                     dev.publish_alert(a)
             finally:
                 dev.close()
-            assert await wait_for(lambda: rx.storage.count("alerts") == 30)
+            assert await async_wait_until(lambda: rx.storage.count("alerts") == 30)
             assert rx.app[SUBSCRIBER].counts["stored"] == 30
         finally:
             await rx.stop()
@@ -200,7 +203,7 @@ async def test_tls_listener_delivers_and_a_foreign_ca_is_refused(tmp_path):
             rx = await RunningReceiver(bad).start(wait_subscribed=False)
             try:
                 failed = lambda: [e for e in logs if e["event"] == "connect failed"]  # noqa: E731
-                assert await wait_for(lambda: len(failed()) >= 2, 10)
+                assert await async_wait_until(lambda: len(failed()) >= 2, 10)
                 assert "CERTIFICATE_VERIFY_FAILED" in failed()[0]["error"]
                 assert not rx.app[SUBSCRIBER].connected.is_set()
             finally:
@@ -283,7 +286,7 @@ async def test_malformed_packet_from_the_broker_drops_the_connection_and_reconne
     with structlog.testing.capture_logs() as logs:
         rx = await RunningReceiver(receiver_config(tmp_path, peer)).start(wait_subscribed=False)
         try:
-            assert await wait_for(lambda: len(peer.seen) >= 2 and rx.app[SUBSCRIBER].subscribed.is_set(), 10)
+            assert await async_wait_until(lambda: len(peer.seen) >= 2 and rx.app[SUBSCRIBER].subscribed.is_set(), 10)
             errors = [e for e in logs if e["event"] == "broker broke the protocol; reconnecting"]
             assert errors and "QoS 2" in errors[0]["error"]
             assert peer.seen[0][0][0] >> 4 == mqtt5.CONNECT
@@ -301,7 +304,7 @@ async def test_keepalive_pings_and_a_silent_broker_is_left(tmp_path, peer_factor
         rx = await RunningReceiver(receiver_config(tmp_path, peer)).start()
         t0 = time.monotonic()
         try:
-            assert await wait_for(lambda: len(peer.seen) >= 2, 10), "a broker that does not answer PINGREQ is left"
+            assert await async_wait_until(lambda: len(peer.seen) >= 2, 10), "a broker that does not answer PINGREQ is left"
             took = time.monotonic() - t0
             assert (mqtt5.PINGREQ << 4, b"") in peer.seen[0]
             assert 1.0 <= took < 6.0, took
@@ -316,7 +319,7 @@ async def test_broker_disconnect_reason_is_logged(tmp_path, peer_factory):
     with structlog.testing.capture_logs() as logs:
         rx = await RunningReceiver(receiver_config(tmp_path, peer)).start(wait_subscribed=False)
         try:
-            assert await wait_for(lambda: rx.app[SUBSCRIBER].subscribed.is_set() and len(peer.seen) >= 2, 10)
+            assert await async_wait_until(lambda: rx.app[SUBSCRIBER].subscribed.is_set() and len(peer.seen) >= 2, 10)
             gone = [e for e in logs if e["event"] == "receiver disconnected"]
             assert gone[0]["reason"] == "the broker sent DISCONNECT 0x8E Session taken over"
         finally:
@@ -329,7 +332,7 @@ async def test_subscription_granted_with_qos_0_counts_as_refused(tmp_path, peer_
     with structlog.testing.capture_logs() as logs:
         rx = await RunningReceiver(receiver_config(tmp_path, peer)).start(wait_subscribed=False)
         try:
-            assert await wait_for(lambda: rx.app[SUBSCRIBER].subscribed.is_set() and len(peer.seen) >= 2, 10)
+            assert await async_wait_until(lambda: rx.app[SUBSCRIBER].subscribed.is_set() and len(peer.seen) >= 2, 10)
             refused = [e for e in logs if e["event"].startswith("broker refused the receiver's subscriptions")]
             assert len(refused) == 1 and set(refused[0]["refused"].values()) == {"0x00 Granted QoS 0"}
             assert peer.seen[0][-1] == (0xE0, b"")
@@ -364,7 +367,7 @@ async def test_socket_above_descriptor_1023_and_an_unexpected_error_do_not_stop_
                     dev.publish_alert(make_alert(DEV, 1))
                 finally:
                     dev.close()
-                assert await wait_for(lambda: rx.storage.count("alerts") == 1)
+                assert await async_wait_until(lambda: rx.storage.count("alerts") == 1)
                 assert len(calls) == 2
                 assert [e["event"] for e in logs].count("subscriber connection failed unexpectedly; reconnecting") == 1
             finally:

@@ -7,11 +7,14 @@ import threading
 import time
 
 import pytest
-from test_receiver_support import DeviceClient, RunningReceiver, make_alert, receiver_config, wait_for
+from support.receiver_harness import DeviceClient, RunningReceiver, make_alert, receiver_config
+from support.waiting import async_wait_until
 
-from cloud_receiver.app import SUBSCRIBER
+from cloud_receiver.appkeys import SUBSCRIBER
 from cloud_receiver.errors import StorageError
-from cloud_receiver.localbroker import running_broker
+from devkit.localbroker import running_broker
+
+pytestmark = pytest.mark.system
 
 NO_MATCHING_SUBSCRIBERS = 0x10
 
@@ -38,7 +41,7 @@ async def test_restart_mid_stream_stores_every_alert_exactly_once(tmp_path):
 
         publisher = threading.Thread(target=publish_all, name="test-device-publisher")
         publisher.start()
-        assert await wait_for(lambda: rx.storage.count("alerts") >= 60)
+        assert await async_wait_until(lambda: rx.storage.count("alerts") >= 60)
         await rx.stop()
         at_stop = rx.app[SUBSCRIBER].counts
         assert publisher.is_alive(), "the device must still be publishing while the receiver is down"
@@ -49,7 +52,7 @@ async def test_restart_mid_stream_stores_every_alert_exactly_once(tmp_path):
 
         rx2 = await RunningReceiver(cfg).start()
         try:
-            assert await wait_for(lambda: rx2.storage.count("alerts") >= total, 20)
+            assert await async_wait_until(lambda: rx2.storage.count("alerts") >= total, 20)
             await asyncio.sleep(0.3)  # anything still arriving would be a duplicate: it must not add rows
             ids = {r["id"] for r in rx2.storage.db.query("SELECT id FROM alerts")}
             assert ids == {make_alert(device_id, n).id for n in range(total)}
@@ -74,14 +77,14 @@ async def test_stored_but_unacknowledged_alerts_are_redelivered_and_not_doubled(
         try:
             for n in range(count):
                 dev.publish_alert(make_alert(device_id, n))
-            assert await wait_for(lambda: rx.storage.count("alerts") == count)
+            assert await async_wait_until(lambda: rx.storage.count("alerts") == count)
         finally:
             dev.close()
             await rx.stop()
 
         rx2 = await RunningReceiver(cfg).start()
         try:
-            assert await wait_for(lambda: rx2.app[SUBSCRIBER].counts.get("duplicate", 0) == count)
+            assert await async_wait_until(lambda: rx2.app[SUBSCRIBER].counts.get("duplicate", 0) == count)
             assert rx2.storage.count("alerts") == count
             assert rx2.app[SUBSCRIBER].counts["stored"] == 0
         finally:
@@ -110,7 +113,7 @@ async def test_storage_failure_leaves_message_unacknowledged_until_stored(tmp_pa
         try:
             assert dev.publish_alert(make_alert(device_id, 1)) == 0
             assert dev.publish_alert(make_alert(device_id, 2)) == 0
-            assert await wait_for(lambda: rx.storage.count("alerts") == 2)
+            assert await async_wait_until(lambda: rx.storage.count("alerts") == 2)
             await asyncio.sleep(0.2)
             assert rx.storage.count("alerts") == 2 and rx.storage.count("rejects") == 0
             assert len(failures) == 6 and rx.app[SUBSCRIBER].counts["stored"] == 2
@@ -131,19 +134,19 @@ async def test_broker_restart_receiver_reconnects_and_nothing_is_lost(tmp_path, 
             dev = DeviceClient(broker, device_id)
             assert dev.publish_alert(make_alert(device_id, 1)) == 0
             dev.close()
-            assert await wait_for(lambda: rx.storage.count("alerts") == 1)
+            assert await async_wait_until(lambda: rx.storage.count("alerts") == 1)
             broker.restart()
             dev = DeviceClient(broker, device_id)  # the receiver is still waiting 2 s before it reconnects
             codes = {n: dev.publish_alert(make_alert(device_id, n)) for n in range(2, 12)}
             assert not rx.app[SUBSCRIBER].connected.is_set(), "test premise: receiver not back yet"
             if shared:
                 assert set(codes.values()) == {NO_MATCHING_SUBSCRIBERS}  # nobody holds them: the device must resend
-                assert await wait_for(lambda: rx.app[SUBSCRIBER].subscribed.is_set(), 10)
+                assert await async_wait_until(lambda: rx.app[SUBSCRIBER].subscribed.is_set(), 10)
                 assert {dev.publish_alert(make_alert(device_id, n)) for n in codes} == {0}
             else:
                 assert set(codes.values()) == {0}  # queued in the receiver's restored session
             dev.close()
-            assert await wait_for(lambda: rx.storage.count("alerts") == 11, 15)
+            assert await async_wait_until(lambda: rx.storage.count("alerts") == 11, 15)
             assert rx.app[SUBSCRIBER].counts["stored"] == 11
         finally:
             await rx.stop()

@@ -7,13 +7,17 @@ import threading
 from datetime import UTC, datetime
 
 import paho.mqtt.client as mqtt
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
-from test_receiver_support import DeviceClient, RunningReceiver, receiver_config, wait_for
+from support.receiver_harness import DeviceClient, RunningReceiver, receiver_config
+from support.waiting import async_wait_until
 
 from bk_contract import CameraHealth, CommandResult, Status, Telemetry, topic
-from cloud_receiver.localbroker import running_broker
+from devkit.localbroker import running_broker
+
+pytestmark = pytest.mark.integration
 
 NOW = datetime(2026, 3, 1, 8, tzinfo=UTC)
 
@@ -38,7 +42,7 @@ async def test_status_will_telemetry_and_command_result_are_stored(tmp_path):
                 CameraHealth(id="cam1", name="后厨", state="online", fps=5.0),
                 CameraHealth(id="cam2", name="洗消间", state="offline", reconnects=3, error="timeout")])
             box.publish(topic(device_id, "status"), online.model_dump_json(), qos=1, retain=True).wait_for_publish(5)
-            assert await wait_for(lambda: rx.storage.get_device(device_id)["online"] == 1)
+            assert await async_wait_until(lambda: rx.storage.get_device(device_id)["online"] == 1)
             dev = rx.storage.get_device(device_id)
             assert dev["version"] == "1.2.0" and dev["last_seen"] and json.loads(dev["status_json"])["online"] is True
             cams = {c["camera_id"]: c for c in rx.storage.db.query("SELECT * FROM cameras ORDER BY camera_id")}
@@ -50,8 +54,8 @@ async def test_status_will_telemetry_and_command_result_are_stored(tmp_path):
             box.publish(topic(device_id, "telemetry"), tele.model_copy(update={"outbox_depth": 3}).model_dump_json(), qos=0)
             result = CommandResult(id="cmd-1", ok=False, error="camera busy")
             box.publish(topic(device_id, "cmd/result"), result.model_dump_json(), qos=1).wait_for_publish(5)
-            assert await wait_for(lambda: rx.storage.count("command_results") == 1)
-            assert await wait_for(lambda: json.loads(
+            assert await async_wait_until(lambda: rx.storage.count("command_results") == 1)
+            assert await async_wait_until(lambda: json.loads(
                 (rx.storage.db.execute("SELECT data_json FROM telemetry").fetchone() or ["{}"])[0]).get("outbox_depth") == 3)
             assert rx.storage.count("telemetry") == 1  # only the latest values are kept
             row = next(iter(rx.storage.db.query("SELECT * FROM command_results")))
@@ -60,7 +64,7 @@ async def test_status_will_telemetry_and_command_result_are_stored(tmp_path):
             # the box dies: the broker publishes its will, the receiver marks it offline
             box.disconnect(reasoncode=ReasonCode(PacketTypes.DISCONNECT, "Disconnect with will message"))
             box.loop_stop()
-            assert await wait_for(lambda: rx.storage.get_device(device_id)["online"] == 0)
+            assert await async_wait_until(lambda: rx.storage.get_device(device_id)["online"] == 0)
             assert rx.storage.count("rejects") == 0
         finally:
             await rx.stop()
@@ -78,7 +82,7 @@ async def test_status_of_another_device_in_payload_is_rejected(tmp_path):
             dev = DeviceClient(broker, a)
             dev.publish(topic(a, "status"), Status(device_id=b, online=True, ts=NOW).model_dump_json())
             dev.close()
-            assert await wait_for(lambda: rx.storage.count("rejects") == 1)
+            assert await async_wait_until(lambda: rx.storage.count("rejects") == 1)
             assert rx.storage.get_device(b)["online"] == 0 and rx.storage.get_device(a)["online"] == 0
         finally:
             await rx.stop()

@@ -9,12 +9,14 @@ from datetime import UTC, datetime
 import pytest
 
 from bk_contract import Alert, ChunkHeader, MediaRef, split_media
-from bk_contract.media import decode_chunk
+from bk_contract.chunks import decode_chunk
+from cloud_receiver.admin.devices import add_device, compose_device_id, device_id_prefix
 from cloud_receiver.config import DeviceIdConfig
-from cloud_receiver.devices import add_device, compose_device_id, device_id_prefix
 from cloud_receiver.errors import ProvisioningError, Rejected, StorageError
-from cloud_receiver.media import MediaAssembler, relative_media_path
-from cloud_receiver.storage import SqliteStorage, utc_now
+from cloud_receiver.storage.media_store import MediaAssembler, relative_media_path
+from cloud_receiver.storage.sqlite import SqliteStorage, utc_now
+
+pytestmark = pytest.mark.unit
 
 
 @pytest.fixture

@@ -6,8 +6,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from cloud_receiver import rectify
-from cloud_receiver.rectify import Action, IllegalTransition, InvalidInput, NotAllowed, WorkflowStatus
+from cloud_receiver.workflow import rectify
+from cloud_receiver.workflow.rectify import Action, IllegalTransition, InvalidInput, NotAllowed, WorkflowStatus
+
+pytestmark = pytest.mark.unit
 
 NOW = datetime(2024, 5, 1, 8, 0, tzinfo=UTC)
 LATER = NOW + timedelta(days=1)

@@ -7,6 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from edge_agent.analysis.types import Box, Track
 from edge_agent.config import (
     AnimalRule,
     CrowdingRule,
@@ -15,9 +16,10 @@ from edge_agent.config import (
     Schedule,
     StationUnattendedRule,
 )
-from edge_agent.models import Box, Track
-from edge_agent.rules import Observation, OfflineMonitor, RuleEngine, in_zone, near
-from edge_agent.schedule import local_time, schedule_active
+from edge_agent.rules.engine import Observation, OfflineMonitor, RuleEngine, in_zone, near
+from edge_agent.rules.schedule import local_time, schedule_active
+
+pytestmark = pytest.mark.unit
 
 SH = ZoneInfo("Asia/Shanghai")
 W, H = 640, 360

@@ -9,12 +9,14 @@ import time
 from pathlib import Path
 
 import pytest
-from footage import clip_1080p, corrupted_copy, garbage_file
-from rtsp_server import RtspServer
+from support.footage import clip_1080p, corrupted_copy, garbage_file
+from support.rtsp_server import RtspServer
 
+from edge_agent.capture.sources import FileSource, RtspSource
+from edge_agent.capture.sources.av_io import mask_url, with_credentials
 from edge_agent.errors import AuthFailed, NeedsHuman, RetryLater
-from edge_agent.sources import FileSource, RtspSource
-from edge_agent.sources._av import mask_url, with_credentials
+
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +101,7 @@ def test_rtsp_wrong_password_is_auth_failed(rtsp: RtspServer) -> None:
 
 def test_rtsp_refused_is_retry_later() -> None:
     """Nothing listening: RetryLater quickly."""
-    from rtsp_server import free_port
+    from devkit.localbroker import free_port
 
     t0 = time.monotonic()
     with pytest.raises(RetryLater):

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from edge_agent.models import Box, Detection, Track
-from edge_agent.tracker import IouTracker, median_score
+import pytest
+
+from edge_agent.analysis.tracker import IouTracker, median_score
+from edge_agent.analysis.types import Box, Detection, Track
+
+pytestmark = pytest.mark.unit
 
 
 def _det(x: float, label: str = "person", score: float = 0.8, w: float = 100) -> Detection:

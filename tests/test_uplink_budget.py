@@ -10,11 +10,14 @@ from pathlib import Path
 
 import bk_contract
 from edge_agent.config import BrokerConfig, UplinkConfig
-from edge_agent.outbox import Outbox
-from edge_agent.uplink import Uplink
+from edge_agent.outbox.store import Outbox
+from edge_agent.uplink.client import Uplink
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from uplink_broker import DEVICE, Broker, CountingProxy, Receiver  # noqa: E402
+import pytest
+from support.uplink_broker import DEVICE, Broker, CountingProxy, Receiver  # noqa: E402
+
+pytestmark = pytest.mark.integration
 
 WINDOW_S = float(os.environ.get("BK_BUDGET_WINDOW_S", "60"))  # the issue asks for 60 s
 N_CAMERAS = 2

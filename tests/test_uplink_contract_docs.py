@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 import bk_contract
-from edge_agent.mqtt_session import AUTH_FAILED_CODES
+from edge_agent.uplink.session import AUTH_FAILED_CODES
+
+pytestmark = pytest.mark.unit
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "mqtt.md"

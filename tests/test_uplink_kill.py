@@ -13,10 +13,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import bk_contract
-from edge_agent.outbox import Outbox
+from edge_agent.outbox.store import Outbox
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from uplink_broker import DEVICE, Broker, Receiver, agent_command, child_env  # noqa: E402
+import pytest
+from support.uplink_broker import DEVICE, Broker, Receiver, agent_command, child_env  # noqa: E402
+
+pytestmark = pytest.mark.system
 
 N_ALERTS = 300
 WINDOW = 20  # the uplink's default in-flight window

@@ -1,9 +1,9 @@
 """The HTTP API under /api/v1: routes, roles, the OpenAPI document, SSE, and the push lifecycle.
 
-`setup_api(app)` is called by `cloud_receiver.app.create_app` before the app starts. It adds the
+`setup_api(app)` is called by `cloud_receiver.app.factory.create_app` before the app starts. It adds the
 JSON-error and bearer-token middlewares, the routes, and a cleanup context that (after the
 app's storage context has opened `app[STORAGE]`) builds the handlers' `ApiContext` and starts
-the WeCom/DingTalk push (`cloud_receiver.api.pushwire.push_ctx`).
+the WeCom/DingTalk push (`cloud_receiver.push.wiring.push_ctx`).
 """
 
 from __future__ import annotations
@@ -12,12 +12,14 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from cloud_receiver import auth
+from cloud_receiver.admin import auth
 from cloud_receiver.api import alerts, public_page, resources, stream
 from cloud_receiver.api.context import API_CONTEXT, ApiContext, ApiSettings, ctx
 from cloud_receiver.api.errors import error_middleware, json_error
 from cloud_receiver.api.openapi import DOCUMENT
-from cloud_receiver.push import PushSettings
+from cloud_receiver.appkeys import ALERT_HUB, CONFIG, STORAGE
+from cloud_receiver.push.robots import PushSettings
+from cloud_receiver.push.wiring import push_ctx
 
 PREFIX = "/api/v1"
 API_SETTINGS = web.AppKey("api_settings", ApiSettings)
@@ -69,8 +71,6 @@ def setup_api(app: web.Application, *, settings: ApiSettings | None = None,
 
 
 async def _api_ctx(app: web.Application) -> AsyncIterator[None]:
-    from cloud_receiver.api.pushwire import push_ctx
-    from cloud_receiver.app import ALERT_HUB, CONFIG, STORAGE  # late: app.py imports this package
     app[API_CONTEXT] = ApiContext(storage=app[STORAGE], hub=app.get(ALERT_HUB),
                                   media_dir=app[CONFIG].storage.media_dir, settings=app[API_SETTINGS])
     async with push_ctx(app[API_CONTEXT], app[PUSH_SETTINGS]):

@@ -8,14 +8,14 @@ import hashlib
 
 from aiohttp import BodyPartReader, web
 
-from cloud_receiver import queries, rectify
+from bk_contract.violations import VIOLATION_NAMES
+from cloud_receiver.admin.auth import Principal, principal_of
 from cloud_receiver.api.context import ApiContext, ctx
 from cloud_receiver.api.errors import ApiError, bad_request
 from cloud_receiver.api.params import json_body, parse_int, parse_time, text_field
-from cloud_receiver.auth import Principal, principal_of
-from cloud_receiver.media import write_media_file
-from cloud_receiver.push import VIOLATION_NAMES
-from cloud_receiver.storage import utc_now
+from cloud_receiver.storage.media_store import write_media_file
+from cloud_receiver.storage.sqlite import utc_now
+from cloud_receiver.workflow import queries, rectify
 
 PHOTO_TYPES = {b"\xff\xd8\xff": "image/jpeg", b"\x89PNG\r\n\x1a\n": "image/png"}
 UPLOAD_DEVICE = "api-upload"  # `media.device_id` of photos uploaded through the API

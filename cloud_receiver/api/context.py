@@ -10,9 +10,9 @@ from typing import Any
 
 from aiohttp import web
 
-from cloud_receiver.auth import StreamTickets
-from cloud_receiver.hub import AlertHub
-from cloud_receiver.storage import SqliteStorage
+from cloud_receiver.admin.auth import StreamTickets
+from cloud_receiver.ingest.hub import AlertHub
+from cloud_receiver.storage.sqlite import SqliteStorage
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +33,7 @@ class ApiContext:
     settings: ApiSettings = field(default_factory=ApiSettings)
     stop: asyncio.Event = field(default_factory=asyncio.Event)  # set on shutdown; ends SSE streams
     jurisdictions: dict[str, str] = field(default_factory=dict)  # canteen id -> jurisdiction (SSE filter)
-    pusher: Any = None  # cloud_receiver.push.Pusher while the app runs
+    pusher: Any = None  # cloud_receiver.push.robots.Pusher while the app runs
     tickets: StreamTickets = field(default_factory=StreamTickets)  # SSE stream tickets (in memory)
 
     def now(self) -> datetime:

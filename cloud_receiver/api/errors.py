@@ -11,9 +11,9 @@ from collections.abc import Awaitable, Callable
 import structlog
 from aiohttp import web
 
-from cloud_receiver import rectify
-from cloud_receiver.auth import AuthError
-from cloud_receiver.queries import Conflict, NotFound, QueryError
+from cloud_receiver.admin.auth import AuthError
+from cloud_receiver.workflow import rectify
+from cloud_receiver.workflow.queries import Conflict, NotFound, QueryError
 
 log = structlog.get_logger(__name__)
 

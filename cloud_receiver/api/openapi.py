@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from bk_contract.violations import VIOLATION_NAMES
 from cloud_receiver.api.public_page import PublicPage
-from cloud_receiver.push import VIOLATION_NAMES
-from cloud_receiver.rectify import STATUSES
+from cloud_receiver.workflow.rectify import STATUSES
 
 BEARER = [{"bearer": []}]
 PUBLIC: list[dict[str, list[str]]] = []

@@ -20,13 +20,13 @@ import structlog
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from cloud_receiver import queries
+from cloud_receiver.admin.auth import principal_of
 from cloud_receiver.api.alerts import _require_login
 from cloud_receiver.api.context import ctx
 from cloud_receiver.api.errors import ApiError, bad_request
 from cloud_receiver.api.params import json_body
-from cloud_receiver.auth import principal_of
 from cloud_receiver.errors import validation_problem
+from cloud_receiver.workflow import queries
 
 log = structlog.get_logger(__name__)
 

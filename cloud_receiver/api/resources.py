@@ -6,14 +6,14 @@ from datetime import timedelta
 
 from aiohttp import web
 
-from cloud_receiver import queries
+from cloud_receiver.admin.auth import principal_of
 from cloud_receiver.api.alerts import _require_login
 from cloud_receiver.api.context import ctx
 from cloud_receiver.api.errors import ApiError, bad_request
 from cloud_receiver.api.params import parse_time
 from cloud_receiver.api.public_page import public_view
-from cloud_receiver.auth import principal_of
-from cloud_receiver.media import HEX64
+from cloud_receiver.storage.media_store import HEX64
+from cloud_receiver.workflow import queries
 
 
 async def list_devices(request: web.Request) -> web.Response:

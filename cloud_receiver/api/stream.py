@@ -21,11 +21,11 @@ import time
 import structlog
 from aiohttp import web
 
-from cloud_receiver import queries
+from cloud_receiver.admin.auth import TICKET, TOKEN_SHA256, Principal, lookup_digest, principal_of
 from cloud_receiver.api.alerts import _require_login
 from cloud_receiver.api.context import ApiContext, ctx
 from cloud_receiver.api.errors import ApiError
-from cloud_receiver.auth import TICKET, TOKEN_SHA256, Principal, lookup_digest, principal_of
+from cloud_receiver.workflow import queries
 
 log = structlog.get_logger(__name__)
 

@@ -4,6 +4,6 @@
 `configfile` merges the result into the agent config, `command` is `edge-agent discover`.
 """
 
-from edge_agent.onvif.models import OnvifDevice, ProbeMatch, Profile, Scopes, StreamInfo
+from edge_agent.onvif.types import OnvifDevice, ProbeMatch, Profile, Scopes, StreamInfo
 
 __all__ = ["OnvifDevice", "ProbeMatch", "Profile", "Scopes", "StreamInfo"]

@@ -18,7 +18,7 @@ from onvif import ONVIFCamera
 from onvif.exceptions import ONVIFAuthError, ONVIFError, ONVIFTimeoutError
 
 from edge_agent.errors import AuthFailed, EdgeError, NeedsHuman, RetryLater
-from edge_agent.onvif.models import DeviceInformation, OnvifDevice, Profile, StreamInfo
+from edge_agent.onvif.types import DeviceInformation, OnvifDevice, Profile, StreamInfo
 
 log = structlog.get_logger(__name__)
 

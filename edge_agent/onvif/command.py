@@ -20,7 +20,7 @@ from edge_agent.errors import AuthFailed, ConfigError, EdgeError
 from edge_agent.onvif import configfile
 from edge_agent.onvif.client import fetch_device, service_address
 from edge_agent.onvif.discovery import DISCOVERY_PORT, MULTICAST_GROUP, parse_target, probe
-from edge_agent.onvif.models import OnvifDevice
+from edge_agent.onvif.types import OnvifDevice
 
 DEFAULT_ONVIF_PORT = 80
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_WRITTEN = 0, 1, 2, 3

@@ -20,7 +20,7 @@ import yaml
 
 from edge_agent.config import load_config
 from edge_agent.errors import ConfigError
-from edge_agent.onvif.models import OnvifDevice
+from edge_agent.onvif.types import OnvifDevice
 
 CAMERAS_KEY = "cameras"
 

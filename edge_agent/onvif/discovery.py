@@ -18,7 +18,7 @@ from urllib.parse import unquote
 import structlog
 
 from edge_agent.errors import ParseError
-from edge_agent.onvif.models import ProbeMatch, Scopes
+from edge_agent.onvif.types import ProbeMatch, Scopes
 
 log = structlog.get_logger(__name__)
 

@@ -1,0 +1,248 @@
+"""Bearer tokens and roles of the API.
+
+A token is random (`bk_` + 43 URL-safe characters), shown once when created and stored only as its
+sha256, so a copy of the database cannot be used to call the API. Roles:
+- `admin`: everything;
+- `regulator`: canteens whose jurisdiction code starts with the token's scope (e.g. "640502");
+- `canteen`: the one canteen named by its scope;
+- `public` (no token): only `/api/v1/public/...` and the OpenAPI document.
+Tokens never appear in logs: only the token's name and role are bound to the request logger.
+
+A browser's EventSource cannot send headers, so the SSE stream also takes a stream ticket in its URL
+(`StreamTickets`): made by `POST /api/v1/alerts/stream/tickets` with a token, good only for
+`GET /api/v1/alerts/stream`, for `TICKET_TTL_S`, as long as its token is not revoked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from aiohttp import web
+from sqlite_utils import Database
+
+from bk_common.logs import say
+
+log = structlog.get_logger(__name__)
+
+ROLES = ("admin", "regulator", "canteen")
+TOKEN_PREFIX = "bk_"
+JURISDICTION = re.compile(r"^\d{2,12}$")
+CANTEEN_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+PUBLIC_PATHS = ("/api/v1/public/", "/api/v1/openapi.json")
+# media is reachable without a token when it is a public kitchen snapshot; the handler checks
+PUBLIC_OPTIONAL_PATHS = ("/api/v1/media/",)
+PRINCIPAL = web.RequestKey("principal", object)  # value is a Principal
+TOKEN_SHA256 = web.RequestKey("token_sha256", str)  # digest of the token behind the request (bearer or ticket)
+TICKET = web.RequestKey("ticket", str)  # the stream ticket, when the request came with one
+STREAM_PATH = "/api/v1/alerts/stream"
+TICKET_PREFIX = "bkt_"
+TICKET_TTL_S = 12 * 3600.0
+
+
+class AuthError(Exception):
+    """Invalid token request (bad role or scope); the message says what is wrong."""
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    role: str  # admin | regulator | canteen | public
+    scope: str = ""
+    name: str = "public"
+
+    def can_see(self, canteen_id: str | None, jurisdiction: str | None) -> bool:
+        """May this principal see data of this canteen?"""
+        if self.role == "admin":
+            return True
+        if self.role == "regulator":
+            return jurisdiction is not None and jurisdiction.startswith(self.scope)
+        if self.role == "canteen":
+            return canteen_id is not None and canteen_id == self.scope
+        return False
+
+
+PUBLIC = Principal("public")
+
+
+def token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def validate_scope(role: str, scope: str) -> str:
+    """Check a role's scope; returns it normalised, raises AuthError naming the problem."""
+    scope = (scope or "").strip()
+    if role not in ROLES:
+        raise AuthError(f"role {role!r} is not one of {', '.join(ROLES)}")
+    if role == "admin":
+        return ""
+    if role == "regulator" and not JURISDICTION.match(scope):
+        raise AuthError(f"regulator scope {scope!r} must be a jurisdiction code prefix of 2-12 digits, e.g. 640502")
+    if role == "canteen" and not CANTEEN_ID.match(scope):
+        raise AuthError(f"canteen scope {scope!r} must be a canteen id (letters, digits, _ . -)")
+    return scope
+
+
+def create_token(db: Database, role: str, scope: str, name: str) -> str:
+    """Create a token and return it; only its sha256 is stored. Show it once, never log it."""
+    scope = validate_scope(role, scope)
+    if not name.strip():
+        raise AuthError("a token needs a name saying who holds it")
+    if role == "canteen" and db.execute("SELECT 1 FROM canteens WHERE id = ?", [scope]).fetchone() is None:
+        raise AuthError(f"canteen {scope!r} does not exist")
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    with db.conn:
+        db.execute("INSERT INTO tokens (token_sha256, name, role, scope, created_at) VALUES (?, ?, ?, ?, ?)",
+                   [token_digest(token), name.strip(), role, scope, datetime.now(UTC).isoformat()])
+    log.info("token_created", name=name.strip(), role=role, scope=scope)
+    return token
+
+
+def revoke_token(db: Database, name: str) -> int:
+    """Revoke every active token of this name; returns how many."""
+    with db.conn:
+        cur = db.execute("UPDATE tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
+                         [datetime.now(UTC).isoformat(), name])
+    log.info("token_revoked", name=name, count=cur.rowcount)
+    return cur.rowcount
+
+
+def lookup(db: Database, token: str) -> Principal | None:
+    """The principal of a presented token, or None if unknown or revoked."""
+    return lookup_digest(db, token_digest(token))
+
+
+def lookup_digest(db: Database, digest: str) -> Principal | None:
+    row = db.execute("SELECT role, scope, name FROM tokens WHERE token_sha256 = ? AND revoked_at IS NULL",
+                     [digest]).fetchone()
+    return Principal(row[0], row[1], row[2]) if row else None
+
+
+class StreamTickets:
+    """Stream tickets, in memory only (a restart forgets them: the client asks for a new one).
+
+    Kept as sha256(ticket) -> (sha256 of the issuing token, expiry); every use looks the token up
+    again, so revoking the token ends its tickets (and open streams check again every keepalive).
+    At most `per_token` per token and `max_tickets` in all live at once (the oldest go).
+    """
+
+    def __init__(self, ttl_s: float = TICKET_TTL_S, clock: Callable[[], float] = time.monotonic,
+                 max_tickets: int = 10_000, per_token: int = 20) -> None:
+        self.ttl_s, self.clock, self.max_tickets, self.per_token = ttl_s, clock, max_tickets, per_token
+        self._tickets: dict[str, tuple[str, float]] = {}
+
+    def issue(self, token_sha256: str) -> str:
+        """A new ticket; a token's oldest ticket goes when it holds `per_token` (one token cannot crowd out others)."""
+        now = self.clock()
+        self._tickets = {k: v for k, v in self._tickets.items() if v[1] > now}
+        mine = [k for k, v in self._tickets.items() if v[0] == token_sha256]
+        for k in mine[:max(0, len(mine) - self.per_token + 1)]:
+            del self._tickets[k]
+        while len(self._tickets) >= self.max_tickets:
+            del self._tickets[next(iter(self._tickets))]
+        ticket = TICKET_PREFIX + secrets.token_urlsafe(32)
+        self._tickets[token_digest(ticket)] = (token_sha256, now + self.ttl_s)
+        return ticket
+
+    def token_sha256(self, ticket: str) -> str | None:
+        """The digest of the token that issued this ticket, or None if unknown or expired."""
+        found = self._tickets.get(token_digest(ticket))
+        if found is None or found[1] <= self.clock():
+            return None
+        return found[0]
+
+
+def bearer(header: str | None) -> str | None:
+    """The token of an `Authorization: Bearer ...` header, or None."""
+    if not header:
+        return None
+    kind, _, value = header.partition(" ")
+    return value.strip() or None if kind.lower() == "bearer" else None
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def auth_middleware(get_db: Callable[[web.Application], Database],
+                    error: Callable[[int, str, str], web.Response],
+                    get_tickets: Callable[[web.Application], StreamTickets | None] | None = None) -> Any:
+    """Middleware setting `request[PRINCIPAL]`; answers 401 for a missing or invalid token or ticket."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        path = request.path
+        if not path.startswith("/api/v1"):
+            return await handler(request)
+        token = bearer(request.headers.get("Authorization"))
+        principal = None
+        if token:
+            request[TOKEN_SHA256] = token_digest(token)
+            principal = lookup_digest(get_db(request.app), request[TOKEN_SHA256])
+            if principal is None:
+                return error(401, "invalid_token", "the bearer token is unknown or revoked")
+        elif path == STREAM_PATH and "ticket" in request.query and get_tickets is not None:
+            tickets = get_tickets(request.app)
+            digest = tickets.token_sha256(request.query["ticket"]) if tickets is not None else None
+            principal = lookup_digest(get_db(request.app), digest) if digest else None
+            if digest and principal is not None:
+                request[TOKEN_SHA256], request[TICKET] = digest, request.query["ticket"]
+            if principal is None:
+                return error(401, "invalid_ticket", "the stream ticket is unknown, expired or its token revoked; "
+                             "get a new one with POST /api/v1/alerts/stream/tickets")
+        if principal is None:
+            if not path.startswith(PUBLIC_PATHS + PUBLIC_OPTIONAL_PATHS):
+                return error(401, "unauthenticated", "this endpoint needs an `Authorization: Bearer <token>` header")
+            principal = PUBLIC
+        request[PRINCIPAL] = principal
+        structlog.contextvars.bind_contextvars(principal=principal.name, role=principal.role)
+        try:
+            return await handler(request)
+        finally:
+            structlog.contextvars.unbind_contextvars("principal", "role")
+
+    return middleware
+
+
+def principal_of(request: web.Request) -> Principal:
+    p = request.get(PRINCIPAL)
+    return p if isinstance(p, Principal) else PUBLIC
+
+
+def register_token_cli(subparsers: Any) -> None:
+    """Add `token create` and `token revoke` to an argparse subparsers object.
+
+    Each sub-command sets `func(args, db)`; the CLI opens the database (with migrations applied)
+    and calls `args.func(args, db)`, which returns the exit code.
+    """
+    token = subparsers.add_parser("token", help="API bearer tokens")
+    sub = token.add_subparsers(dest="token_command", required=True)
+    create = sub.add_parser("create", help="create a token and print it once")
+    create.add_argument("--role", required=True, choices=ROLES)
+    create.add_argument("--scope", default="", help="jurisdiction code prefix (regulator) or canteen id (canteen)")
+    create.add_argument("--name", required=True, help="who holds the token, e.g. 'zhongwei-shapotou-regulator'")
+    create.set_defaults(func=_cli_create)
+    revoke = sub.add_parser("revoke", help="revoke all tokens of a name")
+    revoke.add_argument("--name", required=True)
+    revoke.set_defaults(func=_cli_revoke)
+
+
+def _cli_create(args: Any, db: Database) -> int:
+    try:
+        token = create_token(db, args.role, args.scope, args.name)
+    except AuthError as err:
+        say(f"错误 (error): {err}")
+        return 2
+    say(token)
+    return 0
+
+
+def _cli_revoke(args: Any, db: Database) -> int:
+    n = revoke_token(db, args.name)
+    say(f"已吊销 {n} 个令牌 (revoked {n} token(s))")
+    return 0 if n else 1

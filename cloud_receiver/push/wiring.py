@@ -1,0 +1,252 @@
+"""Push wiring: the push outbox → robots, woken by the alert hub.
+
+`push_ctx` runs for the app's lifetime (entered by `setup_api`'s cleanup context);
+`add_webhook` / `register_webhook_cli` configure robots.
+
+What is owed is decided when an alert is stored: the storage writes one `push_outbox` row per
+responsible robot in the alert's own transaction (`cloud_receiver/storage/push_outbox.py`). The router
+here only delivers: when it starts it takes every unsent row of this receiver (so pushes owed
+before a stop or a crash go out after the restart), and after that, woken by each burst of
+announced alerts, the rows added since (`Router.route`: one read of the outbox, one of the robots,
+one of the alerts per burst; canteen and camera names read once per burst). A row is marked sent
+when its robot accepted the message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
+
+import aiohttp
+import structlog
+
+from bk_common.logs import say
+from cloud_receiver.config import resolve_secret
+from cloud_receiver.push.robots import AlertNotice, Pusher, PushSettings, Robot
+from cloud_receiver.storage.push_outbox import Owed, robot_matches
+from cloud_receiver.storage.sqlite import utc_now
+from cloud_receiver.workflow import rectify
+
+log = structlog.get_logger(__name__)
+
+
+def _robot(wid: str, kind: str, url: str, secret_env: str | None) -> Robot | None:
+    """A configured robot; None (with an error log) when its DingTalk secret is not in the environment."""
+    secret = resolve_secret(secret_env)
+    if secret_env and secret is None:
+        log.error("push_secret_missing", robot=wid, secret_env=secret_env)
+        return None
+    return Robot(wid, kind, url, secret)
+
+
+def robots_for(db: Any, canteen_id: str | None, jurisdiction: str | None) -> list[Robot]:
+    """Enabled robots responsible for this canteen (its id, or a prefix of its jurisdiction code).
+
+    A DingTalk robot whose `secret_env` is not set in the environment is skipped with an error log.
+    """
+    rows = db.execute("SELECT id, scope_kind, scope, kind, url, secret_env FROM webhooks WHERE enabled = 1"
+                      " ORDER BY id").fetchall()
+    found = (_robot(wid, kind, url, env) for wid, scope_kind, scope, kind, url, env in rows
+             if robot_matches(scope_kind, scope, canteen_id, jurisdiction))
+    return [r for r in found if r is not None]
+
+
+def notice_for(db: Any, row: dict[str, Any], settings: PushSettings, names: _Names | None = None) -> AlertNotice:
+    """The notice of a stored alert row."""
+    names = names or _Names(db)
+    canteen = names.canteen(row.get("canteen_id"))
+    camera = names.camera(row["device_id"], row["camera_id"])
+    started = datetime.fromisoformat(row["started_at"].replace("Z", "+00:00"))
+    stored = datetime.fromisoformat(row["deadline"].replace("Z", "+00:00")) if row.get("deadline") else None
+    deadline = rectify.effective_deadline(stored, started, settings.default_deadline_hours)
+    link = None
+    if settings.public_base_url and row.get("snapshot_sha256"):
+        link = f"{settings.public_base_url.rstrip('/')}/api/v1/media/{row['snapshot_sha256']}"
+    return AlertNotice(row["id"], canteen or row.get("canteen_id") or "未知食堂",
+                       camera or row["camera_id"], row["type"], started, deadline, link)
+
+
+class _Names:
+    """Canteen and camera names, each read once (use one per burst)."""
+
+    def __init__(self, db: Any) -> None:
+        self.db = db
+        self._canteens: dict[str | None, str | None] = {}
+        self._cameras: dict[tuple[str, str], str | None] = {}
+
+    def canteen(self, canteen_id: str | None) -> str | None:
+        if canteen_id not in self._canteens:
+            found = self.db.execute("SELECT name FROM canteens WHERE id = ?", [canteen_id]).fetchone()
+            self._canteens[canteen_id] = found[0] if found else None
+        return self._canteens[canteen_id]
+
+    def camera(self, device_id: str, camera_id: str) -> str | None:
+        key = (device_id, camera_id)
+        if key not in self._cameras:
+            found = self.db.execute("SELECT name FROM cameras WHERE device_id = ? AND camera_id = ?",
+                                    [device_id, camera_id]).fetchone()
+            self._cameras[key] = found[0] if found else None
+        return self._cameras[key]
+
+
+RESCAN_S = 60.0  # how often everything still owed is looked at again (robots re-enabled, failed reads)
+
+
+@dataclasses.dataclass
+class Router:
+    """Hands this receiver's owed pushes to the pusher, each once while it is in the pusher's hands.
+
+    `route(after_id)` reads the rows above `after_id` (a burst's new rows; 0 = everything still
+    owed) and returns the highest id it read. A row is `handed` until its robot accepts it
+    (`sent`); a row that cannot be routed now (robot disabled or removed or without its secret, a
+    bad alert row) is logged once and looked at again by the next full scan.
+    """
+
+    storage: Any
+    settings: PushSettings
+    pusher: Any
+    handed: set[int] = dataclasses.field(default_factory=set)
+    reported: set[int] = dataclasses.field(default_factory=set)
+
+    def route(self, after_id: int = 0) -> int:
+        db = self.storage.db
+        while owed := self.storage.pending_pushes(after_id):
+            after_id = owed[-1].id
+            todo = [o for o in owed if o.id not in self.handed]
+            if todo:
+                self._hand(db, todo)
+            if len(owed) < 1000:
+                break
+        return after_id
+
+    def _hand(self, db: Any, owed: list[Owed]) -> None:
+        ids = sorted({o.robot_id for o in owed})
+        hooks = {r[0]: r for r in db.execute(
+            f"SELECT id, kind, url, secret_env FROM webhooks WHERE enabled = 1 AND id IN ({','.join('?' * len(ids))})",
+            ids).fetchall()}
+        robots = {wid: _robot(*hook) for wid, hook in hooks.items()}
+        alert_ids = sorted({o.alert_id for o in owed})
+        alerts = {r["id"]: r for r in db.query(f"SELECT * FROM alerts WHERE id IN ({','.join('?' * len(alert_ids))})",
+                                               alert_ids)}
+        names = _Names(db)
+        for o in owed:
+            robot, row = robots.get(o.robot_id), alerts.get(o.alert_id)
+            try:
+                if robot is None or row is None:
+                    raise LookupError("robot disabled, removed or without its secret" if row else "alert missing")
+                notice = notice_for(db, row, self.settings, names)
+            except Exception as err:  # noqa: BLE001 - one bad row must not stop the push of the others
+                if o.id not in self.reported:
+                    self.reported.add(o.id)
+                    log.error("push_not_routable", outbox_id=o.id, robot=o.robot_id, alert_id=o.alert_id,
+                              reason=str(err) if isinstance(err, LookupError) else repr(err),
+                              retry_every_s=RESCAN_S)
+                continue
+            self.handed.add(o.id)
+            self.pusher.enqueue(robot, dataclasses.replace(notice, outbox_id=o.id))
+
+    def sent(self, ids: list[int]) -> None:
+        self.handed.difference_update(ids)
+        self.storage.pushes_done(ids, utc_now())
+
+    def failed(self, ids: list[int], error: str) -> None:
+        self.storage.pushes_done(ids, utc_now(), error)  # still handed: the pusher retries them itself
+
+
+@contextlib.asynccontextmanager
+async def push_ctx(context: Any, settings: PushSettings) -> AsyncIterator[Pusher | None]:
+    """Route every new alert from `context.hub` to its robots while the app runs.
+
+    `context` has `storage` (with `.db`) and `hub`; the running Pusher is also set as `context.pusher`.
+    """
+    if context.hub is None:
+        yield None
+        return
+    sub = context.hub.subscribe()
+    storage = context.storage
+    others = storage.db.execute("SELECT owner, count(*) FROM push_outbox WHERE sent_at IS NULL AND owner != ?"
+                                " GROUP BY owner", [storage.push_owner]).fetchall()
+    if others:  # a receiver retired or renamed (client id changed) leaves what it owed to nobody
+        log.warning("push_owed_by_other_receivers", pending={o: n for o, n in others}, this_receiver=storage.push_owner,
+                    hint="they are sent by the receiver with that mqtt.client_id; see docs/api.md")
+    async with aiohttp.ClientSession() as session:
+        router = Router(storage, settings, None)
+        pusher = Pusher(session, settings, on_sent=router.sent, on_failed=router.failed)
+        router.pusher = pusher
+        context.pusher = pusher
+
+        stopping = asyncio.Event()
+
+        async def route() -> None:
+            high = 0  # the highest outbox id read; 0 first: everything still owed
+            full_scan = False
+            while not stopping.is_set():
+                try:
+                    high = max(high, router.route(0 if full_scan else high))
+                except Exception:  # noqa: BLE001 - e.g. the database locked: log, try again later
+                    log.exception("push_route_failed", after_id=0 if full_scan else high)
+                # The rows themselves are in the outbox: an announcement is only the wake-up. asyncio.wait,
+                # not wait_for: Python 3.11's wait_for loses a cancellation that meets a finished get().
+                get = asyncio.ensure_future(sub.queue.get())
+                stop = asyncio.ensure_future(stopping.wait())
+                try:
+                    done, _ = await asyncio.wait({get, stop}, timeout=RESCAN_S, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    get.cancel()
+                    stop.cancel()
+                full_scan = not done  # quiet for RESCAN_S: look at everything still owed
+                while not sub.queue.empty():  # the rest of the burst: one read of the outbox for all of it
+                    sub.queue.get_nowait()
+
+        task = asyncio.create_task(route(), name="push-router")
+        try:
+            yield pusher
+        finally:
+            stopping.set()
+            await asyncio.wait({task}, timeout=5)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            context.hub.unsubscribe(sub)
+            await pusher.close()
+
+
+def add_webhook(db: Any, webhook_id: str, scope_kind: str, scope: str, kind: str, url: str,
+                secret_env: str | None = None) -> None:
+    """Configure a robot (idempotent on id). The URL carries the robot's token: keep the DB private."""
+    if scope_kind not in ("canteen", "jurisdiction") or kind not in ("wecom", "dingtalk"):
+        raise ValueError("scope_kind must be canteen|jurisdiction and kind wecom|dingtalk")
+    if not url.startswith(("https://", "http://")):
+        raise ValueError("url must be an http(s) URL")
+    with db.conn:
+        db.execute("INSERT OR REPLACE INTO webhooks (id, scope_kind, scope, kind, url, secret_env, enabled)"
+                   " VALUES (?, ?, ?, ?, ?, ?, 1)", [webhook_id, scope_kind, scope, kind, url, secret_env])
+    log.info("webhook_configured", id=webhook_id, scope_kind=scope_kind, scope=scope, kind=kind)
+
+
+def register_webhook_cli(subparsers: Any) -> None:
+    """Add `webhook add` to an argparse subparsers object; sets `func(args, db)` like `token`."""
+    hook = subparsers.add_parser("webhook", help="WeCom / DingTalk group robots for alert push")
+    sub = hook.add_subparsers(dest="webhook_command", required=True)
+    add = sub.add_parser("add", help="add or replace a robot")
+    add.add_argument("--id", required=True)
+    add.add_argument("--scope-kind", required=True, choices=("canteen", "jurisdiction"))
+    add.add_argument("--scope", required=True, help="canteen id or jurisdiction code prefix")
+    add.add_argument("--kind", required=True, choices=("wecom", "dingtalk"))
+    add.add_argument("--url", required=True, help="robot webhook URL (contains its access token)")
+    add.add_argument("--secret-env", default=None, help="environment variable holding the DingTalk signing secret")
+    add.set_defaults(func=_cli_add)
+
+
+def _cli_add(args: Any, db: Any) -> int:
+    try:
+        add_webhook(db, args.id, args.scope_kind, args.scope, args.kind, args.url, args.secret_env)
+    except ValueError as err:
+        say(f"错误 (error): {err}")
+        return 2
+    say(f"推送机器人已保存: {args.id}")
+    return 0

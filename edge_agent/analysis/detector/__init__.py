@@ -1,0 +1,35 @@
+"""Object detection for the edge agent: NanoDet COCO on TFLite behind a tiny interface.
+
+det = create_detector("tflite", default_model_path("int8"), score_threshold=0.4)
+for d in det.detect(rgb_frame):   # RGB uint8 HxWx3, any size
+    print(d.label, d.score, d.box)  # box in rgb_frame pixels
+"""
+
+from edge_agent.analysis.detector.base import (
+    Detector,
+    DetectTiming,
+    available_detectors,
+    create_detector,
+    default_model_path,
+    register_detector,
+)
+from edge_agent.analysis.detector.manifest import ModelManifest, load_manifest
+from edge_agent.analysis.detector.tflite import (
+    DEFAULT_IOU_THRESHOLD,
+    DEFAULT_SCORE_THRESHOLD,
+    TfliteDetector,
+)
+
+__all__ = [
+    "DEFAULT_IOU_THRESHOLD",
+    "DEFAULT_SCORE_THRESHOLD",
+    "DetectTiming",
+    "Detector",
+    "ModelManifest",
+    "TfliteDetector",
+    "available_detectors",
+    "create_detector",
+    "default_model_path",
+    "load_manifest",
+    "register_detector",
+]

@@ -1,0 +1,250 @@
+"""The edge agent: cameras → sampler → motion gate → detector → tracker → rules → events → outbox.
+
+Threads: one decode thread per camera stream (PyAV decodes without the GIL), `detector.workers`
+inference workers (each with its own interpreter, which invokes without the GIL, and a fixed share
+of the cameras) that also run those cameras' tracker, rules and event emitters, and the uplink's
+own thread. One stop event; everything joins within `join_timeout_s`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import structlog
+
+from bk_contract import Alert, CameraHealth
+from edge_agent import __version__
+from edge_agent.analysis.tracker import IouTracker
+from edge_agent.app.camera_worker import CameraWorker, SampledFrame
+from edge_agent.capture.sources import FrameSource, open_source
+from edge_agent.config import AgentConfig, CameraConfig
+from edge_agent.events.emitter import EventEmitter, EventStore
+from edge_agent.rules.engine import Observation, OfflineMonitor, RuleEngine
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class PipelineTuning:
+    """Timing and tracking constants that are not (yet) in the config; tests set them small."""
+
+    queue_per_camera: int = 2  # sampled frames waiting for the detector; the oldest is dropped
+    grace_s: float = 2.0  # a condition may vanish this long without ending/restarting its event
+    update_min_s: float = 10.0  # at most one `update` per event this often
+    healthy_after_s: float = 30.0  # a stream up this long resets the reconnect back-off
+    housekeeping_s: float = 0.5  # how often camera health is turned into camera_offline events
+    join_timeout_s: float = 10.0
+    track_iou: float = 0.3
+    track_max_misses: int = 5
+    track_max_age_s: float = 3.0
+    track_history: int = 9
+    phone_min_score: float | None = None  # median score a phone track needs (default: the rule's min_score)
+
+
+@dataclass
+class CameraPipeline:
+    """Per-camera state the inference worker keeps: tracker, rules, offline monitor, emitter."""
+
+    worker: CameraWorker
+    tracker: IouTracker
+    rules: RuleEngine
+    offline: OfflineMonitor
+    emitter: EventEmitter
+    queue: deque[SampledFrame] = field(default_factory=deque)
+    dropped: int = 0
+    detections: int = 0
+    size: tuple[int, int] | None = None
+
+
+class Agent:
+    def __init__(self, cfg: AgentConfig, *, detector=None, outbox: EventStore | None = None,
+                 uplink_factory: Callable[..., object] | None = None,
+                 on_event: Callable[[Alert], None] | None = None,
+                 source_factory: Callable[[CameraConfig, bool], FrameSource] | None = None,
+                 tuning: PipelineTuning | None = None, wall: Callable[[], float] = time.time) -> None:
+        self.cfg = cfg
+        self.detectors = [detector] if detector is not None else []
+        self.outbox = outbox
+        self.uplink_factory = uplink_factory
+        self.on_event = on_event
+        self.source_factory = source_factory
+        self.tuning = tuning or PipelineTuning()
+        self.wall = wall
+        self.uplink = None
+        self.gb = None  # GbBridge when gb28181.enabled: the SIP server thread for GB/T 28181 cameras
+        self.cameras: dict[str, CameraPipeline] = {}
+        self._cond = threading.Condition()
+        self._owns_outbox = outbox is None
+        self.inference_ms = 0.0
+        self.log = log.bind(device=cfg.device.id)
+
+    # --- wiring ----------------------------------------------------------------------------
+    def _build(self) -> None:
+        cfg, tu = self.cfg, self.tuning
+        if not self.detectors:  # one interpreter per inference worker: an interpreter is not thread-safe
+            from edge_agent.analysis.detector import create_detector
+
+            d = cfg.detector
+            self.detectors = [create_detector(d.type, d.model, num_threads=d.threads, score_threshold=d.score_threshold,
+                                              iou_threshold=d.iou_threshold) for _ in range(d.workers)]
+        if self.outbox is None:
+            from edge_agent.outbox.store import Outbox
+
+            self.outbox = Outbox(cfg.storage.path, device_id=cfg.device.id,
+                                 quota_bytes=int(cfg.storage.quota_mb * (1 << 20)), chunk_bytes=cfg.uplink.chunk_bytes)
+        if cfg.gb28181.enabled:
+            from edge_agent.capture.gb_bridge import GbBridge
+
+            self.gb = GbBridge(cfg.gb28181, wall=self.wall, on_device_change=self._wake_gb_cameras)
+        for cam in cfg.cameras:
+            if not cam.enabled:
+                continue
+            worker = CameraWorker(cam, cfg.detector, cfg.motion, submit=self._submit,
+                                  source_factory=self.source_factory or self._open_source, wall=self.wall,
+                                  healthy_after_s=tu.healthy_after_s, clip_pre_s=cam.clip_pre_s,
+                                  clip_post_s=cam.clip_post_s)
+            self.cameras[cam.id] = CameraPipeline(
+                worker=worker,
+                tracker=IouTracker(iou_threshold=tu.track_iou, max_misses=tu.track_max_misses,
+                                   max_age_s=tu.track_max_age_s, history=tu.track_history),
+                rules=RuleEngine(cam.rules, tz=cfg.device.timezone, grace_s=tu.grace_s,
+                                 update_min_s=tu.update_min_s, phone_min_score=tu.phone_min_score),
+                offline=OfflineMonitor(cam.offline_after_s),
+                emitter=EventEmitter(cfg.device.id, cam.id, self.outbox, self.on_event),
+                queue=deque(maxlen=tu.queue_per_camera),
+            )
+        if cfg.uplink.enabled:
+            factory = self.uplink_factory
+            if factory is None:
+                from edge_agent.uplink.client import Uplink as factory  # noqa: N813
+            self.uplink = factory(cfg.uplink, device_id=cfg.device.id, outbox=self.outbox,
+                                  n_cameras=len(self.cameras), status=self.health, version=__version__,
+                                  inference_ms=lambda: self.inference_ms)
+
+    def _open_source(self, cam: CameraConfig, sub: bool) -> FrameSource:
+        return open_source(cam, sub=sub, gb=self.gb.source if self.gb is not None else None)
+
+    def _wake_gb_cameras(self, device_id: str) -> None:
+        """A GB device came online, sent its catalog or was refused (SIP loop thread): its offline
+        cameras retry now instead of after their back-off."""
+        if self.gb is None:
+            return
+        woken = [cid for cid, cp in self.cameras.items()
+                 if not cp.worker.reader.connected and self.gb.device_of(cp.worker.cam) == device_id]
+        for cid in woken:
+            self.cameras[cid].worker.wake()
+        if woken:
+            self.log.info("gb_cameras_woken", gb_device=device_id, cameras=woken)
+
+    def _submit(self, sf: SampledFrame) -> None:
+        """Called from decode threads: queue the newest frame, dropping the oldest when full."""
+        cp = self.cameras[sf.camera_id]
+        with self._cond:
+            if len(cp.queue) == cp.queue.maxlen:
+                cp.dropped += 1
+            cp.queue.append(sf)
+            self._cond.notify_all()
+
+    # --- running ---------------------------------------------------------------------------
+    def run(self, stop: threading.Event) -> None:
+        """Start every thread, run the inference worker here until `stop`, then join everything."""
+        self._build()
+        if self.gb is not None:
+            self.gb.start()  # a bind failure is logged and shown in the GB cameras' health
+        if self.uplink is not None:
+            self.uplink.start()
+        for cp in self.cameras.values():
+            cp.worker.start(stop)
+        self.log.info("agent_started", cameras=list(self.cameras), uplink=self.uplink is not None,
+                      inference_workers=len(self.detectors))
+        extra = [threading.Thread(target=self._inference_loop, args=(stop, i), name=f"inference-{i}", daemon=True)
+                 for i in range(1, len(self.detectors))]
+        try:
+            for t in extra:
+                t.start()
+            self._inference_loop(stop, 0)
+        finally:
+            stop.set()
+            deadline = time.monotonic() + self.tuning.join_timeout_s
+            for t in extra:
+                t.join(max(0.0, deadline - time.monotonic()))
+            for cp in self.cameras.values():
+                if not cp.worker.join(max(0.0, deadline - time.monotonic())):
+                    self.log.warning("decode_thread_still_running", camera=cp.worker.cam.id)
+            if self.gb is not None:  # after the decode threads: their BYEs go through its loop
+                self.gb.stop(max(0.1, deadline - time.monotonic()))
+            if self.uplink is not None:
+                self.uplink.stop(max(0.1, deadline - time.monotonic()))
+            if self._owns_outbox and self.outbox is not None:
+                self.outbox.close()
+            self.log.info("agent_stopped")
+
+    def _inference_loop(self, stop: threading.Event, index: int) -> None:
+        """Worker `index` serves every n-th camera, so each camera's frames stay in order in one
+        thread (its tracker and rules are not shared); worker 0 also does the housekeeping."""
+        mine = list(self.cameras.values())[index::len(self.detectors)]
+        detector = self.detectors[index]
+        next_housekeeping = 0.0 if index == 0 else float("inf")
+        while not stop.is_set():
+            batch: list[SampledFrame] = []
+            with self._cond:
+                if not any(cp.queue for cp in mine):
+                    self._cond.wait(self.tuning.housekeeping_s)
+                for cp in mine:  # round-robin: one frame per camera per pass
+                    if cp.queue:
+                        batch.append(cp.queue.popleft())
+            for sf in batch:
+                if stop.is_set():
+                    break
+                self._process(sf, detector)
+            if time.monotonic() >= next_housekeeping:
+                next_housekeeping = time.monotonic() + self.tuning.housekeeping_s
+                self._housekeeping()
+
+    def _process(self, sf: SampledFrame, detector) -> None:
+        cp = self.cameras[sf.camera_id]
+        try:
+            if sf.rgb is not None:
+                t0 = time.perf_counter()
+                dets = detector.detect(sf.rgb)
+                ms = (time.perf_counter() - t0) * 1000
+                self.inference_ms = ms if not self.inference_ms else 0.9 * self.inference_ms + 0.1 * ms
+                cp.detections += 1
+                cp.size = (sf.rgb.shape[1], sf.rgb.shape[0])
+                tracks = cp.tracker.update(dets, sf.t)
+            else:
+                tracks = cp.tracker.tracks  # no motion: the scene is as it was
+            if cp.size is None:
+                return
+            obs = Observation(sf.t, tracks, cp.size[0], cp.size[1], frame=sf.frame)
+            for tr in cp.rules.step(obs):
+                cp.emitter.emit(tr)
+        except Exception:  # noqa: BLE001 - one camera's bad frame never stops the others
+            self.log.exception("frame_failed", camera=sf.camera_id)
+
+    def _housekeeping(self) -> None:
+        now = self.wall()
+        for cp in self.cameras.values():
+            online, since = cp.worker.online()
+            tr = cp.offline.step(online, since, now)
+            if tr is not None:
+                cp.emitter.emit(tr)
+
+    # --- status ----------------------------------------------------------------------------
+    def health(self) -> list[CameraHealth]:
+        return [cp.worker.health() for cp in self.cameras.values()]
+
+    def stats(self) -> dict:
+        """Per camera: frames decoded/sampled/sent to the detector/dropped; inference time."""
+        return {
+            "inference_ms": round(self.inference_ms, 1),
+            "cameras": {cid: {"decoded": cp.worker.reader.frames, "sampled": cp.worker.sampled,
+                              "detect_frames": cp.worker.detect_frames, "detections": cp.detections,
+                              "dropped": cp.dropped}
+                        for cid, cp in self.cameras.items()},
+            **({"gb28181": self.gb.status()} if self.gb is not None else {}),
+        }

@@ -1,0 +1,118 @@
+"""A small world for the API tests: the real app factory on a real SQLite file, rows inserted
+through the receiver's own storage functions, and tokens for every role."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from aiohttp.test_utils import TestClient, TestServer
+
+from bk_contract import Alert, ChunkHeader, MediaRef, Status
+from bk_contract.payloads import CameraHealth
+from cloud_receiver.admin import auth
+from cloud_receiver.app.factory import create_app
+from cloud_receiver.appkeys import ALERT_HUB, STORAGE
+from cloud_receiver.config import ReceiverConfig, StorageConfig
+from cloud_receiver.storage.media_store import write_media_file
+from cloud_receiver.storage.sqlite import SqliteStorage, iso
+
+# canteen id -> (name, jurisdiction)
+CANTEENS = {"C1": ("第一中学食堂", "64050201"), "C2": ("第二小学食堂", "64050202"), "C3": ("中宁一中食堂", "64052101")}
+DEVICES = {"C1": "64050200001180000001", "C2": "64050200001180000002", "C3": "64052100001180000003"}
+JPEG = b"\xff\xd8\xff\xe0" + b"\x00\x10JFIF" + bytes(range(256)) * 4 + b"\xff\xd9"
+
+
+def jpeg(tag: str) -> bytes:
+    """A distinct small JPEG-looking blob (magic bytes only; the API checks the signature, not the pixels)."""
+    return JPEG + tag.encode()
+
+
+@dataclass
+class World:
+    client: TestClient
+    storage: SqliteStorage
+    media_dir: Path
+    tokens: dict[str, str] = field(default_factory=dict)
+    seq: int = 0
+
+    def h(self, who: str | None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[who]}"} if who else {}
+
+    async def get(self, path: str, who: str | None = None, **kw: Any):
+        return await self.client.get(f"/api/v1{path}", headers=self.h(who), **kw)
+
+    async def post(self, path: str, who: str | None = None, **kw: Any):
+        return await self.client.post(f"/api/v1{path}", headers=self.h(who), **kw)
+
+    def add_media(self, data: bytes, media_id: str, device_id: str) -> str:
+        sha = hashlib.sha256(data).hexdigest()
+        rel = write_media_file(self.media_dir, data, sha)
+        self.storage.finish_media(device_id, media_id, ChunkHeader(0, 1, len(data), sha, "image/jpeg"), rel,
+                                  iso(datetime.now(UTC)) or "")
+        return sha
+
+    def add_alert(self, canteen: str, *, started_at: datetime, type: str = "phone_use", camera: str = "cam1",
+                  snapshot: bytes | None = None, alert_id: str | None = None, publish: bool = False) -> dict:
+        self.seq += 1
+        device = DEVICES[canteen]
+        snap = None
+        if snapshot is not None:
+            mid = f"snap{self.seq}"
+            snap = MediaRef(id=mid, sha256=self.add_media(snapshot, mid, device), bytes=len(snapshot))
+        alert = Alert(id=alert_id or f"A{self.seq:05d}", device_id=device, camera_id=camera, type=type,
+                      started_at=started_at, score=0.9, snapshot=snap)
+        row = self.storage.upsert_alert(alert, iso(datetime.now(UTC)) or "").row
+        if publish:
+            self.client.app[ALERT_HUB].publish(row)
+        return row
+
+
+async def make_world(tmp_path: Path, **setup: Any) -> World:
+    cfg = ReceiverConfig(storage=StorageConfig(path=tmp_path / "receiver.db", media_dir=tmp_path / "media"))
+    app = create_app(cfg, subscriber=False)
+    from cloud_receiver.api import API_SETTINGS, PUSH_SETTINGS
+    if "settings" in setup:
+        app[API_SETTINGS] = setup["settings"]
+    if "push_settings" in setup:
+        app[PUSH_SETTINGS] = setup["push_settings"]
+    client = TestClient(TestServer(app, host="127.0.0.1"))
+    await client.start_server()
+    storage = app[STORAGE]
+    world = World(client, storage, cfg.storage.media_dir)
+    pub_sha = world.add_media(jpeg("public-kitchen"), "pub1", DEVICES["C1"])
+    priv_sha = world.add_media(jpeg("private-kitchen"), "priv1", DEVICES["C1"])
+    for cid, (name, jur) in CANTEENS.items():
+        public = None
+        if cid == "C1":
+            public = json.dumps({"licences": [{"name": "食品经营许可证", "number": "JY16405020000001"}], "rating": "A",
+                                 "sampling": [{"date": "2024-04-20", "item": "餐具", "result": "合格"}],
+                                 "snapshots": [{"sha256": pub_sha, "taken_at": "2024-05-01T03:00:00Z", "caption": "后厨"},
+                                               {"sha256": priv_sha, "taken_at": "2024-05-01T04:00:00Z",
+                                                "public": False}]}, ensure_ascii=False)
+        storage.add_canteen(cid, name, jur, public)
+        storage.add_device(DEVICES[cid], cid, f"{name}边缘盒")
+    storage.record_status(Status(device_id=DEVICES["C1"], online=True, version="0.1.0", ts=datetime.now(UTC),
+                                 cameras=[CameraHealth(id="cam1", name="后厨1", state="online", fps=5.0)]),
+                          iso(datetime.now(UTC)) or "")
+    world.tokens = {
+        "admin": auth.create_token(storage.db, "admin", "", "ops"),
+        "reg": auth.create_token(storage.db, "regulator", "640502", "shapotou-regulator"),
+        "city": auth.create_token(storage.db, "regulator", "6405", "zhongwei-regulator"),
+        "c1": auth.create_token(storage.db, "canteen", "C1", "c1-manager"),
+        "c3": auth.create_token(storage.db, "canteen", "C3", "c3-manager"),
+    }
+    world.public_sha, world.private_sha = pub_sha, priv_sha  # type: ignore[attr-defined]
+    return world
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def ago(**kw: float) -> datetime:
+    return now() - timedelta(**kw)
