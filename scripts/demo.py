@@ -159,14 +159,19 @@ def start_stack(work: Path, camera: str | None = None, kind: str = "file", echo:
     agent = subprocess.Popen([sys.executable, "-m", "edge_agent.app.cli", "run", "-c", str(acfg), "--print-events"],
                              env=agent_env, stdout=subprocess.PIPE, stderr=log_a, text=True)
     stack.procs.append(agent)
-    threading.Thread(target=_echo_events, args=(agent, work / "events.log", echo), daemon=True).start()
+    threading.Thread(target=_echo_events, args=(agent, work / "events.log", log_a, echo), daemon=True).start()
     _wait_api(stack)
     return stack
 
 
-def _echo_events(proc: subprocess.Popen, path: Path, echo: bool) -> None:
+def _echo_events(proc: subprocess.Popen, path: Path, log, echo: bool) -> None:  # noqa: ANN001
+    """The agent's stdout: its EVENT lines go to events.log (and the screen), its JSON log lines to agent.log."""
     with open(path, "a", encoding="utf-8") as f:
         for line in proc.stdout:
+            if not line.startswith("EVENT "):
+                log.write(line.encode())
+                log.flush()
+                continue
             f.write(line)
             f.flush()
             if echo:
