@@ -31,6 +31,14 @@ if [ "${#missing[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# the storage tests use the PostgreSQL on 127.0.0.1:5432 that every machine here runs: start it if it stopped
+if command -v pg_ctlcluster >/dev/null 2>&1 && ! pg_isready -q -h 127.0.0.1 -p 5432 >/dev/null 2>&1; then
+  for v in $(ls /etc/postgresql 2>/dev/null); do
+    echo "setup: 正在启动 PostgreSQL $v (starting the local cluster)" >&2
+    pg_ctlcluster --skip-systemctl-redirect "$v" main start || true
+  done
+fi
+
 if [ ! -x "$VENV/bin/python" ]; then
   echo "setup: 正在创建虚拟环境 (creating the venv) $VENV with $("$PY" --version 2>&1)" >&2
   "$PY" -m venv "$VENV"

@@ -12,6 +12,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 from support.receiver_harness import make_alert
+from support.requirements import PG_DSN_DEFAULT, require_postgres
 
 from bk_contract import MediaRef, Status, split_media, topic
 from cloud_receiver.config import LimitsConfig
@@ -22,7 +23,7 @@ from cloud_receiver.storage.sqlite import SqliteStorage
 
 pytestmark = pytest.mark.integration
 
-PG_DSN = os.environ.get("BK_TEST_PG_DSN", "host=127.0.0.1 port=5432 dbname=test user=postgres")
+PG_DSN = os.environ.get("BK_TEST_PG_DSN", PG_DSN_DEFAULT)
 DEV = "64050200001180000301"
 
 
@@ -33,6 +34,7 @@ def store(request, tmp_path):
         yield s
         s.close()
         return
+    require_postgres(PG_DSN)
     schema = f"bk_test_{secrets.token_hex(4)}"
     with psycopg.connect(PG_DSN, autocommit=True) as admin:
         admin.execute(f"CREATE SCHEMA {schema}")

@@ -14,6 +14,7 @@ import structlog
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from support.receiver_harness import DeviceClient, RunningReceiver, make_alert, make_tls_files, receiver_config
+from support.requirements import require_open_files
 from support.waiting import async_wait_until
 
 from cloud_receiver.appkeys import SUBSCRIBER
@@ -343,6 +344,7 @@ async def test_subscription_granted_with_qos_0_counts_as_refused(tmp_path, peer_
 async def test_socket_above_descriptor_1023_and_an_unexpected_error_do_not_stop_ingest(tmp_path, monkeypatch):
     """A busy process hands out descriptors above 1023 (select() cannot take them); a bug in the
     connection path is logged and the subscriber connects again: ingest goes on in both cases."""
+    require_open_files(2048)
     held = [open("/dev/null", "rb") for _ in range(1100)]  # noqa: SIM115 - closed below
     real_connack = mqtt5.parse_connack
     calls = []
