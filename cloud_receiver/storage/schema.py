@@ -1,0 +1,177 @@
+"""The receiver's tables, declared once (SQLAlchemy Core) for SQLite and PostgreSQL.
+
+Alembic migrations (`cloud_receiver/storage/alembic/versions/`) create and change them on either
+engine; `tests/test_schema.py` upgrades an empty database of each engine and checks that what the
+migrations built is exactly this metadata. Dialect differences live in the column types:
+
+- timestamps: `timestamptz` on PostgreSQL; ISO-8601 UTC text (`2026-12-05T04:50:08.123Z`, which
+  sorts in time order) on SQLite;
+- identity keys: `bigint` identity on PostgreSQL; SQLite's `INTEGER PRIMARY KEY` (the rowid);
+- binary: `bytea` / `BLOB`; floats: `double precision` / `REAL`.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+Timestamp = sa.DateTime(timezone=True).with_variant(sa.Text(), "sqlite")
+RowId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # SQLite's rowid alias must be spelt INTEGER
+Real = sa.Double()
+
+
+def _text(name: str, *, nullable: bool = True, default: str | None = None) -> sa.Column:
+    return sa.Column(name, sa.Text(), nullable=nullable,
+                     server_default=sa.text(f"'{default}'") if default is not None else None)
+
+
+canteens = sa.Table(
+    "canteens", metadata,
+    sa.Column("id", sa.Text(), primary_key=True),
+    _text("name", nullable=False, default=""),
+    _text("jurisdiction", nullable=False, default=""),
+    _text("public_json"),
+)
+
+devices = sa.Table(
+    "devices", metadata,
+    sa.Column("id", sa.Text(), sa.CheckConstraint("length(id) = 20", name="devices_id_20_digits"), primary_key=True),
+    _text("canteen_id"),
+    _text("name", nullable=False, default=""),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("last_seen", Timestamp),
+    sa.Column("online", sa.Integer(), nullable=False, server_default=sa.text("0")),
+    _text("version"),
+    _text("status_json"),
+)
+
+cameras = sa.Table(
+    "cameras", metadata,
+    sa.Column("device_id", sa.Text(), primary_key=True),
+    sa.Column("camera_id", sa.Text(), primary_key=True),
+    _text("name"), _text("state"),
+    sa.Column("fps", Real),
+    sa.Column("reconnects", sa.Integer()),
+    _text("error"),
+    sa.Column("updated_at", Timestamp),
+)
+
+alerts = sa.Table(
+    "alerts", metadata,
+    sa.Column("id", sa.Text(), primary_key=True),
+    _text("device_id", nullable=False), _text("canteen_id"), _text("camera_id", nullable=False),
+    _text("type", nullable=False), _text("level", nullable=False), _text("state", nullable=False),
+    sa.Column("rev", sa.Integer(), nullable=False),
+    sa.Column("started_at", Timestamp, nullable=False),
+    sa.Column("ended_at", Timestamp),
+    sa.Column("score", Real),
+    _text("boxes_json"), _text("frame_size_json"), _text("zone_json"), _text("detail"),
+    _text("snapshot_id"), _text("snapshot_sha256"), _text("clip_id"), _text("clip_sha256"),
+    sa.Column("received_at", Timestamp, nullable=False),
+    sa.Column("updated_at", Timestamp, nullable=False),
+    _text("status", nullable=False, default="待整改"),
+    sa.Column("deadline", Timestamp),
+    sa.Index("alerts_started", "started_at"),
+    sa.Index("alerts_canteen", "canteen_id", "started_at"),
+    sa.Index("alerts_device", "device_id", "started_at"),
+    sa.Index("alerts_snapshot_sha", "snapshot_sha256"),
+    sa.Index("alerts_clip_sha", "clip_sha256"),
+)
+
+media = sa.Table(
+    "media", metadata,
+    sa.Column("id", sa.Text(), primary_key=True),
+    sa.Column("device_id", sa.Text(), primary_key=True),
+    _text("sha256", nullable=False),
+    sa.Column("bytes", sa.BigInteger(), nullable=False),
+    _text("content_type"),
+    _text("path", nullable=False),
+    sa.Column("complete", sa.Integer(), nullable=False, server_default=sa.text("1")),
+    sa.Column("received_at", Timestamp, nullable=False),
+    sa.Index("media_sha256", "sha256"),
+)
+
+media_chunks = sa.Table(
+    "media_chunks", metadata,
+    sa.Column("device_id", sa.Text(), primary_key=True),
+    sa.Column("media_id", sa.Text(), primary_key=True),
+    sa.Column("idx", sa.Integer(), primary_key=True, autoincrement=False),
+    sa.Column("total", sa.Integer(), nullable=False),
+    sa.Column("size", sa.BigInteger(), nullable=False),
+    _text("sha256", nullable=False), _text("content_type", nullable=False),
+    sa.Column("data", sa.LargeBinary(), nullable=False),
+    sa.Column("received_at", Timestamp, nullable=False),
+)
+
+rejects = sa.Table(
+    "rejects", metadata,
+    sa.Column("id", RowId, sa.Identity(), primary_key=True),
+    sa.Column("at", Timestamp, nullable=False),
+    _text("device_id"), _text("topic", nullable=False), _text("reason", nullable=False),
+)
+
+telemetry = sa.Table(
+    "telemetry", metadata,
+    sa.Column("device_id", sa.Text(), primary_key=True),
+    sa.Column("at", Timestamp, nullable=False),
+    _text("data_json", nullable=False),
+)
+
+command_results = sa.Table(
+    "command_results", metadata,
+    sa.Column("device_id", sa.Text(), primary_key=True),
+    sa.Column("command_id", sa.Text(), primary_key=True),
+    sa.Column("ok", sa.Integer(), nullable=False),
+    _text("error"),
+    sa.Column("at", Timestamp, nullable=False),
+)
+
+tokens = sa.Table(
+    "tokens", metadata,
+    sa.Column("token_sha256", sa.Text(), primary_key=True),
+    _text("name", nullable=False),
+    sa.Column("role", sa.Text(), sa.CheckConstraint("role IN ('admin', 'regulator', 'canteen')", name="tokens_role"),
+              nullable=False),
+    _text("scope", nullable=False, default=""),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("revoked_at", Timestamp),
+)
+
+transitions = sa.Table(
+    "transitions", metadata,
+    sa.Column("id", RowId, sa.Identity(), primary_key=True),
+    _text("alert_id", nullable=False), _text("from_status", nullable=False), _text("to_status", nullable=False),
+    _text("actor", nullable=False), _text("role", nullable=False), _text("note", nullable=False, default=""),
+    _text("photo_sha256"),
+    sa.Column("at", Timestamp, nullable=False),
+    sa.Index("transitions_alert", "alert_id", "id"),
+    sa.Index("transitions_photo", "photo_sha256"),
+)
+
+webhooks = sa.Table(
+    "webhooks", metadata,
+    sa.Column("id", sa.Text(), primary_key=True),
+    sa.Column("scope_kind", sa.Text(), sa.CheckConstraint("scope_kind IN ('canteen', 'jurisdiction')",
+                                                          name="webhooks_scope_kind"), nullable=False),
+    _text("scope", nullable=False),
+    sa.Column("kind", sa.Text(), sa.CheckConstraint("kind IN ('wecom', 'dingtalk')", name="webhooks_kind"),
+              nullable=False),
+    _text("url", nullable=False), _text("secret_env"),
+    sa.Column("enabled", sa.Integer(), nullable=False, server_default=sa.text("1")),
+)
+
+push_outbox = sa.Table(
+    "push_outbox", metadata,
+    # AUTOINCREMENT on SQLite: an id is never used twice, so "rows above the last id read" skips none
+    sa.Column("id", RowId, sa.Identity(), primary_key=True),
+    _text("owner", nullable=False), _text("robot_id", nullable=False), _text("alert_id", nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("attempts", sa.Integer(), nullable=False, server_default=sa.text("0")),
+    _text("last_error"),
+    sa.Column("sent_at", Timestamp),
+    sa.UniqueConstraint("robot_id", "alert_id", name="push_outbox_robot_alert"),
+    sa.Index("push_outbox_pending", "owner", "id", sqlite_where=sa.text("sent_at IS NULL"),
+             postgresql_where=sa.text("sent_at IS NULL")),
+    sqlite_autoincrement=True,
+)
