@@ -16,9 +16,9 @@ from support.waiting import wait_for, wait_until
 from bk_contract import Alert
 from devkit.localbroker import free_port
 from edge_agent.app.agent import Agent, PipelineTuning
-from edge_agent.app.camera_worker import StreamReader
 from edge_agent.capture.gb28181.manscdp import CatalogItem
 from edge_agent.capture.sources import open_source
+from edge_agent.capture.stream_reader import StreamReader
 from edge_agent.config import AgentConfig
 from edge_agent.errors import NeedsHuman, RetryLater
 from edge_agent.outbox.store import Outbox

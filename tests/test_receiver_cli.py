@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import structlog
+from support.notify_socket import NotifySocket
 from support.receiver_harness import DeviceClient, make_alert
 from support.waiting import wait_until
 
@@ -111,7 +112,8 @@ def _poll_health(url: str, ok, timeout: float = 10.0) -> bool:
 
 
 def test_serve_prints_url_ingests_and_stops_on_sigterm(broker, tmp_path, capsys, monkeypatch):
-    """`serve` prints the API URL, stores a device's alert, answers /healthz and exits 0 on SIGTERM."""
+    """`serve` prints the API URL, stores a device's alert, answers /healthz and exits 0 on SIGTERM; under
+    systemd (NOTIFY_SOCKET, WATCHDOG_USEC) it sends READY=1 once listening, WATCHDOG=1 pings, STOPPING=1."""
     cfg = _config(tmp_path, broker)
     monkeypatch.setenv("BK_TEST_ADMIN_PW", broker.admin[1])
     main(["-c", str(cfg), "canteen", "add", "--id", "c1", "--jurisdiction", "640502"])
@@ -120,7 +122,9 @@ def test_serve_prints_url_ingests_and_stops_on_sigterm(broker, tmp_path, capsys,
     out = capsys.readouterr().out
     device_id, device_pw = re.search(r"device_id: (\d{20})", out).group(1), re.search(r"设备密码 password: (\S+)", out).group(1)
     rx_pw = re.search(r"接收端密码 password: (\S+)", out).group(1)
-    env = {**os.environ, "BK_TEST_RX_PW": rx_pw, "PYTHONPATH": str(ROOT)}
+    notify = NotifySocket(tmp_path / "notify")
+    env = {**os.environ, "BK_TEST_RX_PW": rx_pw, "PYTHONPATH": str(ROOT), "NOTIFY_SOCKET": str(tmp_path / "notify"),
+           "WATCHDOG_USEC": "400000"}
     proc = subprocess.Popen([sys.executable, "-m", "cloud_receiver.app.cli", "serve", "-c", str(cfg)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path)
     lines: queue.Queue[str] = queue.Queue()
@@ -139,6 +143,8 @@ def test_serve_prints_url_ingests_and_stops_on_sigterm(broker, tmp_path, capsys,
             if m := re.match(r"API: (http://127\.0\.0\.1:\d+)/api/v1$", line.strip()):
                 url = m.group(1)
         assert url, "".join(seen)
+        assert wait_until(lambda: notify.times("READY=1"), 5), notify.messages
+        assert wait_until(lambda: len(notify.times("WATCHDOG=1")) >= 3, 5), notify.messages
         assert _poll_health(url, lambda h: h["mqtt_connected"] and h["mqtt_subscribed"]), "receiver never subscribed"
         dev = DeviceClient(broker, device_id, device_pw)
         assert dev.publish_alert(make_alert(device_id, 5)) == 0
@@ -146,6 +152,7 @@ def test_serve_prints_url_ingests_and_stops_on_sigterm(broker, tmp_path, capsys,
         assert _poll_health(url, lambda h: h["ingest"].get("stored") == 1), "alert not stored"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0
+        assert notify.times("STOPPING=1"), notify.messages
         reader.join(5)
         rest = "".join(seen + list(lines.queue))
         events = [json.loads(x) for x in rest.splitlines() if x.startswith("{")]
@@ -154,6 +161,7 @@ def test_serve_prints_url_ingests_and_stops_on_sigterm(broker, tmp_path, capsys,
         assert not any(e["event"] == "alert stored" for e in events), rest
         assert device_pw not in rest and rx_pw not in rest
     finally:
+        notify.close()
         if proc.poll() is None:
             proc.kill()
             proc.wait()

@@ -8,18 +8,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 import structlog
 from aiohttp import web
 
+from bk_common import sdnotify
 from bk_common.logs import configure_logging, say
 from cloud_receiver.admin.devices import add_device, new_password
 from cloud_receiver.admin.dynsec import DynsecAdmin
 from cloud_receiver.app.factory import create_app, open_configured_storage
+from cloud_receiver.appkeys import SUBSCRIBER
 from cloud_receiver.assets import EXAMPLE_CONFIG
 from cloud_receiver.config import ReceiverConfig, load_config, resolve_secret
 from cloud_receiver.errors import ConfigError, ReceiverError
@@ -36,13 +40,34 @@ async def _serve(cfg: ReceiverConfig) -> None:
     await site.start()
     host, port = runner.addresses[0][:2]
     say(f"API: http://{host}:{port}/api/v1")
+    sdnotify.notify("READY=1", f"STATUS=API http://{host}:{port}/api/v1")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    watchdog = asyncio.create_task(_watchdog(runner.app, stop), name="bk-watchdog")
     await stop.wait()
     log.info("stopping")
+    sdnotify.notify("STOPPING=1")
+    watchdog.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await watchdog
     await runner.cleanup()
+
+
+async def _watchdog(app: web.Application, stop: asyncio.Event) -> None:
+    """WATCHDOG=1 at half systemd's WatchdogSec while the event loop runs and the MQTT ingest thread lives
+    (a broker outage is not a reason to be restarted: the thread reconnects by itself)."""
+    interval = sdnotify.watchdog_interval_s()
+    if interval is None:
+        return
+    while not stop.is_set():
+        sub = app.get(SUBSCRIBER)
+        if sub is None or any(t.name == sub.thread_name and t.is_alive() for t in threading.enumerate()):
+            sdnotify.notify("WATCHDOG=1")
+        else:
+            log.error("ingest_thread_dead", action="watchdog pings stop; systemd restarts the receiver")
+        await asyncio.sleep(interval / 2)
 
 
 def cmd_serve(args: argparse.Namespace, cfg: ReceiverConfig) -> int:

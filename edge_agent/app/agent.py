@@ -16,11 +16,14 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from bk_common import sdnotify
 from bk_contract import Alert, CameraHealth
 from edge_agent import __version__
 from edge_agent.analysis.tracker import IouTracker
 from edge_agent.app.camera_worker import CameraWorker, SampledFrame
+from edge_agent.app.supervisor import Supervisor
 from edge_agent.capture.sources import FrameSource, open_source
+from edge_agent.capture.stream_reader import StreamReader
 from edge_agent.config import AgentConfig, CameraConfig
 from edge_agent.events.emitter import EventEmitter, EventStore
 from edge_agent.rules.engine import Observation, OfflineMonitor, RuleEngine
@@ -43,6 +46,12 @@ class PipelineTuning:
     track_max_age_s: float = 3.0
     track_history: int = 9
     phone_min_score: float | None = None  # median score a phone track needs (default: the rule's min_score)
+    stuck_after_s: float = 60.0  # a decode thread or inference worker whose heartbeat stood this long is restarted
+    restart_min_s: float = 1.0  # back-off between restarts of the same thread: doubles up to restart_max_s
+    restart_max_s: float = 300.0
+    give_up_after: int = 5  # restarts of one thread within give_up_window_s before the watchdog is left to expire
+    give_up_window_s: float = 600.0
+    ready_timeout_s: float = 30.0  # READY=1 once every camera made its first attempt, or after this long
 
 
 @dataclass
@@ -80,17 +89,19 @@ class Agent:
         self._cond = threading.Condition()
         self._owns_outbox = outbox is None
         self.inference_ms = 0.0
+        self.worker_beats: list[float] = []  # heartbeat (monotonic) of each inference worker
+        self._worker_gen: list[int] = []  # current generation of each inference worker
+        self.supervisor: Supervisor | None = None
         self.log = log.bind(device=cfg.device.id)
 
     # --- wiring ----------------------------------------------------------------------------
     def _build(self) -> None:
         cfg, tu = self.cfg, self.tuning
         if not self.detectors:  # one interpreter per inference worker: an interpreter is not thread-safe
-            from edge_agent.analysis.detector import create_detector
-
-            d = cfg.detector
-            self.detectors = [create_detector(d.type, d.model, num_threads=d.threads, score_threshold=d.score_threshold,
-                                              iou_threshold=d.iou_threshold) for _ in range(d.workers)]
+            self._injected_detector = False
+            self.detectors = [self._new_detector() for _ in range(cfg.detector.workers)]
+        else:
+            self._injected_detector = True
         if self.outbox is None:
             from edge_agent.outbox.store import Outbox
 
@@ -125,6 +136,13 @@ class Agent:
                                   n_cameras=len(self.cameras), status=self.health, version=__version__,
                                   inference_ms=lambda: self.inference_ms)
 
+    def _new_detector(self):  # noqa: ANN202 - a Detector plugin
+        from edge_agent.analysis.detector import create_detector
+
+        d = self.cfg.detector
+        return create_detector(d.type, d.model, num_threads=d.threads, score_threshold=d.score_threshold,
+                               iou_threshold=d.iou_threshold)
+
     def _open_source(self, cam: CameraConfig, sub: bool) -> FrameSource:
         return open_source(cam, sub=sub, gb=self.gb.source if self.gb is not None else None)
 
@@ -151,7 +169,8 @@ class Agent:
 
     # --- running ---------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
-        """Start every thread, run the inference worker here until `stop`, then join everything."""
+        """Start every thread, then supervise them here (housekeeping, stuck threads, systemd's
+        watchdog) until `stop`; then join everything."""
         self._build()
         if self.gb is not None:
             self.gb.start()  # a bind failure is logged and shown in the GB cameras' health
@@ -159,18 +178,22 @@ class Agent:
             self.uplink.start()
         for cp in self.cameras.values():
             cp.worker.start(stop)
+        self.worker_beats = [time.monotonic()] * len(self.detectors)
+        self._worker_gen = [0] * len(self.detectors)
+        workers = [self._start_worker(i, stop) for i in range(len(self.detectors))]
         self.log.info("agent_started", cameras=list(self.cameras), uplink=self.uplink is not None,
                       inference_workers=len(self.detectors))
-        extra = [threading.Thread(target=self._inference_loop, args=(stop, i), name=f"inference-{i}", daemon=True)
-                 for i in range(1, len(self.detectors))]
+        tu = self.tuning
+        self.supervisor = Supervisor(self, stuck_after_s=tu.stuck_after_s, restart_min_s=tu.restart_min_s,
+                                     restart_max_s=tu.restart_max_s, give_up_after=tu.give_up_after,
+                                     give_up_window_s=tu.give_up_window_s)
         try:
-            for t in extra:
-                t.start()
-            self._inference_loop(stop, 0)
+            self._supervise(stop)
         finally:
             stop.set()
+            sdnotify.notify("STOPPING=1")
             deadline = time.monotonic() + self.tuning.join_timeout_s
-            for t in extra:
+            for t in workers:
                 t.join(max(0.0, deadline - time.monotonic()))
             for cp in self.cameras.values():
                 if not cp.worker.join(max(0.0, deadline - time.monotonic())):
@@ -183,13 +206,47 @@ class Agent:
                 self.outbox.close()
             self.log.info("agent_stopped")
 
-    def _inference_loop(self, stop: threading.Event, index: int) -> None:
+    def _supervise(self, stop: threading.Event) -> None:
+        """The main loop: camera health into offline events, stuck threads restarted, READY=1 once the
+        cameras made their first attempt, WATCHDOG=1 after every pass that found nothing stuck."""
+        assert self.supervisor is not None
+        started = time.monotonic()
+        ready = False
+        while not stop.is_set():
+            self._housekeeping()
+            self.supervisor.step(stop)
+            if not ready and (all(r.attempted.is_set() for _, r in self.readers())
+                              or time.monotonic() - started >= self.tuning.ready_timeout_s):
+                ready = True
+                online = sum(cp.worker.reader.connected for cp in self.cameras.values())
+                sdnotify.notify("READY=1", f"STATUS=摄像头在线 {online}/{len(self.cameras)}")
+                self.log.info("agent_ready", cameras_online=online, cameras=len(self.cameras))
+            stop.wait(self.tuning.housekeeping_s)
+
+    def readers(self) -> list[tuple[CameraWorker, StreamReader]]:
+        return [(cp.worker, r) for cp in self.cameras.values() for r in cp.worker.readers]
+
+    def _start_worker(self, index: int, stop: threading.Event) -> threading.Thread:
+        t = threading.Thread(target=self._inference_loop, args=(stop, index, self._worker_gen[index]),
+                             name=f"inference-{index}-{self._worker_gen[index]}", daemon=True)
+        t.start()
+        return t
+
+    def restart_worker(self, index: int, stop: threading.Event) -> None:
+        """Abandon inference worker `index` (stuck in its detector) and start it again with a new one."""
+        self._worker_gen[index] += 1
+        self.worker_beats[index] = time.monotonic()
+        if not self._injected_detector:  # the old interpreter may still be inside invoke()
+            self.detectors[index] = self._new_detector()
+        self._start_worker(index, stop)
+
+    def _inference_loop(self, stop: threading.Event, index: int, generation: int = 0) -> None:
         """Worker `index` serves every n-th camera, so each camera's frames stay in order in one
-        thread (its tracker and rules are not shared); worker 0 also does the housekeeping."""
+        thread (its tracker and rules are not shared)."""
         mine = list(self.cameras.values())[index::len(self.detectors)]
         detector = self.detectors[index]
-        next_housekeeping = 0.0 if index == 0 else float("inf")
-        while not stop.is_set():
+        while not stop.is_set() and generation == self._worker_gen[index]:
+            self.worker_beats[index] = time.monotonic()
             batch: list[SampledFrame] = []
             with self._cond:
                 if not any(cp.queue for cp in mine):
@@ -198,12 +255,10 @@ class Agent:
                     if cp.queue:
                         batch.append(cp.queue.popleft())
             for sf in batch:
-                if stop.is_set():
+                if stop.is_set() or generation != self._worker_gen[index]:
                     break
                 self._process(sf, detector)
-            if time.monotonic() >= next_housekeeping:
-                next_housekeeping = time.monotonic() + self.tuning.housekeeping_s
-                self._housekeeping()
+                self.worker_beats[index] = time.monotonic()
 
     def _process(self, sf: SampledFrame, detector) -> None:
         cp = self.cameras[sf.camera_id]
@@ -242,6 +297,7 @@ class Agent:
         """Per camera: frames decoded/sampled/sent to the detector/dropped; inference time."""
         return {
             "inference_ms": round(self.inference_ms, 1),
+            "thread_restarts": dict(self.supervisor.restarts) if self.supervisor else {},
             "cameras": {cid: {"decoded": cp.worker.reader.frames, "sampled": cp.worker.sampled,
                               "detect_frames": cp.worker.detect_frames, "detections": cp.detections,
                               "dropped": cp.dropped}
