@@ -1,4 +1,4 @@
-"""`edge-agent` command line: run, detect, config check/example, discover."""
+"""`edge-agent` command line: run, detect, doctor, config check/example, discover."""
 
 from __future__ import annotations
 
@@ -80,6 +80,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from edge_agent.app.doctor import run_doctor
+
+    return run_doctor(args.config, time_url=args.time_url, timeout_s=args.timeout, model_runs=args.model_runs,
+                      say=say)
+
+
 def cmd_detect(args: argparse.Namespace) -> int:
     from edge_agent.app.detect_cmd import run_detect
 
@@ -106,6 +113,14 @@ def build_parser() -> argparse.ArgumentParser:
     det.add_argument("--every", type=float, default=1.0, help="video: seconds between analysed frames")
     det.add_argument("--max-frames", type=int, default=10, help="video: frames to analyse at most")
     det.set_defaults(func=cmd_detect)
+
+    doc = sub.add_parser("doctor", help="check this box: config, model speed, disk, broker, clock, every camera")
+    doc.add_argument("-c", "--config", required=True, type=Path, help="agent YAML config")
+    doc.add_argument("--time-url", default=None, help="an HTTP(S) URL whose Date header the clock is checked against "
+                     "(e.g. the receiver's https://…/api/v1/openapi.json); default: systemd's NTP state")
+    doc.add_argument("--timeout", type=float, default=15.0, help="seconds per camera and for the broker")
+    doc.add_argument("--model-runs", type=int, default=10, help="timed detector runs")
+    doc.set_defaults(func=cmd_doctor)
 
     conf = sub.add_parser("config", help="configuration tools")
     conf_sub = conf.add_subparsers(dest="config_command", required=True)
