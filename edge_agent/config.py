@@ -119,6 +119,16 @@ class GbConfig(Section):
     keepalive_timeout_s: float = Field(60.0, gt=0, description="Keepalive interval; three missed mark the device offline.")
     media_port_range: tuple[int, int] = Field((30000, 30100), description="RTP ports for INVITE sessions; (0, 0) lets the OS choose.")
     media_ip: str = Field("127.0.0.1", description="Address put into SDP for devices to send media to.")
+    catalog_retry_s: float = Field(10.0, gt=0, description="While an online device has sent no complete catalog "
+                                   "since it registered, the Catalog query is sent again after this long; the "
+                                   "interval doubles after each unanswered query.")
+    catalog_retry_max_s: float = Field(300.0, gt=0, description="Longest interval between two Catalog re-queries.")
+    register_fail_limit: int = Field(5, ge=1, description="Failed REGISTERs (wrong or no password) from one source "
+                                     "address and device id within a burst before its REGISTERs are refused with "
+                                     "403 at once, without a challenge.")
+    register_fail_window_s: float = Field(60.0, gt=0, description="Failed REGISTERs less than this apart form one "
+                                          "burst: one registration_rejected event per burst; a refused source may "
+                                          "register again this long after its last failure.")
 
     @field_validator("media_port_range")
     @classmethod
@@ -127,6 +137,13 @@ class GbConfig(Section):
         if not 0 <= lo <= hi <= 65535:
             raise ValueError(f"media_port_range must satisfy 0 <= low <= high <= 65535, got {list(v)}")
         return v
+
+    @model_validator(mode="after")
+    def _catalog_retry(self) -> GbConfig:
+        if self.catalog_retry_max_s < self.catalog_retry_s:
+            raise ValueError(f"catalog_retry_max_s ({self.catalog_retry_max_s:g}) must be at least "
+                             f"catalog_retry_s ({self.catalog_retry_s:g})")
+        return self
 
 
 class Schedule(Section):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -93,17 +94,22 @@ async def test_device_goes_offline_when_keepalives_stop(monkeypatch):
     """Three missed keepalive intervals mark the device and its channels offline and fire the event."""
     monkeypatch.setenv("BK_TEST_GB_DEV_PW", "dev-secret")
     events: list[GbEvent] = []
-    server = GbSipServer(gb_config(keepalive_timeout_s=0.2), on_event=events.append)
+    interval = 0.2
+    server = GbSipServer(gb_config(keepalive_timeout_s=interval), on_event=events.append)
     await server.start()
     emu = GbDeviceEmulator(EmulatorConfig("127.0.0.1", server.port, DEVICE, "dev-secret", channels=CHANNELS,
                                           keepalive_s=0.05))
     try:
         await emu.start()
         assert await emu.register() == 200
+        registered = time.monotonic()
         emu.start_keepalives()
         await async_wait_for(lambda: len(server.channels()) == 3)
-        await asyncio.sleep(0.8)  # keepalives keep it online beyond 3 intervals
+        # a watchdog pass more than 3 intervals after REGISTER would have found a silent device offline
+        await async_wait_for(lambda: server.watchdog_at > registered + 4 * interval, timeout=3,
+                             what="a keepalive watchdog pass 4 intervals after REGISTER")
         assert not any(e.kind == "device_offline" for e in events)
+        assert server.devices()[DEVICE].online
         emu.stop_keepalives()
         await async_wait_for(lambda: any(e.kind == "device_offline" for e in events), timeout=3)
         off = next(e for e in events if e.kind == "device_offline")
@@ -154,10 +160,17 @@ async def test_garbage_datagram_logged_and_server_survives(monkeypatch, capsys):
         w.write(b"NOT SIP AT ALL\r\n\r\n")
         await w.drain()
         w.close()
-        await asyncio.sleep(0.2)
-        out = capsys.readouterr()
-        text = out.out + out.err
-        assert "sip_malformed" in text and "neither a request nor a status line" in text
+        text = ""
+
+        def logged() -> bool:
+            nonlocal text
+            out = capsys.readouterr()
+            text += out.out + out.err
+            return text.count("sip_malformed") >= 3 and "sip_tcp_garbage" in text
+
+        await async_wait_for(logged, timeout=3, what="3 UDP datagrams and the TCP garbage logged")
+        assert "neither a request nor a status line" in text and "lacks the Call-ID header" in text
+        assert "SIP message over TCP lacks Content-Length" in text
         emu = GbDeviceEmulator(EmulatorConfig("127.0.0.1", server.port, DEVICE, "dev-secret"))
         await emu.start()
         assert await emu.register() == 200

@@ -1,8 +1,9 @@
 """A GB/T 28181 device (IPC/NVR) emulator for tests: SIP signalling plus PS-over-RTP media.
 
-It registers with digest auth, sends keepalives, answers Catalog queries in pages, answers
-INVITE with its own SSRC and streams a real H.264 clip packed into PS and RTP over UDP, TCP
-(either side connecting) with RFC 4571 or `$` framing.
+It registers with digest auth, sends keepalives, answers Catalog queries in pages (or drops the
+first answers, as a lossy network would), answers INVITE with its own SSRC and streams a real
+H.264 clip packed into PS and RTP over UDP, TCP (either side connecting) with RFC 4571 or `$`
+framing.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import contextlib
 import random
 import secrets
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,6 +91,7 @@ class EmulatorConfig:
     tcp_framing: str = "4571"  # or "interleaved"
     shuffle: bool = False  # swap neighbouring UDP packets to exercise the reorder buffer
     bye_after_clip: bool = True
+    drop_catalog_answers: int = 0  # the first N Catalog queries get their 200 but no Catalog response (lost)
 
 
 class _Udp(asyncio.DatagramProtocol):
@@ -109,6 +112,8 @@ class GbDeviceEmulator:
         self.byes_received = 0
         self.frames_sent = 0
         self.catalog_pages_sent = 0
+        self.catalog_queries: list[float] = []  # loop time of each Catalog query received
+        self.media_closed_at: float | None = None  # time.monotonic() when a TCP media connection was closed
         self._udp: asyncio.DatagramTransport | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._pending: dict[str, asyncio.Future[SipMessage]] = {}
@@ -234,7 +239,9 @@ class GbDeviceEmulator:
             self._reply(msg, 200, "OK")
             q = parse_manscdp(msg.body)
             if q.cmd_type == "Catalog" and q.root == "Query":
-                self._spawn(self._send_catalog(q.sn))
+                self.catalog_queries.append(asyncio.get_running_loop().time())
+                if len(self.catalog_queries) > self.cfg.drop_catalog_answers:
+                    self._spawn(self._send_catalog(q.sn))
         elif msg.method == "INVITE":
             self._spawn(self._on_invite(msg))
         elif msg.method == "ACK":
@@ -340,6 +347,7 @@ class GbDeviceEmulator:
                 udp.close()
             if writer is not None:
                 writer.close()
+                self.media_closed_at = time.monotonic()
 
 
 DEVICE = "64050200001180000001"  # the emulated device the tests register

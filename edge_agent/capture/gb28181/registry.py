@@ -38,6 +38,7 @@ class Device:
     registered_at: float = 0.0
     expires_at: float = 0.0
     last_seen: float = 0.0
+    catalog_at: float = 0.0  # monotonic time the last complete catalog arrived (0: never)
     channels: dict[str, CatalogItem] = field(default_factory=dict)
     info: dict[str, str] = field(default_factory=dict)
     # Catalog pages being collected, by SN: (SumNum, items so far)

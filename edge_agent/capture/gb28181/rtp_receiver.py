@@ -14,7 +14,7 @@ import structlog
 
 from edge_agent.capture.gb28181.framing import TcpRtpDeframer
 from edge_agent.capture.gb28181.ps import AccessUnit, PsDemuxer
-from edge_agent.capture.gb28181.rtp import ReorderBuffer, parse_rtp
+from edge_agent.capture.gb28181.rtp import ReorderBuffer, RtpPacket, parse_rtp
 from edge_agent.errors import ParseError, RetryLater
 
 log = structlog.get_logger(__name__)
@@ -40,7 +40,11 @@ class _UdpMedia(asyncio.DatagramProtocol):
 
 
 class MediaReceiver:
-    """Receives one stream. `expected_ssrc` may be re-bound (SDP answer `y=` or the first packets)."""
+    """Receives one stream. `expected_ssrc` may be re-bound (SDP answer `y=` or the first packets).
+
+    `closed` is set by `close()` and also when the TCP media connection ends (EOF, reset, framing
+    lost): the session cannot go on, so its reader stops at once; `ended` then says why.
+    """
 
     def __init__(self, expected_ssrc: int | None, *, reorder_window: int = 64, queue_size: int = 256,
                  channel_id: str = "") -> None:
@@ -50,6 +54,7 @@ class MediaReceiver:
         self.units: queue.Queue[AccessUnit] = queue.Queue(maxsize=queue_size)
         self.stats = MediaStats()
         self.closed = False
+        self.ended = ""  # why the stream ended on the device's side (TCP connection gone), if it did
         self.port = 0
         self._locked = False
         self._log = log.bind(channel=channel_id)
@@ -76,11 +81,17 @@ class MediaReceiver:
         self.expected_ssrc = pkt.ssrc
         self._locked = True
         self.stats.packets += 1
-        for p in self.reorder.push(pkt):
+        self._demux(self.reorder.push(pkt))
+
+    def _demux(self, packets: list[RtpPacket], *, last: bool = False) -> None:
+        for p in packets:
             units = self.demux.feed(p.payload)
             if p.marker:
                 units += self.demux.end_of_frame()
             for au in units:
+                self._put(au)
+        if last:  # the stream is over: what the reorder buffer and demuxer hold is all there is
+            for au in self.demux.end_of_frame():
                 self._put(au)
 
     def _put(self, au: AccessUnit) -> None:
@@ -141,22 +152,27 @@ class MediaReceiver:
             task.add_done_callback(self._tasks.discard)
         self._writers.append(writer)
         deframer = TcpRtpDeframer()
+        ended = "the device closed the TCP media connection"
         try:
             while data := await reader.read(65536):
                 try:
                     packets = deframer.feed(data)
                 except ParseError as err:
                     self._log.warning("rtp_tcp_framing", error=str(err))
+                    ended = f"unreadable RTP framing on the TCP media connection ({err})"
                     break
                 for pkt in packets:
                     self.on_rtp(pkt)
-        except ConnectionError:
-            pass
+        except ConnectionError as err:
+            ended = f"the TCP media connection failed ({type(err).__name__}: {err})"
         except asyncio.CancelledError:
-            pass  # ending normally: asyncio 3.11 logs a cancelled client_connected_cb task as an error
+            ended = ""  # our close(): asyncio 3.11 logs a cancelled client_connected_cb task as an error
         finally:
             writer.close()
-            self._log.info("rtp_tcp_closed")
+            if ended and not self.closed:  # no more media can come: the session is over
+                self._demux(self.reorder.flush(), last=True)
+                self.ended, self.closed = ended, True
+            self._log.info("rtp_tcp_closed", ended=self.ended or "by us", packets=self.stats.packets)
 
     async def close(self) -> None:
         self.closed = True

@@ -13,10 +13,12 @@ from datetime import datetime
 import structlog
 
 from edge_agent.capture.gb28181 import digest
+from edge_agent.capture.gb28181.catalog import CatalogMixin
 from edge_agent.capture.gb28181.dialog import DialogMixin
-from edge_agent.capture.gb28181.manscdp import build_query, parse_manscdp
+from edge_agent.capture.gb28181.manscdp import parse_manscdp
 from edge_agent.capture.gb28181.registry import ChannelInfo, Device, DeviceRegistry, GbEvent
 from edge_agent.capture.gb28181.sip import SipMessage, header_params, parse_message, tag_of, uri_user
+from edge_agent.capture.gb28181.throttle import RegisterThrottle
 from edge_agent.capture.gb28181.transport import SipTransport
 from edge_agent.config import GbConfig, resolve_secret
 from edge_agent.errors import ParseError, RetryLater
@@ -26,7 +28,7 @@ NONCE_TTL_S = 300.0
 MAX_NONCES = 1024
 
 
-class GbSipServer(DialogMixin):
+class GbSipServer(DialogMixin, CatalogMixin):
     """The box as GB/T 28181 SIP server (UDP and TCP on `cfg.port`).
 
     `on_event(GbEvent)` is called on the loop thread for device_online / device_offline /
@@ -37,7 +39,8 @@ class GbSipServer(DialogMixin):
     def __init__(self, cfg: GbConfig, on_event: Callable[[GbEvent], None] | None = None, *,
                  passwords: dict[str, str] | None = None, request_timeout_s: float = 5.0,
                  capture: Callable[[str, bytes], None] | None = None) -> None:
-        super().__init__()
+        DialogMixin.__init__(self)
+        CatalogMixin.__init__(self)
         self.cfg = cfg
         self.on_event = on_event
         self.registry = DeviceRegistry()
@@ -47,9 +50,10 @@ class GbSipServer(DialogMixin):
         self._capture = capture
         self._nonces: dict[str, float] = {}
         self._pending: dict[str, asyncio.Future[SipMessage]] = {}
-        self._catalog_waiters: dict[tuple[str, int], asyncio.Future[None]] = {}
         self._tasks: set[asyncio.Task] = set()
         self._sn = 0
+        self.throttle = RegisterThrottle(cfg.register_fail_limit, cfg.register_fail_window_s)
+        self.watchdog_at = 0.0  # monotonic time of the keepalive watchdog's last pass
         self.transport = SipTransport(cfg.host, cfg.port, self._on_data)
 
     # --- lifecycle -----------------------------------------------------------------------------
@@ -194,14 +198,29 @@ class GbSipServer(DialogMixin):
         hdr = ch.to_header() + (", stale=TRUE" if stale else "")
         self._reply(req, addr, transport, 401, "Unauthorized", [("WWW-Authenticate", hdr)])
 
+    def _refuse_register(self, req: SipMessage, addr: tuple[str, int], transport: str, device_id: str,
+                         reason: str, **detail) -> None:
+        """403, and one warning and one `registration_rejected` event per burst of failures."""
+        self._reply(req, addr, transport, 403, "Forbidden")
+        burst = self.throttle.failed((addr[0], device_id))
+        rlog = log.bind(device=device_id, peer=f"{addr[0]}:{addr[1]}", reason=reason, failures=burst.failures)
+        if burst.failures == 1:
+            rlog.warning("gb_register_refused", **detail)
+            self._emit("registration_rejected", device_id, reason=reason, addr=f"{addr[0]}:{addr[1]}")
+        else:
+            rlog.debug("gb_register_refused_again", **detail)
+        if burst.failures == self.throttle.limit:
+            rlog.warning("gb_register_throttled", burst_s=round(burst.last - burst.first, 3),
+                         refused_for_s=self.cfg.register_fail_window_s)
+
     def _on_register(self, req: SipMessage, addr: tuple[str, int], transport: str) -> None:
         device_id = uri_user(req.get("From") or "")
-        rlog = log.bind(device=device_id, peer=f"{addr[0]}:{addr[1]}")
+        if self.throttle.locked((addr[0], device_id)):
+            self._reply(req, addr, transport, 403, "Forbidden")  # at once: no challenge, no digest
+            return
         password = self._password_for(device_id)
         if password is None:
-            rlog.warning("gb_register_no_password")
-            self._reply(req, addr, transport, 403, "Forbidden")
-            self._emit("registration_rejected", device_id, reason="no password configured")
+            self._refuse_register(req, addr, transport, device_id, "no password configured")
             return
         auth = req.get("Authorization")
         if auth is None:
@@ -213,10 +232,12 @@ class GbSipServer(DialogMixin):
             self._challenge(req, addr, transport, stale=True)
             return
         if creds.username != device_id or not digest.verify(creds, password=password, method="REGISTER"):
-            rlog.warning("gb_register_bad_credentials", username=creds.username)
-            self._reply(req, addr, transport, 403, "Forbidden")
-            self._emit("registration_rejected", device_id, reason="wrong password")
+            self._refuse_register(req, addr, transport, device_id, "wrong password", username=creds.username)
             return
+        burst = self.throttle.succeeded((addr[0], device_id))
+        if burst is not None:
+            log.info("gb_register_ok_after_failures", device=device_id, failures=burst.failures,
+                     refused_at_once=burst.refused)
         expires_hdr = req.get("Expires")
         if expires_hdr is None:
             expires_hdr = header_params(req.get("Contact") or "")[1].get("expires", "3600")
@@ -229,8 +250,7 @@ class GbSipServer(DialogMixin):
         dev = self.registry.devices.get(device_id)
         if expires == 0:
             if dev is not None and dev.online:
-                dev.online = False
-                self._emit("device_offline", device_id, reason="unregistered")
+                self._went_offline(dev, reason="unregistered")
             return
         if dev is None:
             dev = Device(device_id, transport, addr)
@@ -242,13 +262,12 @@ class GbSipServer(DialogMixin):
         dev.touch()
         if not was_online:
             self._emit("device_online", device_id, transport=transport, addr=f"{addr[0]}:{addr[1]}")
-            self._spawn(self._catalog_after_register(device_id), f"gb-catalog-{device_id}")
+            self._start_catalog_queries(device_id)
 
-    async def _catalog_after_register(self, device_id: str) -> None:
-        try:
-            await self.query_catalog(device_id)
-        except (TimeoutError, RetryLater) as err:
-            log.warning("gb_catalog_failed", device=device_id, error=str(err))
+    def _went_offline(self, dev: Device, **detail) -> None:
+        dev.online = False
+        self._stop_catalog_queries(dev.device_id)
+        self._emit("device_offline", dev.device_id, **detail)
 
     # --- MESSAGE (MANSCDP) ---------------------------------------------------------------------
     def _on_message(self, req: SipMessage, addr: tuple[str, int], transport: str) -> None:
@@ -265,42 +284,12 @@ class GbSipServer(DialogMixin):
             if not dev.online and time.monotonic() < dev.expires_at:
                 dev.online = True
                 self._emit("device_online", device_id, reason="keepalive")
+                if dev.catalog_at < dev.registered_at:
+                    self._start_catalog_queries(device_id)
         elif body.cmd_type == "Catalog" and body.root == "Response":
             self._collect_catalog(dev, body.sn, body.sum_num or 0, body.items)
         elif body.cmd_type == "DeviceInfo" and body.root == "Response":
             dev.info = dict(body.fields)
-
-    def _collect_catalog(self, dev: Device, sn: int, sum_num: int, items: list) -> None:
-        total, got = dev.pending_catalog.get(sn, (sum_num, {}))
-        for it in items:
-            got[it.device_id] = it
-        if len(got) < total:
-            dev.pending_catalog[sn] = (total, got)
-            return
-        dev.pending_catalog.pop(sn, None)
-        dev.channels = got
-        self._emit("catalog", dev.device_id, channels=sorted(got), sum_num=total)
-        fut = self._catalog_waiters.pop((dev.device_id, sn), None)
-        if fut is not None and not fut.done():
-            fut.set_result(None)
-
-    async def query_catalog(self, device_id: str, timeout: float | None = None) -> list[ChannelInfo]:
-        """Ask a device for its catalog and wait until every page (SumNum items) has arrived."""
-        dev = self.registry.devices.get(device_id)
-        if dev is None or not dev.online:
-            raise RetryLater(f"GB device {device_id} is not registered")
-        sn = self._next_sn()
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._catalog_waiters[(device_id, sn)] = fut
-        try:
-            resp = await self.request(dev, "MESSAGE", f"sip:{device_id}@{dev.addr[0]}:{dev.addr[1]}", device_id,
-                                      body=build_query("Catalog", sn, device_id), ctype="Application/MANSCDP+xml")
-            if resp.status != 200:
-                raise RetryLater(f"GB device {device_id} answered the catalog query with {resp.status}")
-            await asyncio.wait_for(fut, timeout or self.request_timeout_s * 2)
-        finally:
-            self._catalog_waiters.pop((device_id, sn), None)
-        return [c for c in self.channels() if c.device_id == device_id]
 
     # --- keepalive watchdog --------------------------------------------------------------------
     async def _watchdog(self) -> None:
@@ -312,9 +301,7 @@ class GbSipServer(DialogMixin):
                 if not dev.online:
                     continue
                 if now - dev.last_seen > 3 * interval:
-                    dev.online = False
-                    self._emit("device_offline", dev.device_id, reason="keepalive timeout",
-                               silent_s=round(now - dev.last_seen, 2))
+                    self._went_offline(dev, reason="keepalive timeout", silent_s=round(now - dev.last_seen, 2))
                 elif now > dev.expires_at:
-                    dev.online = False
-                    self._emit("device_offline", dev.device_id, reason="registration expired")
+                    self._went_offline(dev, reason="registration expired")
+            self.watchdog_at = now

@@ -98,4 +98,5 @@ class GbChannelSource:
             except av.error.FFmpegError:
                 pass
         if ended:
-            raise RetryLater(f"GB channel {self.channel_id}: the device ended the session")
+            why = f" ({session.receiver.ended})" if session.receiver.ended else ""
+            raise RetryLater(f"GB channel {self.channel_id}: the device ended the session{why}")
