@@ -301,7 +301,8 @@ class AgentConfig(Section):
     motion: MotionConfig = Field(default_factory=MotionConfig, description="Motion gate.")
     uplink: UplinkConfig = Field(default_factory=UplinkConfig, description="MQTT uplink to the cloud.")
     gb28181: GbConfig = Field(default_factory=GbConfig, description="GB/T 28181 SIP server.")
-    status_port: int = Field(0, ge=0, le=65535, description="Local HTTP status endpoint on 127.0.0.1 (0 = off).")
+    status_port: int = Field(0, ge=0, le=65535, description="Port of the local status endpoint on 127.0.0.1: "
+                             "GET /healthz and Prometheus GET /metrics (0 = off).")
     cameras: list[CameraConfig] = Field(default_factory=list, description="Cameras of this box.")
 
     @model_validator(mode="after")

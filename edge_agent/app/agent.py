@@ -92,6 +92,8 @@ class Agent:
         self.worker_beats: list[float] = []  # heartbeat (monotonic) of each inference worker
         self._worker_gen: list[int] = []  # current generation of each inference worker
         self.supervisor: Supervisor | None = None
+        self.last_pass: float | None = None  # monotonic time of the supervisor loop's last pass
+        self.status_http = None  # StatusServer on 127.0.0.1:status_port while running
         self.log = log.bind(device=cfg.device.id)
 
     # --- wiring ----------------------------------------------------------------------------
@@ -187,11 +189,21 @@ class Agent:
         self.supervisor = Supervisor(self, stuck_after_s=tu.stuck_after_s, restart_min_s=tu.restart_min_s,
                                      restart_max_s=tu.restart_max_s, give_up_after=tu.give_up_after,
                                      give_up_window_s=tu.give_up_window_s)
+        if self.cfg.status_port:
+            from edge_agent.app.status_http import StatusServer
+
+            try:
+                self.status_http = StatusServer(self, self.cfg.status_port)
+                self.status_http.start()
+            except OSError as err:  # the port in use: the agent runs on without its status page
+                self.log.error("status_http_failed", port=self.cfg.status_port, error=str(err))
         try:
             self._supervise(stop)
         finally:
             stop.set()
             sdnotify.notify("STOPPING=1")
+            if self.status_http is not None:
+                self.status_http.stop()
             deadline = time.monotonic() + self.tuning.join_timeout_s
             for t in workers:
                 t.join(max(0.0, deadline - time.monotonic()))
@@ -215,6 +227,7 @@ class Agent:
         while not stop.is_set():
             self._housekeeping()
             self.supervisor.step(stop)
+            self.last_pass = time.monotonic()
             if not ready and (all(r.attempted.is_set() for _, r in self.readers())
                               or time.monotonic() - started >= self.tuning.ready_timeout_s):
                 ready = True
