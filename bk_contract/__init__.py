@@ -4,6 +4,7 @@ loader (`bk_common.yamlconf`). Depends only on pydantic and PyYAML.
 """
 
 from bk_contract.chunks import ChunkHeader, decode_chunk, encode_chunk, split_media
+from bk_contract.media_types import MEDIA_TYPES, media_type_problem, sniff_media_type
 from bk_contract.payloads import (
     Alert,
     AlertBox,
@@ -17,6 +18,7 @@ from bk_contract.payloads import (
 from bk_contract.topics import PREFIX, TopicError, parse_topic, topic
 
 __all__ = [
+    "MEDIA_TYPES",
     "PREFIX",
     "Alert",
     "AlertBox",
@@ -30,7 +32,9 @@ __all__ = [
     "TopicError",
     "decode_chunk",
     "encode_chunk",
+    "media_type_problem",
     "parse_topic",
+    "sniff_media_type",
     "split_media",
     "topic",
 ]

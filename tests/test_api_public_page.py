@@ -44,7 +44,7 @@ async def test_canteen_sets_its_licences_and_own_snapshots_only(world):
     # another canteen's picture is refused
     foreign = world.add_media(jpeg("c1-kitchen"), "k1", DEVICES["C1"])
     r = await _patch(world, "C3", "c3", {"snapshots": [{"sha256": foreign, "taken_at": "2026-11-28T09:00:00Z"}]})
-    assert r.status == 400 and "not a stored picture of this canteen's boxes" in (await r.json())["error"]["message"]
+    assert r.status == 422 and "not a stored picture of this canteen's boxes" in (await r.json())["error"]["message"]
     assert (await world.client.get(f"/api/v1/media/{foreign}")).status == 404  # still not public
 
 

@@ -73,7 +73,7 @@ async def test_full_workflow_over_http(world):
     ("reg", "/alerts/W1/review", {"decision": "approve"}, 409),       # nothing submitted yet
     ("reg", "/alerts/W3/review", {"decision": "approve"}, 404),       # outside jurisdiction
     ("reg", "/alerts/W1/review", {"decision": "maybe"}, 400),
-    ("reg", "/alerts/W1/deadline", {"deadline": "2001-01-01T00:00:00Z"}, 400),  # in the past
+    ("reg", "/alerts/W1/deadline", {"deadline": "2001-01-01T00:00:00Z"}, 422),  # well-formed, but in the past
     ("reg", "/alerts/W1/deadline", {}, 400),
     ("c3", "/alerts/W1/rectification", {"note": "x", "photo_base64": "AAAA"}, 404),
     ("reg", "/alerts/W1/rectification", {"note": "x", "photo_base64": "AAAA"}, 403),

@@ -58,7 +58,7 @@ def ingestor(store, tmp_path):
 
 def test_alert_snapshot_and_repeats(ingestor, tmp_path):
     """Alert + chunked snapshot stored once, file sha256 equal to the one sent, repeats recognised, higher rev updates."""
-    data = os.urandom(10_000)
+    data = b"\xff\xd8\xff" + os.urandom(9_997)  # a JPEG start: the receiver checks the bytes
     digest, chunks = split_media(data, "image/jpeg", 4096)
     alert = make_alert(DEV, 1, snapshot=MediaRef(id="S1", sha256=digest, bytes=len(data)))
     outcomes = []

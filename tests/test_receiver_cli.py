@@ -100,10 +100,12 @@ def test_bad_config_exit_code_names_line(tmp_path, capsys):
     assert f"{bad}:2: mqtt.prot: unknown key" in capsys.readouterr().err
 
 
-def _poll_health(url: str, ok, timeout: float = 10.0) -> bool:
+def _poll_health(url: str, ok, timeout: float = 10.0, token: str | None = None) -> bool:
+    request = urllib.request.Request(url + "/healthz", headers={"Authorization": f"Bearer {token}"} if token else {})
+
     def healthy() -> bool:
         try:
-            with urllib.request.urlopen(url + "/healthz", timeout=2) as resp:
+            with urllib.request.urlopen(request, timeout=2) as resp:
                 return bool(ok(json.loads(resp.read())))
         except OSError:
             return False  # not listening yet, or 503 while MQTT is not connected
@@ -122,6 +124,8 @@ def test_serve_prints_url_ingests_and_stops_on_sigterm(broker, tmp_path, capsys,
     out = capsys.readouterr().out
     device_id, device_pw = re.search(r"device_id: (\d{20})", out).group(1), re.search(r"设备密码 password: (\S+)", out).group(1)
     rx_pw = re.search(r"接收端密码 password: (\S+)", out).group(1)
+    assert main(["-c", str(cfg), "token", "create", "--role", "admin", "--name", "ops"]) == 0
+    admin = capsys.readouterr().out.strip().splitlines()[-1]
     notify = NotifySocket(tmp_path / "notify")
     env = {**os.environ, "BK_TEST_RX_PW": rx_pw, "PYTHONPATH": str(ROOT), "NOTIFY_SOCKET": str(tmp_path / "notify"),
            "WATCHDOG_USEC": "400000"}
@@ -145,11 +149,12 @@ def test_serve_prints_url_ingests_and_stops_on_sigterm(broker, tmp_path, capsys,
         assert url, "".join(seen)
         assert wait_until(lambda: notify.times("READY=1"), 5), notify.messages
         assert wait_until(lambda: len(notify.times("WATCHDOG=1")) >= 3, 5), notify.messages
-        assert _poll_health(url, lambda h: h["mqtt_connected"] and h["mqtt_subscribed"]), "receiver never subscribed"
+        assert _poll_health(url, lambda h: h == {"status": "up"}), "receiver never subscribed"  # public: up/down only
+        assert _poll_health(url, lambda h: h["mqtt_connected"] and h["mqtt_subscribed"], token=admin), "no details"
         dev = DeviceClient(broker, device_id, device_pw)
         assert dev.publish_alert(make_alert(device_id, 5)) == 0
         dev.close()
-        assert _poll_health(url, lambda h: h["ingest"].get("stored") == 1), "alert not stored"
+        assert _poll_health(url, lambda h: h["ingest"].get("stored") == 1, token=admin), "alert not stored"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0
         assert notify.times("STOPPING=1"), notify.messages

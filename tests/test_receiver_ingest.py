@@ -37,7 +37,7 @@ async def test_alert_and_snapshot_stored_once_with_matching_sha256(broker, tmp_p
     try:
         dev_id, pw = broker.add_device()
         _register(rx.storage, dev_id)
-        snapshot = os.urandom(200_000)
+        snapshot = b"\xff\xd8\xff\xe0" + os.urandom(200_000)  # the receiver checks JPEG bytes
         digest, chunks = split_media(snapshot, "image/jpeg", 64 * 1024)
         alert = make_alert(dev_id, 1, snapshot=MediaRef(id="S1", sha256=digest, bytes=len(snapshot)))
         queue = rx.app[ALERT_HUB].subscribe().queue
@@ -94,7 +94,7 @@ def _bad_messages(known: str, other: str, unknown: str) -> list[tuple[str, str, 
     wrong_schema["type"] = "dancing"
     extra = json.loads(good.model_dump_json()) | {"surprise": 1}
     huge = json.loads(good.model_dump_json()) | {"detail": "x" * 70_000}
-    data = os.urandom(3000)
+    data = b"\xff\xd8\xff\xe0" + os.urandom(2996)
     bad_digest = hashlib.sha256(b"something else").hexdigest()
     liar = [encode_chunk(ChunkHeader(i, 3, len(data), bad_digest, "image/jpeg"), data[i * 1000:(i + 1) * 1000])
             for i in range(3)]

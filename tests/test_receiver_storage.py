@@ -82,7 +82,7 @@ def test_duplicate_device_is_a_storage_error(store):
 
 def test_media_reassembly_in_any_order_and_repeats(store, tmp_path):
     """Chunks in any order, some twice, give one file named by its sha256 and one media row."""
-    data = os.urandom(10_000)
+    data = b"\xff\xd8\xff" + os.urandom(9_997)  # a JPEG start: the receiver checks the bytes
     digest, chunks = split_media(data, "image/jpeg", 3000)
     asm = MediaAssembler(store, tmp_path / "media", chunk_data_bytes=3000, media_max_bytes=100_000)
     states = []
@@ -120,7 +120,7 @@ def test_chunk_disagreeing_with_earlier_chunks_rejected(store, tmp_path):
 def test_same_content_from_two_devices_shares_one_file(store, tmp_path):
     """Media is stored by content hash: identical bytes are one file, two rows."""
     store.add_device("64050200001180000002", "c1")
-    data = b"same jpeg"
+    data = b"\xff\xd8\xff same jpeg"
     digest = hashlib.sha256(data).hexdigest()
     asm = MediaAssembler(store, tmp_path / "m", chunk_data_bytes=3000, media_max_bytes=100_000)
     for dev in ("64050200001180000001", "64050200001180000002"):

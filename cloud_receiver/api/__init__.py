@@ -1,7 +1,8 @@
 """The HTTP API under /api/v1: routes, roles, the OpenAPI document, SSE, and the push lifecycle.
 
 `setup_api(app)` is called by `cloud_receiver.app.factory.create_app` before the app starts. It adds the
-JSON-error and bearer-token middlewares, the routes, and a cleanup context that (after the
+JSON-error and bearer-token middlewares, the security headers of every response (`http`), the
+routes, and a cleanup context that (after the
 app's storage context has opened `app[STORAGE]`) builds the handlers' `ApiContext` and starts
 the WeCom/DingTalk push (`cloud_receiver.push.wiring.push_ctx`).
 """
@@ -16,6 +17,7 @@ from cloud_receiver.admin import auth
 from cloud_receiver.api import alerts, public_page, resources, stream
 from cloud_receiver.api.context import API_CONTEXT, ApiContext, ApiSettings, ctx
 from cloud_receiver.api.errors import error_middleware, json_error
+from cloud_receiver.api.http import json_response, security_headers
 from cloud_receiver.api.openapi import DOCUMENT
 from cloud_receiver.appkeys import ALERT_HUB, CONFIG, STORAGE
 from cloud_receiver.push.robots import PushSettings
@@ -27,7 +29,7 @@ PUSH_SETTINGS = web.AppKey("push_settings", PushSettings)
 
 
 async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(DOCUMENT)
+    return json_response(DOCUMENT)
 
 
 ROUTES: tuple[tuple[str, str, object], ...] = (
@@ -62,6 +64,7 @@ def setup_api(app: web.Application, *, settings: ApiSettings | None = None,
     """Register /api/v1 on `app` (call before the app starts)."""
     app[API_SETTINGS] = settings or ApiSettings()
     app[PUSH_SETTINGS] = push_settings or PushSettings(default_deadline_hours=app[API_SETTINGS].default_deadline_hours)
+    app.on_response_prepare.append(security_headers)
     app.middlewares.append(error_middleware)
     app.middlewares.append(auth.auth_middleware(_db_of, json_error, _tickets_of))
     for method, path, handler in ROUTES:

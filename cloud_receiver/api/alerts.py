@@ -5,20 +5,27 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import json
+import re
+from datetime import datetime
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
+from bk_contract.media_types import JPEG, sniff_media_type
 from bk_contract.violations import VIOLATION_NAMES
 from cloud_receiver.admin.auth import Principal, principal_of
+from cloud_receiver.api.bodies import Approve, DeadlineBody, RectificationJson, Reject
 from cloud_receiver.api.context import ApiContext, ctx
 from cloud_receiver.api.errors import ApiError, bad_request
-from cloud_receiver.api.params import json_body, parse_int, parse_time, text_field
+from cloud_receiver.api.http import json_response
+from cloud_receiver.api.params import from_json, json_raw, parse_int, parse_time
 from cloud_receiver.storage.media_store import write_media_file
 from cloud_receiver.storage.sqlite import utc_now
 from cloud_receiver.workflow import queries, rectify
 
-PHOTO_TYPES = {b"\xff\xd8\xff": "image/jpeg", b"\x89PNG\r\n\x1a\n": "image/png"}
-UPLOAD_DEVICE = "api-upload"  # `media.device_id` of photos uploaded through the API
+CURSOR = re.compile(r"^[A-Za-z0-9_-]{1,512}$")  # what next_cursor looks like (base64url)
+UPLOAD_DEVICE = queries.UPLOAD_DEVICE  # `media.device_id` of photos uploaded through the API (owned via their alert)
 
 
 def _require_login(request: web.Request) -> None:
@@ -29,19 +36,30 @@ def _require_login(request: web.Request) -> None:
 async def list_alerts(request: web.Request) -> web.Response:
     _require_login(request)
     c, q, p = ctx(request), request.query, principal_of(request)
-    types = tuple(t for t in q.get("type", "").split(",") if t)
+    types = tuple(q["type"].split(",")) if "type" in q else ()
     unknown = [t for t in types if t not in VIOLATION_NAMES]
     if unknown:
-        raise bad_request(f"unknown alert type(s) {', '.join(unknown)}; known: {', '.join(VIOLATION_NAMES)}")
-    canteen = q.get("canteen") or None
-    if canteen and p.role == "canteen" and canteen != p.scope:
+        raise bad_request(f"type: unknown alert type(s) {', '.join(repr(t[:40]) for t in unknown[:5])}; "
+                          f"known: {', '.join(VIOLATION_NAMES)}")
+    cursor = q.get("cursor")
+    if cursor is not None:
+        if not CURSOR.match(cursor):
+            raise bad_request("cursor: not a cursor (give next_cursor of the previous page as it was)")
+        try:
+            queries.decode_cursor(cursor)
+        except queries.QueryError as err:
+            raise ApiError(422, "bad_request", f"cursor: {err}") from err
+    canteen = q.get("canteen")
+    if canteen is not None and p.role == "canteen" and canteen != p.scope:
         raise ApiError(403, "forbidden", f"this token may only read canteen {p.scope!r}")
-    f = queries.AlertFilter(since=parse_time("since", q.get("since")), until=parse_time("until", q.get("until")),
-                            types=types, canteen_id=canteen, status=q.get("status") or None)
+    tz = c.settings.tz_hours
+    f = queries.AlertFilter(since=parse_time("since", q.get("since"), tz_hours=tz),
+                            until=parse_time("until", q.get("until"), tz_hours=tz),
+                            types=types, canteen_id=canteen, status=q.get("status"))
     limit = parse_int("limit", q.get("limit"), 50, 1, queries.LIMIT_MAX)
-    rows, nxt = queries.list_alerts(c.storage.db, p, f, now=c.now(), limit=limit, cursor=q.get("cursor") or None,
+    rows, nxt = queries.list_alerts(c.storage.db, p, f, now=c.now(), limit=limit, cursor=cursor,
                                     default_hours=c.settings.default_deadline_hours)
-    return web.json_response({"items": rows, "next_cursor": nxt})
+    return json_response({"items": rows, "next_cursor": nxt})
 
 
 async def get_alert(request: web.Request) -> web.Response:
@@ -50,38 +68,49 @@ async def get_alert(request: web.Request) -> web.Response:
     row = queries.get_alert_row(c.storage.db, p, request.match_info["id"])
     body = queries.alert_view(row, c.now(), c.settings.default_deadline_hours)
     body["transitions"] = queries.transitions(c.storage.db, row["id"])
-    return web.json_response(body)
+    return json_response(body)
 
 
 def _answer(c: ApiContext, row: dict, status: int = 200) -> web.Response:
     body = queries.alert_view(row, c.now(), c.settings.default_deadline_hours)
     body["transitions"] = queries.transitions(c.storage.db, row["id"])
-    return web.json_response(body, status=status)
+    return json_response(body, status=status)
+
+
+def _in_future(c: ApiContext, deadline: datetime | None) -> datetime | None:
+    """A well-formed deadline that has already passed is refused with 422 (the schema cannot say "future")."""
+    if deadline is not None and deadline <= c.now():
+        raise ApiError(422, "invalid_input", f"deadline: {deadline.isoformat()} is not in the future")
+    return deadline
 
 
 async def set_deadline(request: web.Request) -> web.Response:
     _require_login(request)
     c, p = ctx(request), principal_of(request)
-    body = await json_body(request)
-    deadline = parse_time("deadline", body.get("deadline"), required=True)
+    body = from_json(DeadlineBody, await json_raw(request))
+    deadline = _in_future(c, parse_time("deadline", body.deadline, required=True))
     row = queries.apply_action(c.storage, p, request.match_info["id"], rectify.Action.SET_DEADLINE, now=c.now(),
-                               default_hours=c.settings.default_deadline_hours, note=text_field(body, "note"),
-                               new_deadline=deadline)
+                               default_hours=c.settings.default_deadline_hours, note=body.note, new_deadline=deadline)
     return _answer(c, row)
 
 
 async def review(request: web.Request) -> web.Response:
     _require_login(request)
     c, p = ctx(request), principal_of(request)
-    body = await json_body(request)
-    decision = body.get("decision")
-    actions = {"approve": rectify.Action.APPROVE, "reject": rectify.Action.REJECT}
-    if decision not in actions:
-        raise bad_request("decision must be 'approve' or 'reject'")
-    deadline = parse_time("deadline", body.get("deadline"), required=decision == "reject")
-    row = queries.apply_action(c.storage, p, request.match_info["id"], actions[decision], now=c.now(),
-                               default_hours=c.settings.default_deadline_hours, note=text_field(body, "note"),
-                               new_deadline=deadline)
+    raw = await json_raw(request)
+    try:
+        obj = json.loads(raw)
+    except ValueError:
+        obj = None  # not JSON: from_json below names the problem
+    decision = obj.get("decision") if isinstance(obj, dict) else None
+    if isinstance(obj, dict) and decision not in ("approve", "reject"):
+        shown = json.dumps(decision, ensure_ascii=False)[:40]
+        raise bad_request(f"decision: must be 'approve' or 'reject', not {shown}", "invalid_input")
+    body: Approve | Reject = from_json(Reject if decision == "reject" else Approve, raw)
+    deadline = _in_future(c, parse_time("deadline", body.deadline, required=True)) if isinstance(body, Reject) else None
+    action = rectify.Action.APPROVE if decision == "approve" else rectify.Action.REJECT
+    row = queries.apply_action(c.storage, p, request.match_info["id"], action, now=c.now(),
+                               default_hours=c.settings.default_deadline_hours, note=body.note, new_deadline=deadline)
     return _answer(c, row)
 
 
@@ -97,20 +126,19 @@ async def submit_rectification(request: web.Request) -> web.Response:
     limit = c.settings.photo_max_bytes
     if request.content_type.startswith("multipart/"):
         note, photo = await _read_multipart(request, limit)
-    elif request.content_type == "application/json":
-        body = await json_body(request, max_bytes=limit * 4 // 3 + 64 * 1024)
-        note = text_field(body, "note")
-        encoded = body.get("photo_base64")
-        if not isinstance(encoded, str) or not encoded:
-            raise bad_request("photo_base64 is required: the photo as base64 text")
+    else:
+        if request.content_type != "application/json":
+            raise ApiError(415, "unsupported_media_type", "send multipart/form-data (note, photo) or "
+                           f"application/json (note, photo_base64), not {request.content_type or 'nothing'}")
+        raw = await json_raw(request, max_bytes=limit * 4 // 3 + 64 * 1024)
+        body = from_json(RectificationJson, raw)
+        note = body.note
         try:
-            photo = base64.b64decode(encoded, validate=True)
+            photo = base64.b64decode(body.photo_base64, validate=True)
         except (binascii.Error, ValueError) as err:
             raise bad_request("photo_base64 is not valid base64") from err
-    else:
-        raise bad_request("send multipart/form-data (note, photo) or application/json (note, photo_base64)")
     if photo is None:
-        raise bad_request("photo is required")
+        raise bad_request("photo is required: a form field `photo` with the JPEG image", "invalid_input")
     if len(photo) > limit:
         raise ApiError(413, "too_large", f"photo of {len(photo)} bytes exceeds {limit}")
     sha = store_photo(c, photo)
@@ -120,6 +148,14 @@ async def submit_rectification(request: web.Request) -> web.Response:
 
 
 async def _read_multipart(request: web.Request, limit: int) -> tuple[str, bytes | None]:
+    try:
+        return await _read_parts(request, limit)
+    except (ValueError, AssertionError, LookupError, HttpProcessingError) as err:
+        # aiohttp's multipart reader raises these for a missing boundary or a malformed part
+        raise bad_request(f"malformed multipart body: {err or type(err).__name__}") from err
+
+
+async def _read_parts(request: web.Request, limit: int) -> tuple[str, bytes | None]:
     note, photo = "", None
     reader = await request.multipart()
     while (part := await reader.next()) is not None:
@@ -149,10 +185,11 @@ def _dry_run_submit(c: ApiContext, p: Principal, row: dict) -> None:
 
 
 def store_photo(c: ApiContext, data: bytes) -> str:
-    """Store a JPEG/PNG photo by content hash (file + `media` row); returns its sha256."""
-    ctype = next((t for magic, t in PHOTO_TYPES.items() if data.startswith(magic)), None)
-    if ctype is None:
-        raise bad_request("photo must be a JPEG or PNG image")
+    """Store a JPEG photo by content hash (file + `media` row); returns its sha256."""
+    ctype = sniff_media_type(data)
+    if ctype != JPEG:  # a well-formed upload of the wrong kind of file: 422
+        raise ApiError(422, "invalid_input", "photo: must be a JPEG image (bytes starting with the JPEG SOI marker "
+                       "ff d8 ff)")
     sha = hashlib.sha256(data).hexdigest()
     rel = write_media_file(c.media_dir, data, sha)
     with c.storage.write() as db:

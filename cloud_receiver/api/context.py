@@ -21,8 +21,11 @@ class ApiSettings:
     photo_max_bytes: int = 5 * 1024 * 1024
     sse_keepalive_s: float = 15.0
     public_snapshots: int = 12  # how many recent public kitchen snapshots the public page lists
-    tz_hours: int = 8  # local day boundary of /stats (China Standard Time)
+    tz_hours: int = 8  # China Standard Time: local days of /stats, and what a bare date in since/until means
     stats_max_days: int = 366
+    sse_max_streams: int = 500  # open alert streams in all; one more is refused with 429
+    sse_max_streams_per_token: int = 8  # open alert streams of one token (its tickets included)
+    canteen_cache_s: float = 60.0  # how long a stream trusts a canteen's name and jurisdiction
 
 
 @dataclass(slots=True)
@@ -32,7 +35,8 @@ class ApiContext:
     media_dir: Path
     settings: ApiSettings = field(default_factory=ApiSettings)
     stop: asyncio.Event = field(default_factory=asyncio.Event)  # set on shutdown; ends SSE streams
-    jurisdictions: dict[str, str] = field(default_factory=dict)  # canteen id -> jurisdiction (SSE filter)
+    canteens: dict[str, tuple[float, str, str]] = field(default_factory=dict)  # id -> (read at, name, jurisdiction)
+    streams: dict[str, int] = field(default_factory=dict)  # token sha256 -> open alert streams
     pusher: Any = None  # cloud_receiver.push.robots.Pusher while the app runs
     tickets: StreamTickets = field(default_factory=StreamTickets)  # SSE stream tickets (in memory)
 

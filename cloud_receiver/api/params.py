@@ -1,40 +1,80 @@
-"""Parsing of query parameters and JSON bodies into typed values; errors say what is wrong (400)."""
+"""Parsing of query parameters and JSON bodies into typed values; errors name what is wrong (4xx).
+
+JSON bodies are read with a byte limit, must be sent as `application/json` (415 otherwise), and
+their nesting is measured before they are parsed (`nests_deeper`), so a hostile body cannot make the
+parser recurse until it fails.
+"""
 
 from __future__ import annotations
 
-import json
-from datetime import UTC, datetime
-from typing import Any
+import re
+from datetime import UTC, datetime, timedelta, timezone
+from typing import TypeVar
 
 from aiohttp import web
+from pydantic import BaseModel, ValidationError
 
-from cloud_receiver.api.errors import bad_request
+from cloud_receiver.api.errors import ApiError, bad_request
+from cloud_receiver.errors import validation_problem
+
+M = TypeVar("M", bound=BaseModel)
+JSON_MAX_DEPTH = 32  # no request body of this API nests deeper than 4
+TIME_EXAMPLE = "2024-05-01T08:00:00+08:00"
+_BARE_DATE = re.compile(r"^([0-9]{4})-([0-9]{2})-([0-9]{2})$")
+# RFC 3339 date-time, which is what the "date-time" format of the OpenAPI document means; in a query
+# string an unencoded `+` arrives as a space, so a space stands for `+` before the zone
+_DATE_TIME = re.compile(r"^([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt ]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]{1,30}))?"
+                        r"(?:[Zz]|([+ -])([0-9]{2}):([0-9]{2}))$")
+_NO_ZONE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?$")
 
 
-def parse_time(name: str, value: str | None, *, required: bool = False) -> datetime | None:
-    """An ISO-8601 time with a zone (or `Z`); a bare date means its start in UTC."""
-    if value is None or value == "":
+def parse_time(name: str, value: object, *, required: bool = False, tz_hours: int | None = None) -> datetime | None:
+    """An RFC 3339 time with a zone (`Z` or `±hh:mm`) as an aware UTC datetime; 400 naming `name` otherwise.
+
+    Where `tz_hours` is given a bare date (`2024-05-01`) is accepted too and means the start of that
+    day in that zone (the product's zone is UTC+8). A leap second (`:60`) is the end of its minute.
+    """
+    if value is None:
         if required:
-            raise bad_request(f"{name} is required (ISO-8601 time with zone, e.g. 2024-05-01T08:00:00+08:00)")
+            raise bad_request(f"{name} is required: an ISO-8601 time with a zone, e.g. {TIME_EXAMPLE}")
         return None
+    if not isinstance(value, str):
+        raise bad_request(f"{name} must be a string: an ISO-8601 time with a zone, e.g. {TIME_EXAMPLE}; "
+                          f"got {type(value).__name__}")
+    shown = value if len(value) <= 64 else value[:64] + "…"
+    if tz_hours is not None and (d := _BARE_DATE.match(value)):
+        parts, offset, leap = [*map(int, d.groups()), 0, 0, 0, 0], tz_hours * 60, False
+    elif m := _DATE_TIME.match(value):
+        y, mo, day, hh, mi, ss, frac, sign, zh, zm = m.groups()
+        offset = 0 if sign is None else (-1 if sign == "-" else 1) * (int(zh) * 60 + int(zm))
+        leap = ss == "60"
+        parts = [int(y), int(mo), int(day), int(hh), int(mi), 59 if leap else int(ss),
+                 999_999 if leap else int((frac or "0")[:6].ljust(6, "0"))]
+    else:
+        problem = "needs a time zone" if _NO_ZONE.match(value) else "is not an ISO-8601 time with a zone"
+        also = " or a date (meaning its start in UTC+8)" if tz_hours is not None else ""
+        raise bad_request(f"{name}={shown!r} {problem}; e.g. {TIME_EXAMPLE}{also}")
+    out_of_range = ApiError(422, "bad_request", f"{name}={shown!r} is outside the supported range "
+                            "(years 1 to 9999 in UTC)")
+    if parts[0] == 0:  # RFC 3339 has a year 0; a datetime has not
+        raise out_of_range
     try:
-        t = datetime.fromisoformat(value.replace("Z", "+00:00").replace(" ", "+"))
-    except ValueError as err:
-        raise bad_request(f"{name}={value!r} is not an ISO-8601 time, e.g. 2024-05-01T08:00:00+08:00") from err
-    if t.tzinfo is None:
-        if len(value) == 10:
-            return t.replace(tzinfo=UTC)
-        raise bad_request(f"{name}={value!r} needs a time zone, e.g. 2024-05-01T08:00:00+08:00")
-    return t
+        t = datetime(*parts, tzinfo=timezone(timedelta(minutes=offset)))  # type: ignore[misc]
+    except ValueError as err:  # February 30th, hour 25, offset of a day or more
+        raise bad_request(f"{name}={shown!r} is not a valid time: {err}") from err
+    try:
+        return t.astimezone(UTC)
+    except OverflowError as err:
+        raise out_of_range from err
 
 
 def parse_int(name: str, value: str | None, default: int, lo: int, hi: int) -> int:
-    if value is None or value == "":
+    if value is None:
         return default
     try:
         n = int(value)
     except ValueError as err:
-        raise bad_request(f"{name}={value!r} is not an integer") from err
+        raise bad_request(f"{name}={value[:32]!r} is not an integer") from err
     if not lo <= n <= hi:
         raise bad_request(f"{name}={n} is outside {lo}..{hi}")
     return n
@@ -42,7 +82,6 @@ def parse_int(name: str, value: str | None, default: int, lo: int, hi: int) -> i
 
 async def read_limited(request: web.Request, max_bytes: int) -> bytes:
     """The request body, refused with 413 when it exceeds `max_bytes` (read without buffering more)."""
-    from cloud_receiver.api.errors import ApiError
     if request.content_length is not None and request.content_length > max_bytes:
         raise ApiError(413, "too_large", f"body of {request.content_length} bytes exceeds {max_bytes}")
     buf = bytearray()
@@ -53,23 +92,50 @@ async def read_limited(request: web.Request, max_bytes: int) -> bytes:
     return bytes(buf)
 
 
-async def json_body(request: web.Request, max_bytes: int = 64 * 1024) -> dict[str, Any]:
+_BRACKETS_ONLY = bytes.maketrans(b"{}", b"[]")  # depth does not care which kind of bracket
+_NOT_A_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def nests_deeper(raw: bytes, limit: int) -> bool:
+    """Whether arrays and objects in the JSON text `raw` nest deeper than `limit` (strings do not count).
+
+    No parsing and no Python loop over bytes: a body with at most `limit` brackets cannot; otherwise
+    escapes are dropped, then what lies between quotes, then everything but brackets (C-speed bytes
+    operations), and the innermost pairs are removed once per level, `limit` + 1 passes at most.
+    Brackets that never pair up (not JSON) count as deep as they are many."""
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return False
+    text = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
+    brackets = b"".join(text.split(b'"')[0::2]).translate(_BRACKETS_ONLY, _NOT_A_BRACKET)
+    for depth in range(limit + 1):
+        if not brackets:
+            return False
+        shorter = brackets.replace(b"[]", b"")
+        if len(shorter) == len(brackets):
+            return depth + len(brackets) > limit
+        brackets = shorter
+    return True
+
+
+def require_json(request: web.Request) -> None:
+    ctype = request.content_type
+    if ctype != "application/json" and not (ctype.startswith("application/") and ctype.endswith("+json")):
+        raise ApiError(415, "unsupported_media_type", f"send the body as application/json, not {ctype or 'nothing'}")
+
+
+async def json_raw(request: web.Request, max_bytes: int = 64 * 1024) -> bytes:
+    """The bytes of a JSON body: 415 for another content type, 413 over `max_bytes`, 400 when nested too deep."""
+    require_json(request)
     raw = await read_limited(request, max_bytes)
+    if nests_deeper(raw, JSON_MAX_DEPTH):
+        raise bad_request(f"body nests deeper than {JSON_MAX_DEPTH} levels")
+    return raw
+
+
+def from_json(model: type[M], raw: bytes) -> M:
+    """`raw` as `model`, parsed strictly (a time must be an RFC 3339 string, a number is not a string),
+    or 400 naming the first wrong field, e.g. `deadline: Input should be a valid string`."""
     try:
-        body = json.loads(raw or b"{}")
-    except ValueError as err:
-        raise bad_request(f"body is not valid JSON: {err}") from err
-    if not isinstance(body, dict):
-        raise bad_request("body must be a JSON object")
-    return body
-
-
-def text_field(body: dict[str, Any], name: str, max_len: int = 1000) -> str:
-    value = body.get(name, "")
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise bad_request(f"{name} must be a string")
-    if len(value) > max_len:
-        raise bad_request(f"{name} is {len(value)} characters, at most {max_len} allowed")
-    return value
+        return model.model_validate_json(raw, strict=True)
+    except ValidationError as err:
+        raise bad_request(validation_problem(err, "(body)"), "invalid_input") from err

@@ -7,7 +7,9 @@ missed, from the hub's recent history; when that cannot be complete (the receive
 gap is longer than the history, the id is not one of ours) or when the client fell so far behind
 that rows were dropped for it, it gets `event: resync` with the reason: reload through
 `GET /alerts`, then carry on with the stream. A comment line every `sse_keepalive_s` keeps proxies
-from closing an idle stream. The stream ends when the client leaves or the app stops.
+from closing an idle stream. The stream ends when the client leaves (logged once, at info) or the
+app stops. A token holds at most `sse_max_streams_per_token` open streams and the receiver
+`sse_max_streams`; one more is refused with 429 and `Retry-After`.
 """
 
 from __future__ import annotations
@@ -25,20 +27,25 @@ from cloud_receiver.admin.auth import TICKET, TOKEN_SHA256, Principal, lookup_di
 from cloud_receiver.api.alerts import _require_login
 from cloud_receiver.api.context import ApiContext, ctx
 from cloud_receiver.api.errors import ApiError
+from cloud_receiver.api.http import json_response
+from cloud_receiver.ingest.hub import AlertHub
 from cloud_receiver.workflow import queries
 
 log = structlog.get_logger(__name__)
 
 
-def _jurisdiction(c: ApiContext, canteen_id: str | None) -> str | None:
+def canteen_of(c: ApiContext, canteen_id: str | None) -> tuple[str, str] | None:
+    """(name, jurisdiction) of a canteen, read at most every `canteen_cache_s` (a rename shows up soon)."""
     if canteen_id is None:
         return None
-    if canteen_id not in c.jurisdictions:
+    now = time.monotonic()
+    cached = c.canteens.get(canteen_id)
+    if cached is None or now - cached[0] >= c.settings.canteen_cache_s:
         row = c.storage.get_canteen(canteen_id)
         if row is None:
             return None
-        c.jurisdictions[canteen_id] = row["jurisdiction"]
-    return c.jurisdictions[canteen_id]
+        cached = c.canteens[canteen_id] = (now, row["name"], row["jurisdiction"])
+    return cached[1], cached[2]
 
 
 def sse_event(event: str, event_id: str, data: dict) -> bytes:
@@ -47,6 +54,7 @@ def sse_event(event: str, event_id: str, data: dict) -> bytes:
 
 
 RETRY_MS = 3000  # the reconnect delay EventSource is told to use
+BUSY_RETRY_S = 30  # `Retry-After` of a stream refused for too many open ones
 
 
 EVENT_SEQ = re.compile(r"[0-9]{1,18}")
@@ -109,12 +117,40 @@ class _Stream:
         self.marked, self.skipped = max(self.marked, self.taken), 0
 
 
+def _admit(c: ApiContext, digest: str) -> None:
+    """Count a new stream of this token, or refuse it with 429 when the token or the receiver holds enough."""
+    limit_all, limit_one = c.settings.sse_max_streams, c.settings.sse_max_streams_per_token
+    if sum(c.streams.values()) >= limit_all:
+        raise ApiError(429, "too_many_streams", f"the receiver already serves {limit_all} alert streams; try later",
+                       {"Retry-After": str(BUSY_RETRY_S)})
+    if c.streams.get(digest, 0) >= limit_one:
+        raise ApiError(429, "too_many_streams", f"this token already has {limit_one} alert streams open; close one "
+                       "(one stream per dashboard is enough)", {"Retry-After": str(BUSY_RETRY_S)})
+    c.streams[digest] = c.streams.get(digest, 0) + 1
+
+
+def _release(c: ApiContext, digest: str) -> None:
+    left = c.streams.get(digest, 0) - 1
+    if left > 0:
+        c.streams[digest] = left
+    else:
+        c.streams.pop(digest, None)
+
+
 async def alert_stream(request: web.Request) -> web.StreamResponse:
     _require_login(request)
     c, p = ctx(request), principal_of(request)
     if c.hub is None:
         raise ApiError(503, "unavailable", "the alert hub is not running")
-    hub = c.hub
+    digest = request.get(TOKEN_SHA256) or p.name
+    _admit(c, digest)
+    try:
+        return await _serve_stream(request, c, p, c.hub)
+    finally:
+        _release(c, digest)
+
+
+async def _serve_stream(request: web.Request, c: ApiContext, p: Principal, hub: AlertHub) -> web.StreamResponse:
     sub = hub.subscribe()  # before the replay: nothing published from here on can be missed
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8",
                                        "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
@@ -166,8 +202,10 @@ async def alert_stream(request: web.Request) -> web.StreamResponse:
                 await out.offer(seq, row)
         finally:
             stop.cancel()
-    except (ConnectionResetError, asyncio.CancelledError):
-        log.debug("sse_client_left", principal=p.name)
+    except ConnectionResetError as err:  # the client went away: ordinary, one line
+        log.info("sse_client_left", principal=p.name, detail=str(err) or type(err).__name__)
+    except asyncio.CancelledError:
+        log.info("sse_client_left", principal=p.name, detail="cancelled")
         raise
     finally:
         hub.unsubscribe(sub)
@@ -183,15 +221,17 @@ async def create_ticket(request: web.Request) -> web.Response:
     c = ctx(request)
     ticket = c.tickets.issue(digest)
     log.info("stream_ticket_issued", principal=principal_of(request).name, ttl_s=c.tickets.ttl_s)
-    return web.json_response({"ticket": ticket, "expires_in_s": int(c.tickets.ttl_s),
+    return json_response({"ticket": ticket, "expires_in_s": int(c.tickets.ttl_s),
                               "url": f"/api/v1/alerts/stream?ticket={ticket}"})
 
 
 async def _send(resp: web.StreamResponse, c: ApiContext, p: Principal, epoch: str, seq: int, row: dict) -> bool:
     """Write the event if this client may see it; whether it did."""
-    if not p.can_see(row.get("canteen_id"), _jurisdiction(c, row.get("canteen_id"))):
+    canteen = canteen_of(c, row.get("canteen_id"))
+    if not p.can_see(row.get("canteen_id"), canteen[1] if canteen else None):
         return False
     event = "alert" if row.get("received_at") == row.get("updated_at") else "alert_update"
-    view = queries.alert_view({"canteen_name": None, **row}, c.now(), c.settings.default_deadline_hours)
+    view = queries.alert_view({**row, "canteen_name": canteen[0] if canteen else None}, c.now(),
+                              c.settings.default_deadline_hours)
     await resp.write(sse_event(event, f"{epoch}-{seq}", view))
     return True

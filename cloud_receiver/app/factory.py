@@ -14,7 +14,9 @@ from datetime import UTC, datetime, timedelta
 import structlog
 from aiohttp import web
 
+from cloud_receiver.admin import auth
 from cloud_receiver.api import ApiSettings, setup_api
+from cloud_receiver.api.http import json_response
 from cloud_receiver.appkeys import ALERT_HUB, CONFIG, STORAGE, SUBSCRIBER
 from cloud_receiver.config import ReceiverConfig, resolve_secret
 from cloud_receiver.ingest.handler import Ingestor
@@ -83,10 +85,16 @@ async def _housekeeping_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _health(request: web.Request) -> web.Response:
+    """Up (200) or down (503) for anyone; the MQTT state and ingest counts only for an admin token."""
     sub = request.app.get(SUBSCRIBER)
-    body = {"mqtt_connected": bool(sub and sub.connected.is_set()),
-            "mqtt_subscribed": bool(sub and sub.subscribed.is_set()), "ingest": sub.counts if sub else {}}
-    return web.json_response(body, status=200 if body["mqtt_subscribed"] else 503)
+    up = bool(sub and sub.subscribed.is_set())
+    body: dict[str, object] = {"status": "up" if up else "down"}
+    token = auth.bearer(request.headers.get("Authorization"))
+    who = auth.lookup(request.app[STORAGE].db, token) if token and STORAGE in request.app else None
+    if who is not None and who.role == "admin":
+        body.update({"mqtt_connected": bool(sub and sub.connected.is_set()), "mqtt_subscribed": up,
+                     "ingest": dict(sub.counts) if sub else {}})
+    return json_response(body, status=200 if up else 503, headers={"Cache-Control": "no-store"})
 
 
 def create_app(cfg: ReceiverConfig, *, subscriber: bool = True) -> web.Application:

@@ -140,6 +140,7 @@ class Ingestor:
         if payload_device != device_id:
             raise Rejected(f"payload device_id {payload_device} differs from topic device {device_id}")
         if isinstance(msg, Alert):
+            self._check_media_refs(msg)
             write = self.storage.upsert_alert(msg, now)
             if write.outcome == "unchanged":
                 if self._debug:
@@ -156,6 +157,20 @@ class Ingestor:
         elif isinstance(msg, CommandResult):
             self.storage.record_command_result(device_id, msg, now)
         return IngestResult("stored", kind, device_id)
+
+    def _check_media_refs(self, alert: Alert) -> None:
+        """An alert may name only media its own device uploads: content that another device uploaded and
+        this one did not (finished, or chunks under the same media id) is refused. Media not stored yet
+        is accepted (alerts travel before their media); the API serves media by uploader, never by alert."""
+        for what, ref in (("snapshot", alert.snapshot), ("clip", alert.clip)):
+            if ref is None:
+                continue
+            uploaders = self.storage.media_uploaders(ref.sha256)
+            if not uploaders or alert.device_id in uploaders:
+                continue
+            if any(c["sha256"] == ref.sha256 for c in self.storage.chunk_headers(alert.device_id, ref.id)):
+                continue
+            raise Rejected(f"{what} {ref.sha256} was uploaded by another device, not by {alert.device_id}")
 
     def _media(self, parsed: Any, payload: bytes, now: str) -> IngestResult:
         limit = self.limits.chunk_data_bytes + CHUNK_HEADER_MAX

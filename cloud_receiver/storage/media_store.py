@@ -1,6 +1,8 @@
 """Media reassembly: chunks in the database until all arrived, then one verified file by content hash.
 
-Files live at `media_dir/ab/cdef…` (the first two hex digits of the sha256 as a folder), written
+Only the contract's media types are accepted (`bk_contract.MEDIA_TYPES`: JPEG snapshots, MP4 clips),
+and a reassembled file must look like its declared type (`media_type_problem`), so what the API
+later serves with that type is that type. Files live at `media_dir/ab/cdef…` (the first two hex digits of the sha256 as a folder), written
 to a temporary name, fsynced and renamed, so a file that exists is complete. The `media` row
 stores the path relative to `media_dir`. Identical content from two devices shares one file.
 """
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from bk_contract import ChunkHeader
+from bk_contract import MEDIA_TYPES, ChunkHeader, media_type_problem
 from cloud_receiver.errors import Rejected, StorageError
 from cloud_receiver.storage.sqlite import Storage
 
@@ -74,6 +76,9 @@ def check_header(header: ChunkHeader, data: bytes, seq: int, *, chunk_data_bytes
         raise Rejected(f"{header.total} chunks cannot carry {header.size} bytes within the chunk limit")
     if not CONTENT_TYPE.match(header.content_type):
         raise Rejected(f"content type {header.content_type!r} is not a media type")
+    if header.content_type not in MEDIA_TYPES:
+        raise Rejected(f"content type {header.content_type!r} is not accepted; the contract allows "
+                       f"{', '.join(MEDIA_TYPES)}")
 
 
 class MediaAssembler:
@@ -116,6 +121,10 @@ class MediaAssembler:
             self.storage.discard_chunks(device_id, media_id)
             raise Rejected(f"media {media_id}: reassembled {len(blob)} bytes with sha256 {digest}, "
                            f"expected {header.size} bytes with sha256 {header.sha256}; chunks discarded")
+        problem = media_type_problem(header.content_type, blob)
+        if problem is not None:
+            self.storage.discard_chunks(device_id, media_id)
+            raise Rejected(f"media {media_id}: {problem}; chunks discarded")
         try:
             rel = write_media_file(self.media_dir, blob, digest)
         except OSError as err:  # disk full, permissions: retryable, the message stays unacknowledged

@@ -211,6 +211,9 @@ class PostgresStorage:
     def get_media(self, device_id: str, media_id: str) -> dict[str, Any] | None:
         return self._one("SELECT * FROM media WHERE device_id = %s AND id = %s", (device_id, media_id))
 
+    def media_uploaders(self, sha256: str) -> set[str]:
+        return {r["device_id"] for r in self._all("SELECT device_id FROM media WHERE sha256 = %s", (sha256,))}
+
     def add_chunk(self, device_id: str, media_id: str, header: ChunkHeader, data: bytes, received_at: str) -> int:
         with self.write() as c:
             c.execute("INSERT INTO media_chunks (device_id, media_id, idx, total, size, sha256, content_type, data,"

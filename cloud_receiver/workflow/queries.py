@@ -198,40 +198,61 @@ def list_cameras(db: Database, p: Principal, device_id: str | None = None) -> li
         f" WHERE {where}{extra} ORDER BY cam.device_id, cam.camera_id", [*params, *([device_id] if device_id else [])]))
 
 
+UPLOAD_DEVICE = "api-upload"  # `media.device_id` of rectification photos uploaded through the API
+
+
 def media_for(db: Database, p: Principal, sha256: str) -> dict[str, Any]:
-    """The media row of `sha256` if `p` may see it: through a visible alert (snapshot or clip),
-    a visible rectification photo, or a public kitchen snapshot of any canteen."""
-    media = list(db.query("SELECT * FROM media WHERE sha256 = ? AND complete = 1 LIMIT 1", [sha256]))
-    if not media:
+    """The media row of `sha256` if `p` may see a canteen that uploaded it, else NotFound.
+
+    Access follows the uploader, never the alerts that name a hash (a box can name any hash): a box's
+    upload belongs to the box's canteen; a rectification photo to the canteen of the alert it was
+    submitted for (only that canteen's token can submit it). Anyone may read a snapshot its own
+    canteen put on its public page."""
+    where, params = visibility(p, "d.canteen_id")
+    twhere, tparams = visibility(p)
+    rows = list(db.query(
+        "SELECT m.* FROM media m JOIN devices d ON d.id = m.device_id"
+        f" WHERE m.sha256 = ? AND m.complete = 1 AND {where}"
+        " UNION ALL SELECT m.* FROM media m JOIN transitions t ON t.photo_sha256 = m.sha256"
+        " JOIN alerts a ON a.id = t.alert_id"
+        f" WHERE m.sha256 = ? AND m.complete = 1 AND m.device_id = ? AND {twhere} LIMIT 1",
+        [sha256, *params, sha256, UPLOAD_DEVICE, *tparams]))
+    if not rows:
+        rows = public_snapshot_media(db, sha256)
+    if not rows:
         raise NotFound(f"media {sha256} not found")
-    where, params = visibility(p)
-    via_alert = db.execute(
-        f"SELECT 1 FROM alerts a WHERE (a.snapshot_sha256 = ? OR a.clip_sha256 = ?) AND {where}"
-        " UNION ALL SELECT 1 FROM transitions t JOIN alerts a ON a.id = t.alert_id"
-        f" WHERE t.photo_sha256 = ? AND {where} LIMIT 1", [sha256, sha256, *params, sha256, *params]).fetchone()
-    if via_alert or is_public_snapshot(db, sha256):
-        return media[0]
-    raise NotFound(f"media {sha256} not found")
+    return rows[0]
 
 
 def public_profile(row: dict[str, Any]) -> dict[str, Any]:
-    """The public part of a canteen (`public_json`), defaults filled."""
+    """The public part of a canteen (`public_json`), defaults filled; anything stored in another shape
+    (null, a string, a list of numbers) reads as absent, so stored data cannot make a read fail."""
     try:
         data = json.loads(row.get("public_json") or "{}")
-    except ValueError:
+    except (ValueError, RecursionError):
         data = {}
     data = data if isinstance(data, dict) else {}
-    snaps = [s for s in data.get("snapshots", []) if isinstance(s, dict) and s.get("public") is not False
-             and isinstance(s.get("sha256"), str)]
-    return {"licences": data.get("licences", []), "rating": data.get("rating"),
-            "sampling": data.get("sampling", []), "snapshots": snaps}
+
+    def items(key: str) -> list[dict[str, Any]]:
+        value = data.get(key)
+        return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+    snaps = [s for s in items("snapshots") if s.get("public") is not False and isinstance(s.get("sha256"), str)]
+    rating = data.get("rating")
+    return {"licences": items("licences"), "rating": rating if isinstance(rating, str) else None,
+            "sampling": items("sampling"), "snapshots": snaps}
 
 
-def is_public_snapshot(db: Database, sha256: str) -> bool:
-    for row in db.query("SELECT public_json FROM canteens WHERE public_json LIKE ?", [f"%{sha256}%"]):
-        if any(s["sha256"] == sha256 for s in public_profile(row)["snapshots"]):
-            return True
-    return False
+def public_snapshot_media(db: Database, sha256: str) -> list[dict[str, Any]]:
+    """The media rows of `sha256` uploaded by a box of a canteen whose public page shows it."""
+    rows = list(db.query("SELECT m.*, d.canteen_id AS owner FROM media m JOIN devices d ON d.id = m.device_id"
+                         " WHERE m.sha256 = ? AND m.complete = 1", [sha256]))
+    for row in rows:
+        canteen = db.execute("SELECT public_json FROM canteens WHERE id = ?", [row.pop("owner")]).fetchone()
+        profile = public_profile({"public_json": canteen[0] if canteen else None})
+        if any(s["sha256"] == sha256 for s in profile["snapshots"]):
+            return [row]
+    return []
 
 
 def stats(db: Database, p: Principal, since: datetime, until: datetime, tz_hours: int = 8) -> dict[str, Any]:

@@ -39,6 +39,8 @@ class World:
     media_dir: Path
     tokens: dict[str, str] = field(default_factory=dict)
     seq: int = 0
+    public_sha: str = ""  # C1's public kitchen snapshot
+    private_sha: str = ""  # C1's snapshot marked `public: false` on its page
 
     def h(self, who: str | None) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[who]}"} if who else {}
@@ -50,11 +52,7 @@ class World:
         return await self.client.post(f"/api/v1{path}", headers=self.h(who), **kw)
 
     def add_media(self, data: bytes, media_id: str, device_id: str) -> str:
-        sha = hashlib.sha256(data).hexdigest()
-        rel = write_media_file(self.media_dir, data, sha)
-        self.storage.finish_media(device_id, media_id, ChunkHeader(0, 1, len(data), sha, "image/jpeg"), rel,
-                                  iso(datetime.now(UTC)) or "")
-        return sha
+        return add_media(self.storage, self.media_dir, data, media_id, device_id)
 
     def add_alert(self, canteen: str, *, started_at: datetime, type: str = "phone_use", camera: str = "cam1",
                   snapshot: bytes | None = None, alert_id: str | None = None, publish: bool = False) -> dict:
@@ -80,12 +78,30 @@ async def make_world(tmp_path: Path, **setup: Any) -> World:
         app[API_SETTINGS] = setup["settings"]
     if "push_settings" in setup:
         app[PUSH_SETTINGS] = setup["push_settings"]
+    for key, value in setup.get("state", {}).items():  # more app state, set before the app starts
+        app[key] = value
     client = TestClient(TestServer(app, host="127.0.0.1"))
     await client.start_server()
-    storage = app[STORAGE]
-    world = World(client, storage, cfg.storage.media_dir)
-    pub_sha = world.add_media(jpeg("public-kitchen"), "pub1", DEVICES["C1"])
-    priv_sha = world.add_media(jpeg("private-kitchen"), "priv1", DEVICES["C1"])
+    world = World(client, app[STORAGE], cfg.storage.media_dir)
+    world.tokens, world.public_sha, world.private_sha = seed(world.storage, world.media_dir)
+    return world
+
+
+def add_media(storage: SqliteStorage, media_dir: Path, data: bytes, media_id: str, device_id: str,
+              content_type: str = "image/jpeg") -> str:
+    """Store `data` as a finished upload of `device_id` (file + `media` row), as ingest does; returns its sha256."""
+    sha = hashlib.sha256(data).hexdigest()
+    rel = write_media_file(media_dir, data, sha)
+    storage.finish_media(device_id, media_id, ChunkHeader(0, 1, len(data), sha, content_type), rel,
+                         iso(datetime.now(UTC)) or "")
+    return sha
+
+
+def seed(storage: SqliteStorage, media_dir: Path) -> tuple[dict[str, str], str, str]:
+    """Canteens C1, C2 (jurisdiction 640502) and C3 (640521), a box each, C1's public page and its
+    camera's health, and a token per role. Returns (tokens, public snapshot sha, private snapshot sha)."""
+    pub_sha = add_media(storage, media_dir, jpeg("public-kitchen"), "pub1", DEVICES["C1"])
+    priv_sha = add_media(storage, media_dir, jpeg("private-kitchen"), "priv1", DEVICES["C1"])
     for cid, (name, jur) in CANTEENS.items():
         public = None
         if cid == "C1":
@@ -99,15 +115,14 @@ async def make_world(tmp_path: Path, **setup: Any) -> World:
     storage.record_status(Status(device_id=DEVICES["C1"], online=True, version="0.1.0", ts=datetime.now(UTC),
                                  cameras=[CameraHealth(id="cam1", name="后厨1", state="online", fps=5.0)]),
                           iso(datetime.now(UTC)) or "")
-    world.tokens = {
+    tokens = {
         "admin": auth.create_token(storage.db, "admin", "", "ops"),
         "reg": auth.create_token(storage.db, "regulator", "640502", "shapotou-regulator"),
         "city": auth.create_token(storage.db, "regulator", "6405", "zhongwei-regulator"),
         "c1": auth.create_token(storage.db, "canteen", "C1", "c1-manager"),
         "c3": auth.create_token(storage.db, "canteen", "C3", "c3-manager"),
     }
-    world.public_sha, world.private_sha = pub_sha, priv_sha  # type: ignore[attr-defined]
-    return world
+    return tokens, pub_sha, priv_sha
 
 
 def now() -> datetime:
