@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Literal
+from datetime import UTC, datetime
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 VIOLATION_TYPES = (
     "phone_use", "intrusion_off_hours", "animal", "station_unattended", "crowding",
@@ -17,21 +17,35 @@ ViolationType = Literal[
     "no_chef_hat", "no_mask", "no_uniform", "smoking", "bin_open", "fire",
     "camera_offline", "camera_tampered",
 ]
-DeviceId = Field(pattern=r"^\d{20}$", description="20-digit device code")
+DeviceId = Field(pattern=r"^[0-9]{20}$", description="20-digit device code")
 Id = Field(pattern=r"^[0-9A-Za-z_-]{1,64}$")
 
 
+Count = Annotated[int, Field(ge=0, le=2**63 - 1)]  # what a 64-bit database column holds
+
+
+def _utc_representable(value: datetime) -> datetime:
+    try:
+        value.astimezone(UTC)  # 9999-12-31T23:59:59-14:00 is past the end of the calendar in UTC
+    except (OverflowError, ValueError) as err:
+        raise ValueError("time cannot be expressed in UTC (out of range)") from err
+    return value
+
+
+Time = Annotated[datetime, AfterValidator(_utc_representable)]
+
+
 class Payload(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     v: Literal[1] = Field(1, description="Contract version.")
 
 
 class AlertBox(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     label: str = Field(max_length=64)
     score: float = Field(ge=0, le=1)
     box: list[float] = Field(min_length=4, max_length=4, description="x1, y1, x2, y2 in pixels of `frame_size`.")
-    track_id: int | None = None
+    track_id: Count | None = None
 
 
 class MediaRef(BaseModel):
@@ -51,12 +65,12 @@ class Alert(Payload):
     type: ViolationType
     level: Literal["info", "warning", "critical"] = "warning"
     state: Literal["start", "update", "end"] = "start"
-    rev: int = Field(0, ge=0, description="Revision; the receiver keeps the highest.")
-    started_at: datetime
-    ended_at: datetime | None = None
+    rev: Count = Field(0, description="Revision; the receiver keeps the highest.")
+    started_at: Time
+    ended_at: Time | None = None
     score: float = Field(0.0, ge=0, le=1)
     boxes: list[AlertBox] = Field(default_factory=list, max_length=200)
-    frame_size: list[int] | None = Field(None, min_length=2, max_length=2)
+    frame_size: list[Annotated[int, Field(ge=1, le=65535)]] | None = Field(None, min_length=2, max_length=2)
     zone: list[list[float]] | None = Field(None, max_length=64)
     snapshot: MediaRef | None = None
     clip: MediaRef | None = None
@@ -64,12 +78,12 @@ class Alert(Payload):
 
 
 class CameraHealth(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     name: str = Field("", max_length=128)
     state: Literal["online", "offline", "degraded", "starting"] = "starting"
     fps: float = 0.0
-    reconnects: int = 0
+    reconnects: Count = 0
     error: str = Field("", max_length=500)
 
 
@@ -79,7 +93,7 @@ class Status(Payload):
     device_id: str = DeviceId
     online: bool
     version: str = Field("", max_length=32)
-    ts: datetime
+    ts: Time
     cameras: list[CameraHealth] = Field(default_factory=list, max_length=256)
     problems: list[str] = Field(default_factory=list, max_length=20,
                                 description="What needs a human, e.g. a publish the broker refused.")
@@ -89,15 +103,15 @@ class Telemetry(Payload):
     """`bk/v1/{device_id}/telemetry`, QoS 0."""
 
     device_id: str = DeviceId
-    ts: datetime
+    ts: Time
     fps: dict[str, float] = Field(default_factory=dict)
     inference_ms: float = 0.0
     cpu_percent: float = 0.0
     temperature_c: float | None = None
-    outbox_depth: int = 0
-    outbox_dropped: int = 0
-    outbox_dropped_by_priority: dict[str, int] = Field(default_factory=dict)
-    outbox_refused: int = 0
+    outbox_depth: Count = 0
+    outbox_dropped: Count = 0
+    outbox_dropped_by_priority: dict[str, Count] = Field(default_factory=dict)
+    outbox_refused: Count = 0
     budget_bps: float = 0.0
 
 
@@ -107,7 +121,7 @@ class Command(Payload):
     id: str = Id
     name: Literal["live_start", "live_stop", "snapshot", "reload"]
     camera_id: str | None = None
-    expires_at: datetime
+    expires_at: Time
     args: dict[str, str | int | float | bool] = Field(default_factory=dict)
 
 

@@ -6,7 +6,8 @@ import re
 from dataclasses import dataclass
 
 PREFIX = "bk/v1"
-DEVICE_ID = re.compile(r"^\d{20}$")
+DEVICE_ID = re.compile(r"^[0-9]{20}$")  # ASCII digits: \d would take "١" or "²"
+CHUNK_INDEX = re.compile(r"^[0-9]{1,6}$")
 MEDIA_ID = re.compile(r"^[0-9A-Za-z_-]{1,64}$")
 CAMERA_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 KINDS = ("status", "alert", "telemetry", "media", "live", "cmd", "cmd/result")
@@ -53,7 +54,7 @@ def parse_topic(name: str) -> Topic:
         media_id, seq = rest[1], rest[2]
         if not MEDIA_ID.match(media_id):
             raise TopicError(f"topic {name!r}: bad media id {media_id!r}")
-        if not seq.isdigit() or len(seq) > 6:
+        if not CHUNK_INDEX.match(seq):
             raise TopicError(f"topic {name!r}: chunk index {seq!r} is not a number")
         return Topic(device_id, "media", media_id=media_id, seq=int(seq))
     if kind == "live" and len(rest) == 2 and CAMERA_ID.match(rest[1]):

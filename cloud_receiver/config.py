@@ -43,12 +43,23 @@ class MqttConfig(Section):
     group: str = Field("receivers", pattern=r"^[A-Za-z0-9_-]{1,64}$",
                        description="Shared-subscription group; all receivers of one deployment use the same group.")
     shared: bool = Field(True, description="Subscribe through the shared group (several receivers). Mosquitto 2.0 does not restore shared "
-                         "subscriptions after a broker restart; with one receiver, false (plain subscriptions) keeps them. See docs/receiver.md.")
+                         "subscriptions after a broker restart; with one receiver, false (plain subscriptions) keeps them. A broker "
+                         "without shared subscriptions (ejabberd) needs false. See docs/receiver.md.")
     session_expiry_s: int = Field(7 * 24 * 3600, ge=60, description="MQTT v5 session expiry: how long the broker queues messages for a stopped receiver "
                                   "(at least 60 s: redelivery after a dropped connection needs the session).")
-    keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive.")
+    keepalive_s: int = Field(30, ge=1, le=3600, description="MQTT keepalive: PINGREQ after half of it without sending, and the link is "
+                             "given up when no whole packet answers within it (also when the broker's Server Keep Alive is 0); "
+                             "also the TCP keepalive idle time. The broker's Server Keep Alive, when not 0, replaces it.")
+    clean_start: bool = Field(False, description="Start the first connection of each run with a fresh session (Clean Start): what the "
+                              "broker queued for the receiver while it was stopped is discarded. For one run after changing "
+                              "`group` or `shared`, so the old subscriptions leave the broker's session; later reconnects "
+                              "always resume the session.")
     reconnect_min_s: float = Field(0.5, gt=0, description="First reconnect delay; doubles up to reconnect_max_s.")
-    reconnect_max_s: float = Field(30.0, gt=0, description="Longest reconnect delay.")
+    reconnect_max_s: float = Field(30.0, gt=0, description="Longest reconnect delay (also the delay while the broker cannot serve the "
+                                   "receiver as configured, e.g. no shared subscriptions).")
+    healthy_after_s: float = Field(30.0, gt=0, description="A connection that acknowledged a message, or stayed subscribed this long, "
+                                   "counts as working: the reconnect delay starts again from reconnect_min_s. Otherwise it keeps "
+                                   "doubling, so a broker that drops the receiver at once is not hammered.")
     tls: bool = Field(False, description="Connect with TLS.")
     ca_file: Path | None = Field(None, description="CA bundle for TLS (system store when empty).")
     store_retries: int = Field(3, ge=0, description="Store attempts after a storage error before the message is left unacknowledged for redelivery.")
@@ -107,6 +118,9 @@ class ApiConfig(Section):
     default_deadline_hours: float | None = Field(24.0, gt=0, description="Rectification deadline of an alert nobody set one for "
                                                  "(hours after it started); empty = no default deadline.")
     photo_max_bytes: int = Field(5 * KIB * KIB, ge=1 * KIB, description="Largest accepted rectification photo upload.")
+    sse_max_streams: int = Field(500, ge=1, description="Open alert streams (SSE) in all; one more is refused with 429.")
+    sse_max_streams_per_token: int = Field(8, ge=1, description="Open alert streams of one token (its stream tickets "
+                                           "included); one more is refused with 429.")
 
 
 class PushConfig(Section):

@@ -11,7 +11,7 @@ PY="${PYTHON:-python3}"
 VENV="${BK_VENV:-$PWD/.venv}"
 
 APT_PACKAGES=(
-  ffmpeg mosquitto mosquitto-clients sip-tester iproute2 openssl
+  ffmpeg mosquitto mosquitto-clients ejabberd sip-tester iproute2 openssl
   gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 python3-gi
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly gstreamer1.0-libav
@@ -29,6 +29,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -q >/dev/null
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+  # the tests run their own ejabberd on free ports; Debian's package would start a system one on 1883 and 5222…
+  if [[ " ${missing[*]} " == *" ejabberd "* ]] && [ -d /run/systemd/system ]; then
+    $SUDO systemctl disable --now ejabberd >/dev/null 2>&1 || true
+  fi
 fi
 
 # the storage tests use the PostgreSQL on 127.0.0.1:5432 that every machine here runs: start it if it stopped

@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 from support.api_kit import ago, jpeg, make_world
 
-from cloud_receiver.api.params import nests_deeper
+from bk_common.jsondepth import nests_deeper
 
 pytestmark = pytest.mark.unit
 

@@ -61,7 +61,7 @@ def test_discover_needs_confirmation(scenario):
 
 def test_discover_yes_writes_valid_config(scenario):
     """`edge-agent discover --yes --config X` adds the camera, keeps the hand-made one and the comments,
-    writes a .bak, never writes the password, and the result passes `config check`."""
+    writes a .bak and never writes the password."""
     first = scenario["cli_first"]
     assert first["rc"] == 0, first["stderr"]
     assert "Kitchen Cam" in first["stdout"] and "640x360 rtsp://127.0.0.1:18554/video_main" in first["stdout"]
@@ -76,7 +76,15 @@ def test_discover_yes_writes_valid_config(scenario):
     assert src == {"type": "rtsp", "url": "rtsp://127.0.0.1:18554/video_main", "sub_url": "rtsp://127.0.0.1:18554/video_sub",
                    "transport": "tcp", "username": USER, "password_env": PASSWORD_ENV, "onvif_host": f"127.0.0.1:{ONVIF_PORT}"}
     assert scenario["backup_is_original"]
-    assert scenario["config_check"]["ok"], scenario["config_check"]
+
+
+def test_written_config_passes_config_check(scenario):
+    """`edge-agent config check` itself (no fallback) accepts the written config: exit 0, both cameras counted,
+    no warning about the camera's password (it is in the environment, as at run time)."""
+    check = scenario["config_check"]
+    assert check["rc"] == 0 and check["ok"], check
+    assert ": OK — device 64050200001180000001, 2 camera(s)" in check["stdout"], check
+    assert "cameras[" not in check["stderr"], check
 
 
 def test_second_discover_changes_nothing(scenario):

@@ -172,6 +172,20 @@ def test_rev_upsert_keeps_highest(tmp_path):
     box.close()
 
 
+def test_event_rows_are_trimmed_to_the_newest(tmp_path, monkeypatch):
+    """Only the newest KEEP_EVENTS event rows stay (the messages themselves are not touched)."""
+    from edge_agent.outbox import store
+
+    monkeypatch.setattr(store, "KEEP_EVENTS", 5)
+    box = open_box(tmp_path)
+    for i in range(8):
+        box.add_event(make_alert(i))
+    kept = [r[0] for r in box.db.execute("SELECT id FROM events ORDER BY updated")]
+    assert kept == [make_alert(i).id for i in range(3, 8)]
+    assert box.stats()["depth"]["alert"] == 8
+    box.close()
+
+
 def test_concurrent_adds_and_acks(tmp_path):
     """Two producer threads and one acking thread share the outbox without losing a message."""
     box = open_box(tmp_path)

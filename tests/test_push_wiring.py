@@ -6,14 +6,15 @@ The robots are `test_push.FakeRobots`, a local imitation of the WeCom / DingTalk
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
+import structlog
 from aiohttp.test_utils import TestClient, TestServer
 from support.api_kit import ago, jpeg, make_world
 from support.fake_robots import SECRET, FakeRobots
+from support.waiting import async_wait_for
 
 from bk_contract import Alert
+from bk_contract.violations import type_name
 from cloud_receiver.api import API_CONTEXT
 from cloud_receiver.push.robots import PushSettings
 from cloud_receiver.push.wiring import add_webhook, robots_for
@@ -40,15 +41,15 @@ async def setup(tmp_path, monkeypatch):
 
 
 async def _settle(w, n_msgs, fake, timeout=5.0):
+    """Wait until the robots got `n_msgs` messages and the pusher holds nothing more."""
     pusher = w.client.app[API_CONTEXT].pusher
-    for _ in range(int(timeout / 0.02)):
-        if len(fake.received) >= n_msgs and pusher.pending_count() == 0:
-            return
-        await asyncio.sleep(0.02)
+    await async_wait_for(lambda: len(fake.received) >= n_msgs and pusher.pending_count() == 0, timeout,
+                         f"{n_msgs} robot messages and an idle pusher")
 
 
 async def test_new_alert_reaches_canteen_and_jurisdiction_robots(setup):
-    """A new C1 alert goes to C1's WeCom robot and the 640502 DingTalk robot, signed, in Chinese."""
+    """A new C1 alert goes to C1's WeCom robot and the 640502 DingTalk robot, signed, in Chinese; its later
+    revision is not pushed again (a new alert routed after it reaches the robots alone)."""
     w, fake = setup
     row = w.add_alert("C1", started_at=ago(minutes=5), alert_id="PUSH1", type="no_mask", publish=True,
                       snapshot=jpeg("push1"))
@@ -58,22 +59,41 @@ async def test_new_alert_reaches_canteen_and_jurisdiction_robots(setup):
     text = fake.received[0][2]
     assert text.startswith("【明厨亮灶预警】第一中学食堂 后厨1 检测到 未戴口罩")
     assert text.endswith(f"前整改。查看：https://bk.example/api/v1/media/{row['snapshot_sha256']}")
-    # a later revision of the same alert is not pushed again
     newer = Alert(id="PUSH1", device_id=row["device_id"], camera_id="cam1", type="no_mask", rev=1, state="end",
                   started_at=ago(minutes=5))
     w.client.app[API_CONTEXT].hub.publish(w.storage.upsert_alert(newer, "2099-01-01T00:00:00.000Z").row)
-    await asyncio.sleep(0.2)
-    assert len(fake.received) == 2
+    # the proof that the revision's announcement was routed: a new alert announced after it reaches both robots;
+    # each robot's messages leave in order, so a push owed for the revision would have arrived first
+    w.add_alert("C1", started_at=ago(minutes=4), alert_id="PUSH2", type="smoking", publish=True)
+    await _settle(w, 4, fake)
+    later = [text for _, _, text in fake.received[2:]]
+    assert len(later) == 2 and all(f"检测到 {type_name('smoking')}" in t for t in later), fake.received
 
 
 async def test_out_of_scope_and_missing_secret(setup):
-    """A C3 alert reaches no working robot: its robot's secret env is unset, so it is skipped and logged."""
+    """A C3 alert reaches no working robot: its robot's secret env is unset, so the router skips it and logs
+    why; pushing is on (a C1 alert announced after it reaches both C1 robots) and nothing went out for C3."""
     w, fake = setup
     assert robots_for(w.storage.db, "C3", "64052101") == []
     assert [r.id for r in robots_for(w.storage.db, "C2", "64050202")] == ["sp-ding"]
-    w.add_alert("C3", started_at=ago(minutes=5), alert_id="PUSH3", publish=True)
-    await asyncio.sleep(0.2)
-    assert fake.received == []
+    pusher = w.client.app[API_CONTEXT].pusher
+    assert pusher is not None, "pushing must be enabled for this test to mean anything"
+    with structlog.testing.capture_logs() as logs:
+        w.add_alert("C3", started_at=ago(minutes=5), alert_id="PUSH3", publish=True)
+        owed = w.storage.db.execute("SELECT robot_id FROM push_outbox WHERE alert_id = 'PUSH3'").fetchall()
+        assert owed == [("broken",)]  # the C3 alert owes a push to its (broken) jurisdiction robot
+        skipped = await async_wait_for(lambda: [e for e in logs if e["event"] == "push_not_routable"], 5,
+                                       "the router to log the skipped push")
+        w.add_alert("C1", started_at=ago(minutes=4), alert_id="AFTER3", type="smoking", publish=True)
+        await _settle(w, 2, fake)
+    assert [(e["alert_id"], e["robot"], e["log_level"]) for e in skipped] == [("PUSH3", "broken", "error")]
+    assert "without its secret" in skipped[0]["reason"]
+    missing = [e for e in logs if e["event"] == "push_secret_missing"]
+    assert missing and all((e["robot"], e["secret_env"]) == ("broken", "BK_TEST_UNSET_SECRET") for e in missing)
+    assert sorted(k for _, k, _ in fake.received) == ["dingtalk", "wecom"]
+    assert all("第一中学食堂" in text and "中宁一中食堂" not in text for _, _, text in fake.received)
+    unsent = w.storage.db.execute("SELECT robot_id FROM push_outbox WHERE alert_id = 'PUSH3' AND sent_at IS NULL")
+    assert unsent.fetchall() == [("broken",)]  # still owed, for when its secret is set
 
 
 async def test_add_webhook_validates(setup):
@@ -159,6 +179,23 @@ async def _restart(tmp_path, settings: PushSettings) -> TestClient:
     return client
 
 
+def _unsent(storage) -> int:
+    return storage.db.execute("SELECT count(*) FROM push_outbox WHERE sent_at IS NULL").fetchone()[0]
+
+
+def _sent(storage, alert_id: str) -> int:
+    return storage.db.execute("SELECT count(*) FROM push_outbox WHERE alert_id = ? AND sent_at IS NOT NULL",
+                              [alert_id]).fetchone()[0]
+
+
+def _announce_marker(app, name: str) -> None:
+    """Store and announce a new C1 alert (through the restarted app's own storage and hub)."""
+    storage = app[API_CONTEXT].storage
+    marker = Alert(id=name, device_id="64050200001180000001", camera_id="cam1", type="smoking",
+                   started_at=ago(minutes=1))
+    app[API_CONTEXT].hub.publish(storage.upsert_alert(marker, "2099-01-01T00:00:00.000Z").row)
+
+
 async def test_pushes_owed_at_shutdown_are_sent_after_the_restart_exactly_once(tmp_path):
     """The robot is down while alerts arrive; the receiver stops with every push pending; after a restart
     (robot back) each alert reaches it once, and the next start sends nothing again."""
@@ -176,11 +213,9 @@ async def test_pushes_owed_at_shutdown_are_sent_after_the_restart_exactly_once(t
         for n in range(4):
             w.add_alert("C1", started_at=ago(minutes=5), alert_id=f"R{n}", publish=True)
         pusher = w.client.app[API_CONTEXT].pusher
-        for _ in range(200):
-            if "c1-wecom" in pusher.queues and pusher.queues["c1-wecom"].failures >= 2:
-                break
-            await asyncio.sleep(0.02)
-        assert pusher.queues["c1-wecom"].failures >= 2 and fake.received == []
+        await async_wait_for(lambda: "c1-wecom" in pusher.queues and pusher.queues["c1-wecom"].failures >= 2, 4,
+                             "two failed sends to the robot")
+        assert fake.received == []
         failed = w.storage.db.execute("SELECT count(*) FROM push_outbox WHERE last_error IS NOT NULL"
                                       " AND sent_at IS NULL").fetchone()[0]
         assert failed >= 1
@@ -192,13 +227,15 @@ async def test_pushes_owed_at_shutdown_are_sent_after_the_restart_exactly_once(t
             client = await _restart(tmp_path, settings)
             try:
                 storage = client.app[API_CONTEXT].storage
-                for _ in range(250):
-                    if storage.db.execute("SELECT count(*) FROM push_outbox WHERE sent_at IS NULL").fetchone()[0] == 0:
-                        break
-                    await asyncio.sleep(0.02)
-                await asyncio.sleep(0.1)
-                assert storage.db.execute("SELECT count(*) FROM push_outbox WHERE sent_at IS NULL").fetchone()[0] == 0
-                assert sum(_alerts_in(text) for _, _, text in fake.received) == 4, (start, fake.received)
+                await async_wait_for(lambda s=storage: _unsent(s) == 0, 5, "every owed push sent")
+                # a new alert announced now is routed after the start's scan of what was owed, and the robot's
+                # messages leave in order: once the marker is sent, any push sent twice would already be here
+                _announce_marker(client.app, f"MARK{start}")
+                await async_wait_for(lambda s=storage, m=f"MARK{start}": _sent(s, m) == 1, 5, "the marker's push")
+                assert _unsent(storage) == 0
+                assert sum(_alerts_in(text) for _, _, text in fake.received) == 4 + start + 1, (start, fake.received)
+                marker_texts = [t for _, _, t in fake.received if type_name("smoking") in t]
+                assert len(marker_texts) == start + 1, fake.received
             finally:
                 await client.close()
     finally:
@@ -251,14 +288,24 @@ async def test_alerts_through_mqtt_owe_and_get_their_pushes(tmp_path):
 
 
 async def test_a_push_that_could_not_be_routed_goes_out_once_its_robot_works(tmp_path, monkeypatch):
-    """A DingTalk robot without its secret in the environment: its owed push waits (logged once) and is sent by
-    the periodic rescan once the secret is there; exactly once."""
-    import structlog
+    """A DingTalk robot without its secret in the environment: its owed push waits (logged once over several
+    rescans) and is sent by the periodic rescan once the secret is there; exactly once (further rescans
+    send nothing again)."""
     from support.api_kit import make_world
 
     from cloud_receiver.push import wiring as pushwire
     monkeypatch.setattr(pushwire, "RESCAN_S", 0.2)
     monkeypatch.delenv("BK_TEST_LATE_SECRET", raising=False)
+    full_scans = [0]  # Router.route(0): the start's scan and each periodic rescan of everything owed
+    real_route = pushwire.Router.route
+
+    def counting_route(self, after_id=0):
+        high = real_route(self, after_id)
+        if after_id == 0:
+            full_scans[0] += 1
+        return high
+
+    monkeypatch.setattr(pushwire.Router, "route", counting_route)
     fake = FakeRobots()
     server = TestServer(fake.app, host="127.0.0.1")
     await server.start_server()
@@ -268,15 +315,16 @@ async def test_a_push_that_could_not_be_routed_goes_out_once_its_robot_works(tmp
                     f"{str(server.make_url(''))}/robot/send?access_token=t", "BK_TEST_LATE_SECRET")
         with structlog.testing.capture_logs() as logs:
             w.add_alert("C1", started_at=ago(minutes=5), alert_id="LATE1", publish=True)
-            await asyncio.sleep(0.7)  # three rescans
+            await async_wait_for(lambda: [e["event"] for e in logs].count("push_not_routable") == 1, 5,
+                                 "the push logged as not routable")
+            scans = full_scans[0]
+            await async_wait_for(lambda: full_scans[0] >= scans + 3, 5, "three rescans")
             assert fake.received == []
             assert [e["event"] for e in logs].count("push_not_routable") == 1
         monkeypatch.setenv("BK_TEST_LATE_SECRET", SECRET)
-        for _ in range(100):
-            if fake.received:
-                break
-            await asyncio.sleep(0.05)
-        await asyncio.sleep(0.5)
+        await async_wait_for(lambda: fake.received, 5, "the push once the secret is set")
+        scans = full_scans[0]
+        await async_wait_for(lambda: full_scans[0] >= scans + 2, 5, "two more rescans")  # what could send it again
         assert len(fake.received) == 1 and fake.bad_signatures == 0
         assert w.storage.db.execute("SELECT count(*) FROM push_outbox WHERE sent_at IS NULL").fetchone()[0] == 0
         await w.client.close()

@@ -1,4 +1,7 @@
-"""Ingest end to end: a device publishes through a real Mosquitto to the real receiver app and SQLite."""
+"""Ingest end to end: a device publishes through a real broker to the real receiver app and SQLite.
+
+Every test runs on Mosquitto and on ejabberd (Debian's other MQTT v5 broker: no shared
+subscriptions, so the receiver subscribes without a group there, `mqtt.shared: false`)."""
 
 from __future__ import annotations
 
@@ -14,15 +17,27 @@ from support.waiting import async_wait_until
 from bk_contract import MediaRef, split_media, topic
 from bk_contract.chunks import ChunkHeader, encode_chunk
 from cloud_receiver.appkeys import ALERT_HUB, SUBSCRIBER
+from devkit import ejabberd_broker
+from devkit.ejabberd_broker import running_ejabberd
 from devkit.localbroker import running_broker
 
 pytestmark = pytest.mark.integration
 
+JPEG_SOI = b"\xff\xd8\xff\xe0"  # the receiver checks that declared JPEG bytes look like one
 
-@pytest.fixture
-def broker(tmp_path):
-    with running_broker(tmp_path / "broker") as b:
+
+@pytest.fixture(params=["mosquitto", "ejabberd"])
+def broker(request, tmp_path):
+    start = running_broker if request.param == "mosquitto" else running_ejabberd
+    with start(tmp_path / "broker") as b:
         yield b
+
+
+def test_a_missing_ejabberd_fails_naming_the_package(tmp_path, monkeypatch):
+    """Without ejabberd's Erlang application the launcher raises, naming what to install (tests fail, never skip)."""
+    monkeypatch.setattr(ejabberd_broker.glob, "glob", lambda pattern: [])
+    with pytest.raises(RuntimeError, match=r"ejabberd is not installed \(apt-get install ejabberd; scripts/setup.sh"):
+        ejabberd_broker.start_ejabberd(tmp_path)
 
 
 def _register(storage, *device_ids):
@@ -37,7 +52,7 @@ async def test_alert_and_snapshot_stored_once_with_matching_sha256(broker, tmp_p
     try:
         dev_id, pw = broker.add_device()
         _register(rx.storage, dev_id)
-        snapshot = b"\xff\xd8\xff\xe0" + os.urandom(200_000)  # the receiver checks JPEG bytes
+        snapshot = JPEG_SOI + os.urandom(200_000)
         digest, chunks = split_media(snapshot, "image/jpeg", 64 * 1024)
         alert = make_alert(dev_id, 1, snapshot=MediaRef(id="S1", sha256=digest, bytes=len(snapshot)))
         queue = rx.app[ALERT_HUB].subscribe().queue
@@ -94,7 +109,7 @@ def _bad_messages(known: str, other: str, unknown: str) -> list[tuple[str, str, 
     wrong_schema["type"] = "dancing"
     extra = json.loads(good.model_dump_json()) | {"surprise": 1}
     huge = json.loads(good.model_dump_json()) | {"detail": "x" * 70_000}
-    data = b"\xff\xd8\xff\xe0" + os.urandom(2996)
+    data = JPEG_SOI + os.urandom(2996)
     bad_digest = hashlib.sha256(b"something else").hexdigest()
     liar = [encode_chunk(ChunkHeader(i, 3, len(data), bad_digest, "image/jpeg"), data[i * 1000:(i + 1) * 1000])
             for i in range(3)]
@@ -134,7 +149,7 @@ async def test_malformed_messages_rejected_logged_recorded_and_ingest_continues(
     try:
         known, other, unknown = "64050200001180000101", "64050200001180000102", "64050200001180000199"
         _register(rx.storage, known, other)
-        dev = DeviceClient(broker, known)
+        dev = DeviceClient(broker, known, broker.add_device(known)[1])  # ejabberd needs a user name
         with structlog.testing.capture_logs() as logs:
             for _name, t, payload in _bad_messages(known, other, unknown):
                 assert dev.publish(t, payload) == 0

@@ -1,155 +1,32 @@
-"""The receiver's own MQTT v5 subscriber: the packet codec (pure), and the client against a real
-Mosquitto (wrong password, TLS) and against a scripted peer for what Mosquitto never does."""
+"""The receiver's own MQTT v5 subscriber against real brokers (Mosquitto: wrong password, TLS; ejabberd:
+no shared subscriptions, a short session expiry) and against a FAKE broker scripted with the faults
+no real broker commits on cue (tests/support/fake_mqtt_broker.py). The codec's own tests are in
+tests/test_receiver_codec.py."""
 
 from __future__ import annotations
 
 import socket
-import struct
-import threading
 import time
-from dataclasses import dataclass, field
 
 import pytest
 import structlog
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from support.fake_mqtt_broker import CONNACK_OK, FakeBroker, connack, prop_byte, prop_u16, prop_u32, raw_publish
 from support.receiver_harness import DeviceClient, RunningReceiver, make_alert, make_tls_files, receiver_config
 from support.requirements import require_open_files
 from support.waiting import async_wait_until
 
 from cloud_receiver.appkeys import SUBSCRIBER
+from cloud_receiver.errors import StorageError
 from cloud_receiver.ingest import codec as mqtt5
-from cloud_receiver.ingest.subscriber import subscriptions
-from devkit.localbroker import free_port, running_broker
+from cloud_receiver.ingest.handler import Ingestor
+from cloud_receiver.storage.sqlite import open_storage
+from devkit.ejabberd_broker import running_ejabberd
+from devkit.localbroker import running_broker
 
 pytestmark = pytest.mark.integration
 
-# --- the codec ---------------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("size", [0, 1, 127, 128, 16_383, 16_384, 300_000])
-def test_publish_round_trip_across_remaining_length_sizes(size):
-    payload = bytes(range(256)) * (size // 256) + bytes(size % 256)
-    topic = "bk/v1/64050200001180000101/alert"
-    wire = mqtt5.publish_packet(topic, payload, 513) + mqtt5.publish_packet("t/零", b"x", qos=0)
-    packets, used = mqtt5.split_packets(wire, 1 << 20)
-    assert used == len(wire) and len(packets) == 2
-    first = mqtt5.parse_publish(*packets[0])
-    assert (first.topic, first.packet_id, first.qos, first.payload) == (topic.encode(), 513, 1, payload)
-    second = mqtt5.parse_publish(*packets[1])
-    assert (second.topic.decode(), second.packet_id, second.qos, second.payload) == ("t/零", 0, 0, b"x")
-
-
-def test_split_packets_keeps_partial_packets_for_the_next_read():
-    """Fed one byte at a time (the way a socket may deliver them), the same packets come out, in order."""
-    wire = b"".join(mqtt5.publish_packet(f"a/{n}", bytes([n]) * (n * 50), n + 1) for n in range(6)) + b"\xd0\x00"
-    got: list[tuple[int, bytes]] = []
-    pending = b""
-    for i in range(len(wire)):
-        data = pending + wire[i:i + 1]
-        packets, used = mqtt5.split_packets(data, 1 << 20)
-        got += packets
-        pending = data[used:]
-    assert pending == b""
-    assert got == mqtt5.split_packets(wire, 1 << 20)[0] and len(got) == 7
-    assert [mqtt5.parse_publish(*p).packet_id for p in got[:6]] == [1, 2, 3, 4, 5, 6]
-    assert got[6] == (0xD0, b"")  # PINGRESP
-
-
-def test_properties_of_a_publish_are_skipped():
-    props = b"\x01\x01" + b"\x02\x00\x00\x00\x3c" + b"\x26\x00\x01k\x00\x02vv" + b"\x0b\x81\x01"  # format, expiry, user, sub id
-    body = b"\x00\x03a/b" + b"\x00\x07" + mqtt5.encode_varint(len(props)) + props + b"payload"
-    msg = mqtt5.parse_publish(0x32, body)
-    assert (msg.topic, msg.packet_id, msg.payload) == (b"a/b", 7, b"payload")
-
-
-@pytest.mark.parametrize(("first", "body", "problem"), [
-    (0x34, b"\x00\x01a\x00\x01\x00", "QoS 2"),
-    (0x32, b"\x00\x01a\x00\x00\x00", "packet identifier 0"),
-    (0x32, b"\x00\x00\x00\x01\x00", "without a topic name"),
-    (0x32, b"\x00\x09a", "truncated PUBLISH topic"),
-    (0x32, b"\x00\x01a\x00\x01\x05\x01", "truncated PUBLISH properties"),
-])
-def test_malformed_publish_names_the_problem(first, body, problem):
-    with pytest.raises(mqtt5.ProtocolError, match=problem):
-        mqtt5.parse_publish(first, body)
-
-
-def test_oversized_and_malformed_lengths_are_protocol_errors():
-    big = mqtt5.publish_packet("a", bytes(2000), 1)
-    with pytest.raises(mqtt5.ProtocolError, match="PUBLISH of 2009 bytes exceeds our maximum packet size of 1000") as err:
-        mqtt5.split_packets(big, 1000)
-    assert err.value.code == mqtt5.PACKET_TOO_LARGE
-    with pytest.raises(mqtt5.ProtocolError, match="more than four bytes"):
-        mqtt5.split_packets(b"\x30\xff\xff\xff\xff\x01", 1 << 30)
-
-
-def test_connect_subscribe_and_acks_encode_as_specified():
-    wire = mqtt5.connect_packet("rx-1", 30, username="u", password="p", session_expiry_s=3600,
-                                receive_maximum=400, maximum_packet_size=1 << 20)
-    (first, body), = mqtt5.split_packets(wire, 1 << 20)[0]
-    assert first == 0x10 and body[:7] == b"\x00\x04MQTT\x05" and body[7] == 0xC0  # username + password, no clean start
-    assert body[8:10] == struct.pack("!H", 30)
-    props = b"\x11\x00\x00\x0e\x10" + b"\x21\x01\x90" + b"\x27\x00\x10\x00\x00"
-    assert body[10:11 + len(props)] == bytes([len(props)]) + props
-    assert body[11 + len(props):] == b"\x00\x04rx-1" + b"\x00\x01u" + b"\x00\x01p"
-    sub = mqtt5.subscribe_packet(1, [("$share/g/a/+", 1), ("b/#", 1)])
-    assert sub == b"\x82\x18\x00\x01\x00" + b"\x00\x0c$share/g/a/+\x01" + b"\x00\x03b/#\x01"
-    assert mqtt5.puback_packets([1, 258]) == b"\x40\x02\x00\x01\x40\x02\x01\x02"
-    assert mqtt5.disconnect_packet(0x82) == b"\xe0\x01\x82" and mqtt5.disconnect_packet() == b"\xe0\x00"
-
-
-def test_connack_suback_disconnect_read_reasons_and_properties():
-    ack = mqtt5.parse_connack(b"\x01\x00\x0b\x13\x00\x05\x1f\x00\x05hello")
-    assert (ack.session_present, ack.reason_code, ack.server_keep_alive, ack.reason_string) == (True, 0, 5, "hello")
-    assert mqtt5.parse_connack(b"\x00\x86\x00").reason_code == 0x86
-    assert mqtt5.reason_name(mqtt5.CONNACK, 0x86) == "0x86 Bad user name or password"
-    sub = mqtt5.parse_suback(b"\x00\x01\x00\x01\x01\x87")
-    assert (sub.packet_id, sub.reason_codes) == (1, (1, 1, 0x87))
-    assert mqtt5.parse_disconnect(b"") == mqtt5.Disconnect(0, None)
-    assert mqtt5.parse_disconnect(b"\x8e\x00").reason_code == 0x8E
-    with pytest.raises(mqtt5.ProtocolError, match="unknown property identifier 0x7F"):
-        mqtt5.parse_connack(b"\x00\x00\x02\x7f\x00")
-    with pytest.raises(mqtt5.ProtocolError, match="reserved bits"):
-        mqtt5.parse_connack(b"\x02\x00")
-
-
-PARSERS = {mqtt5.CONNACK: mqtt5.parse_connack, mqtt5.SUBACK: mqtt5.parse_suback,
-           mqtt5.DISCONNECT: mqtt5.parse_disconnect}
-
-
-@settings(max_examples=300, deadline=None)
-@given(st.binary(max_size=300))
-def test_arbitrary_bytes_only_ever_raise_protocol_error(data):
-    try:
-        packets, used = mqtt5.split_packets(data, 4096)
-    except mqtt5.ProtocolError:
-        return
-    assert 0 <= used <= len(data)
-    for first, body in packets:
-        try:
-            if first >> 4 == mqtt5.PUBLISH:
-                mqtt5.parse_publish(first, body)
-            elif first >> 4 in PARSERS:
-                PARSERS[first >> 4](body)
-        except mqtt5.ProtocolError:
-            pass
-
-
-@settings(max_examples=200, deadline=None)
-@given(st.text(min_size=1, max_size=80), st.binary(max_size=600), st.integers(1, 65535), st.integers(1, 40))
-def test_publish_round_trip_in_any_cut(topic, payload, packet_id, cut):
-    wire = mqtt5.publish_packet(topic, payload, packet_id)
-    head, tail = wire[:cut], wire[cut:]
-    packets, used = mqtt5.split_packets(head, 1 << 20)
-    rest = head[used:] + tail
-    packets += mqtt5.split_packets(rest, 1 << 20)[0]
-    msg = mqtt5.parse_publish(*packets[0])
-    assert (msg.topic.decode(), msg.packet_id, msg.payload) == (topic, packet_id, payload)
-
-
-# --- against a real Mosquitto --------------------------------------------------------------------------
-
 DEV = "64050200001180000101"
+TOPIC = f"bk/v1/{DEV}/alert".encode()
 
 
 def _register(storage, *device_ids):
@@ -158,14 +35,46 @@ def _register(storage, *device_ids):
         storage.add_device(d, "canteen-1", "box")
 
 
+def _registered(cfg):
+    """The config, with DEV registered in its database before the receiver starts (fake brokers deliver at once)."""
+    storage = open_storage(cfg.storage.path)
+    _register(storage, DEV)
+    storage.close()
+    return cfg
+
+
+def _alert(n: int, packet_id: int) -> bytes:
+    return raw_publish(TOPIC, make_alert(DEV, n).model_dump_json().encode(), packet_id)
+
+
+@pytest.fixture
+def fake_broker():
+    brokers: list[FakeBroker] = []
+
+    def make(**kw) -> FakeBroker:
+        brokers.append(FakeBroker(**kw))
+        return brokers[-1]
+
+    yield make
+    for b in brokers:
+        b.close()
+
+
+def _events(logs, name):
+    return [e for e in logs if e["event"] == name]
+
+
+# --- against a real Mosquitto --------------------------------------------------------------------------
+
 async def test_wrong_password_is_reported_and_retried_without_crashing(tmp_path, monkeypatch):
+    """A refused CONNACK is logged with its reason and retried; the password never reaches the log."""
     with running_broker(tmp_path / "broker", dynsec=True) as broker:
         cfg = receiver_config(tmp_path, broker)
         monkeypatch.setenv("BK_TEST_RECEIVER_PASSWORD", "not-the-password")
         with structlog.testing.capture_logs() as logs:
             rx = await RunningReceiver(cfg).start(wait_subscribed=False)
             try:
-                refused = lambda: [e for e in logs if e["event"] == "broker refused the receiver"]  # noqa: E731
+                refused = lambda: _events(logs, "broker refused the receiver")  # noqa: E731
                 assert await async_wait_until(lambda: len(refused()) >= 2, 10), "the receiver retries after a refusal"
                 # Mosquitto 2.0.11's dynamic-security plugin answers a wrong password with 0x87, others with 0x86
                 assert refused()[0]["reason"] in ("0x86 Bad user name or password", "0x87 Not authorized")
@@ -188,9 +97,8 @@ async def test_tls_listener_delivers_and_a_foreign_ca_is_refused(tmp_path):
             _register(rx.storage, DEV)
             dev = DeviceClient(broker, DEV)  # the device side on the plain listener
             try:
-                alerts = [make_alert(DEV, n) for n in range(30)]
-                for a in alerts:
-                    dev.publish_alert(a)
+                for n in range(30):
+                    dev.publish_alert(make_alert(DEV, n))
             finally:
                 dev.close()
             assert await async_wait_until(lambda: rx.storage.count("alerts") == 30)
@@ -203,147 +111,15 @@ async def test_tls_listener_delivers_and_a_foreign_ca_is_refused(tmp_path):
         with structlog.testing.capture_logs() as logs:
             rx = await RunningReceiver(bad).start(wait_subscribed=False)
             try:
-                failed = lambda: [e for e in logs if e["event"] == "connect failed"]  # noqa: E731
-                assert await async_wait_until(lambda: len(failed()) >= 2, 10)
-                assert "CERTIFICATE_VERIFY_FAILED" in failed()[0]["error"]
+                assert await async_wait_until(lambda: len(_events(logs, "connect failed")) >= 2, 10)
+                assert "CERTIFICATE_VERIFY_FAILED" in _events(logs, "connect failed")[0]["error"]
                 assert not rx.app[SUBSCRIBER].connected.is_set()
             finally:
                 await rx.stop()
 
 
-# --- against a scripted peer (a FAKE broker: Mosquitto never misbehaves like this on cue) ---------------
-
-CONNACK_OK = b"\x20\x03\x00\x00\x00"
-
-
-@dataclass
-class ScriptedPeer:
-    """A FAKE broker for protocol faults: accepts connections, reads the CONNECT, then plays `script(conn, n)`.
-
-    Records every packet each connection sent (until it closed) in `seen[n]`."""
-
-    script: object
-    suback_code: int = 1
-    host: str = "127.0.0.1"
-    port: int = field(default_factory=free_port)
-    receiver: None = None
-    seen: list[list[tuple[int, bytes]]] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self._srv = socket.create_server((self.host, self.port))
-        self._srv.settimeout(0.2)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
-
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._srv.accept()
-            except TimeoutError:
-                continue
-            self.seen.append([])
-            threading.Thread(target=self._serve, args=(conn, len(self.seen) - 1), daemon=True).start()
-
-    def _serve(self, conn: socket.socket, n: int) -> None:
-        conn.settimeout(10)
-        pending = b""
-        with conn:
-            try:
-                self.script(conn, n)
-                while data := conn.recv(4096):
-                    packets, used = mqtt5.split_packets(pending + data, 1 << 20)
-                    pending = (pending + data)[used:]
-                    self.seen[n] += packets
-                    for first, _body in packets:
-                        if first >> 4 == mqtt5.SUBSCRIBE:
-                            code = self.suback_code if n == 0 else 1  # the first connection is the one under test
-                            conn.sendall(b"\x90\x08\x00\x01\x00" + bytes([code]) * len(subscriptions("receivers")))
-            except OSError:
-                pass
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(2)
-        self._srv.close()
-
-
-@pytest.fixture
-def peer_factory():
-    peers: list[ScriptedPeer] = []
-
-    def make(script, **kw) -> ScriptedPeer:
-        peers.append(ScriptedPeer(script, **kw))
-        return peers[-1]
-
-    yield make
-    for p in peers:
-        p.close()
-
-
-async def test_malformed_packet_from_the_broker_drops_the_connection_and_reconnects(tmp_path, peer_factory):
-    """A PUBLISH with QoS 2 (we subscribed with at most 1): DISCONNECT 0x82, logged, a new connection follows."""
-    peer = peer_factory(lambda conn, n: conn.sendall(CONNACK_OK + (b"\x34\x05\x00\x01a\x00\x01" if n == 0 else b"")))
-    with structlog.testing.capture_logs() as logs:
-        rx = await RunningReceiver(receiver_config(tmp_path, peer)).start(wait_subscribed=False)
-        try:
-            assert await async_wait_until(lambda: len(peer.seen) >= 2 and rx.app[SUBSCRIBER].subscribed.is_set(), 10)
-            errors = [e for e in logs if e["event"] == "broker broke the protocol; reconnecting"]
-            assert errors and "QoS 2" in errors[0]["error"]
-            assert peer.seen[0][0][0] >> 4 == mqtt5.CONNECT
-            assert (0xE0, b"\x82") in peer.seen[0], "the broken connection ends with DISCONNECT 0x82"
-        finally:
-            await rx.stop()
-    assert peer.seen[1][-1] == (0xE0, b""), "a clean stop sends a normal DISCONNECT"
-
-
-async def test_keepalive_pings_and_a_silent_broker_is_left(tmp_path, peer_factory):
-    """With Server Keep Alive 1 s the receiver sends PINGREQ; left unanswered, it reconnects."""
-    connack_keepalive_1 = b"\x20\x06\x00\x00\x03\x13\x00\x01"
-    peer = peer_factory(lambda conn, n: conn.sendall(connack_keepalive_1))
-    with structlog.testing.capture_logs() as logs:
-        rx = await RunningReceiver(receiver_config(tmp_path, peer)).start()
-        t0 = time.monotonic()
-        try:
-            assert await async_wait_until(lambda: len(peer.seen) >= 2, 10), "a broker that does not answer PINGREQ is left"
-            took = time.monotonic() - t0
-            assert (mqtt5.PINGREQ << 4, b"") in peer.seen[0]
-            assert 1.0 <= took < 6.0, took
-            gone = [e for e in logs if e["event"] == "receiver disconnected"]
-            assert gone and "no answer to PINGREQ within 1 s" in gone[0]["reason"]
-        finally:
-            await rx.stop()
-
-
-async def test_broker_disconnect_reason_is_logged(tmp_path, peer_factory):
-    peer = peer_factory(lambda conn, n: conn.sendall(CONNACK_OK + (b"\xe0\x01\x8e" if n == 0 else b"")))
-    with structlog.testing.capture_logs() as logs:
-        rx = await RunningReceiver(receiver_config(tmp_path, peer)).start(wait_subscribed=False)
-        try:
-            assert await async_wait_until(lambda: rx.app[SUBSCRIBER].subscribed.is_set() and len(peer.seen) >= 2, 10)
-            gone = [e for e in logs if e["event"] == "receiver disconnected"]
-            assert gone[0]["reason"] == "the broker sent DISCONNECT 0x8E Session taken over"
-        finally:
-            await rx.stop()
-
-
-async def test_subscription_granted_with_qos_0_counts_as_refused(tmp_path, peer_factory):
-    """QoS 0 messages are never acknowledged, so never redelivered: the receiver does not settle for them."""
-    peer = peer_factory(lambda conn, n: conn.sendall(CONNACK_OK), suback_code=0)
-    with structlog.testing.capture_logs() as logs:
-        rx = await RunningReceiver(receiver_config(tmp_path, peer)).start(wait_subscribed=False)
-        try:
-            assert await async_wait_until(lambda: rx.app[SUBSCRIBER].subscribed.is_set() and len(peer.seen) >= 2, 10)
-            refused = [e for e in logs if e["event"].startswith("broker refused the receiver's subscriptions")]
-            assert len(refused) == 1 and set(refused[0]["refused"].values()) == {"0x00 Granted QoS 0"}
-            assert peer.seen[0][-1] == (0xE0, b"")
-        finally:
-            await rx.stop()
-
-
 async def test_socket_above_descriptor_1023_and_an_unexpected_error_do_not_stop_ingest(tmp_path, monkeypatch):
-    """A busy process hands out descriptors above 1023 (select() cannot take them); a bug in the
-    connection path is logged and the subscriber connects again: ingest goes on in both cases."""
+    """A socket above descriptor 1023 and a bug in the connection path (logged, reconnect) do not stop ingest."""
     require_open_files(2048)
     held = [open("/dev/null", "rb") for _ in range(1100)]  # noqa: SIM115 - closed below
     real_connack = mqtt5.parse_connack
@@ -377,3 +153,321 @@ async def test_socket_above_descriptor_1023_and_an_unexpected_error_do_not_stop_
     finally:
         for f in held:
             f.close()
+
+
+# --- against a real ejabberd (no shared subscriptions, a short session) ---------------------------------
+
+async def test_ejabberd_without_shared_subscriptions_is_refused_clearly_and_works_with_shared_false(tmp_path):
+    """ejabberd: with mqtt.shared the log says what to change; with false it ingests and warns of its 3,600 s."""
+    with running_ejabberd(tmp_path / "ejabberd") as broker, structlog.testing.capture_logs() as logs:
+        shared = receiver_config(tmp_path / "shared", broker, client_id="bk-rx-shared",
+                                 mqtt={"shared": True, "reconnect_max_s": 0.5})
+        rx = await RunningReceiver(shared).start(wait_subscribed=False)
+        try:
+            mismatch = lambda: _events(logs, "the broker cannot serve the receiver as configured; a person must "  # noqa: E731
+                                             "change the broker or the mqtt config")
+            assert await async_wait_until(lambda: len(mismatch()) >= 2, 10)
+            assert "Shared Subscription Available 0" in mismatch()[0]["reason"]
+            assert "set mqtt.shared: false" in mismatch()[0]["reason"] and mismatch()[0]["retry_in_s"] == 0.5
+            assert not rx.app[SUBSCRIBER].subscribed.is_set()
+        finally:
+            await rx.stop()
+
+        rx = await RunningReceiver(receiver_config(tmp_path / "plain", broker)).start()  # harness: shared false
+        try:
+            _register(rx.storage, DEV)
+            dev = DeviceClient(broker, DEV, broker.add_device(DEV)[1])
+            try:
+                assert dev.publish_alert(make_alert(DEV, 1)) == 0
+            finally:
+                dev.close()
+            assert await async_wait_until(lambda: rx.storage.count("alerts") == 1)
+        finally:
+            await rx.stop()
+        connected = _events(logs, "receiver connected")[-1]
+        assert connected["session_expiry_s"] == 3600 and connected["server_keep_alive"] == 30
+        short = _events(logs, "the broker keeps the receiver's session for less than mqtt.session_expiry_s: what is "
+                              "queued for a receiver stopped longer than the granted time is lost")
+        assert short and (short[-1]["granted_s"], short[-1]["configured_s"]) == (3600, 604800)
+
+
+# --- against a FAKE broker: poison messages and back-off -------------------------------------------------
+
+BIG = 8 * 1024 * 1024 + 100
+POISON = {  # kind: (the message, DISCONNECT reason on its first delivery, PUBACK/PUBREC answer on its second)
+    "qos2": (raw_publish(TOPIC, b"{}", 2, qos=2), 0x82, (mqtt5.PUBREC, 0x83)),
+    "too-large": (raw_publish(TOPIC, bytes(BIG), 2), 0x95, (mqtt5.PUBACK, 0x97)),
+    "topic-alias": (raw_publish(TOPIC, b"{}", 2, props=prop_u16(0x23, 1)), 0x94, (mqtt5.PUBACK, 0x90)),
+    "alias-instead-of-topic": (raw_publish(b"", b"{}", 2, props=prop_u16(0x23, 1)), 0x94, (mqtt5.PUBACK, 0x90)),
+    "bad-utf8-topic": (raw_publish(b"bk/v1/\xff\xfe/alert", b"{}", 2), 0x81, (mqtt5.PUBACK, 0x90)),
+    "nul-topic": (raw_publish(b"bk/v1/\x00/alert", b"{}", 2), 0x81, (mqtt5.PUBACK, 0x90)),
+    "wildcard-topic": (raw_publish(b"bk/v1/+/alert", b"{}", 2), 0x81, (mqtt5.PUBACK, 0x90)),
+}
+
+
+@pytest.mark.parametrize("kind", list(POISON))
+async def test_a_poison_message_costs_one_connection_then_is_refused_alone(tmp_path, fake_broker, kind):
+    """A resent bad message: DISCONNECT once, then refused alone (a reject row), and what follows is stored."""
+    poison, disconnect_reason, refusal = POISON[kind]
+    broker = fake_broker(queue=[_alert(1, 1), poison, _alert(2, 3), _alert(3, 4)])
+    cfg = _registered(receiver_config(tmp_path, broker))
+    with structlog.testing.capture_logs() as logs:
+        rx = await RunningReceiver(cfg).start(wait_subscribed=False)
+        try:
+            assert await async_wait_until(lambda: {a[2] for a in broker.acks} >= {1, 2, 3, 4}, 10), \
+                f"acks {broker.acks}, connections {len(broker.seen)}"
+            assert len(broker.seen) == 2, "one connection lost to the poison, not one per delivery"
+            # alert 1 may have been stored and acknowledged before the poison arrived, or go down with it
+            final = {pid: (kind, reason) for _n, kind, pid, reason in broker.acks}
+            assert final == {1: (mqtt5.PUBACK, 0), 2: refusal, 3: (mqtt5.PUBACK, 0), 4: (mqtt5.PUBACK, 0)}
+            again = [pid for n, _kind, pid, _reason in broker.acks if n == 1]
+            assert again in ([1, 2, 3, 4], [2, 3, 4]), "acknowledged on the second connection, in order"
+            broke = _events(logs, "broker broke the protocol; reconnecting")
+            assert [e["disconnect_reason"] for e in broke] == [f"0x{disconnect_reason:02X}"]
+            if kind != "too-large":  # the receiver closes under an 8 MiB send: the fake may not read its DISCONNECT
+                assert (0xE0, bytes([disconnect_reason])) in broker.seen[0]
+            assert rx.storage.count("alerts") == 3
+            reject, = rx.storage.list_rejects()
+            assert reject["reason"].startswith("poison message: ") and broke[0]["error"] in reject["reason"]
+            assert reject["topic"] == broke[0]["topic"] == _events(logs, "poison message refused")[0]["topic"]
+            counts = rx.app[SUBSCRIBER].counts  # alert 1 is a duplicate when stored before its PUBACK got lost
+            assert (counts["stored"], counts["rejected"]) == (3, 1) and counts["duplicate"] <= 1
+        finally:
+            await rx.stop()
+
+
+def _disconnect_after_subscribe(reason: int):
+    return lambda conn, n: conn.sendall(bytes([0xE0, 1, reason]))
+
+
+async def test_back_off_grows_while_connections_fail_at_once(tmp_path, fake_broker):
+    """A broker that drops the receiver after SUBACK: waits double to reconnect_max_s (not the minimum forever)."""
+    broker = fake_broker(after_subscribe=_disconnect_after_subscribe(0x89))
+    cfg = receiver_config(tmp_path, broker, mqtt={"reconnect_min_s": 0.1, "reconnect_max_s": 0.8, "healthy_after_s": 5})
+    with structlog.testing.capture_logs() as logs:
+        rx = await RunningReceiver(cfg).start(wait_subscribed=False)
+        try:
+            assert await async_wait_until(lambda: len(broker.accepted_at) >= 6, 10)
+        finally:
+            await rx.stop()
+    gaps = [b - a for a, b in zip(broker.accepted_at, broker.accepted_at[1:], strict=False)][:5]
+    assert gaps[0] < 0.6 and gaps[3] > 0.7 and gaps[4] > 0.7, gaps
+    waits = [e["retry_in_s"] for e in _events(logs, "receiver disconnected")][:5]
+    assert waits == [0.1, 0.2, 0.4, 0.8, 0.8]
+
+
+async def test_back_off_starts_again_after_a_connection_that_stored_something(tmp_path, fake_broker):
+    """Each connection stores an alert before it is dropped: the receiver returns at the minimum delay."""
+    def deliver_then_drop(conn, n):
+        conn.sendall(_alert(10 + n, n + 1))
+        deadline = time.monotonic() + 5
+        while not broker.acked(n + 1) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        conn.sendall(b"\xe0\x01\x89")
+
+    broker = fake_broker(after_subscribe=deliver_then_drop)
+    cfg = _registered(receiver_config(tmp_path, broker, mqtt={"reconnect_min_s": 0.1, "reconnect_max_s": 0.8,
+                                                              "healthy_after_s": 5}))
+    with structlog.testing.capture_logs() as logs:
+        rx = await RunningReceiver(cfg).start(wait_subscribed=False)
+        try:
+            assert await async_wait_until(lambda: len(broker.accepted_at) >= 5, 10)
+        finally:
+            await rx.stop()
+    assert [e["retry_in_s"] for e in _events(logs, "receiver disconnected")][:4] == [0.1] * 4
+
+
+# --- against a FAKE broker: CONNACK, SUBACK and DISCONNECT ------------------------------------------------
+
+@pytest.mark.parametrize(("first_connack", "mqtt", "problem"), [
+    (b"\x20\x02\x00\x01", {}, "CONNACK reason 0x01 is no MQTT v5 success"),  # MQTT 3.1.1: unacceptable protocol level
+    (connack(code=0x10), {}, "CONNACK reason 0x10 is no MQTT v5 success"),
+    (connack(session_present=True), {"clean_start": True}, "Session Present 1 in answer to a Clean Start"),
+], ids=["mqtt311-refusal", "code-0x10", "session-present-after-clean-start"])
+async def test_a_connack_that_is_no_success_is_a_protocol_error(tmp_path, fake_broker, first_connack, mqtt, problem):
+    """No SUBSCRIBE on such a connection: DISCONNECT 0x82, and the next connection is accepted normally."""
+    broker = fake_broker(connack=lambda n: first_connack if n == 0 else CONNACK_OK)
+    with structlog.testing.capture_logs() as logs:
+        rx = await RunningReceiver(receiver_config(tmp_path, broker, mqtt=mqtt)).start(wait_subscribed=False)
+        try:
+            assert await async_wait_until(lambda: rx.app[SUBSCRIBER].subscribed.is_set(), 10)
+        finally:
+            await rx.stop()
+    assert mqtt5.SUBSCRIBE not in broker.kinds(0), "nothing subscribed on a refused connection"
+    assert broker.seen[0][-1] == (0xE0, b"\x82")
+    broke = _events(logs, "broker broke the protocol; reconnecting")
+    assert problem in broke[0]["error"] and broke[0]["disconnect_reason"] == "0x82"
+    if mqtt:
+        assert [broker.seen[n][0][1][7] & 0x02 for n in (0, 1)] == [0x02, 0x02], "clean start until accepted"
+
+
+@pytest.mark.parametrize("how", ["connack", "disconnect-after-subscribe"])
+async def test_a_broker_without_shared_subscriptions_is_named_and_retried_slowly(tmp_path, fake_broker, how):
+    """No shared subscriptions (CONNACK, DISCONNECT 0x9E): the log says set mqtt.shared: false; slow retries."""
+    if how == "connack":
+        broker = fake_broker(connack=lambda n: connack(props=prop_byte(0x2A, 0)))
+    else:
+        broker = fake_broker(suback=lambda n, pid, k: b"\xe0\x22\x9e\x20\x1f\x00\x1dShared Subscriptions disabled!")
+    cfg = receiver_config(tmp_path, broker, mqtt={"reconnect_min_s": 0.1, "reconnect_max_s": 0.6})
+    with structlog.testing.capture_logs() as logs:
+        rx = await RunningReceiver(cfg).start(wait_subscribed=False)
+        try:
+            assert await async_wait_until(lambda: len(broker.accepted_at) >= 2, 10)
+        finally:
+            await rx.stop()
+    assert broker.accepted_at[1] - broker.accepted_at[0] > 0.55
+    said = _events(logs, "the broker cannot serve the receiver as configured; a person must change the broker or "
+                         "the mqtt config")[0]
+    assert "set mqtt.shared: false" in said["reason"] and said["retry_in_s"] == 0.6
+    assert ("Shared Subscription Available 0" if how == "connack" else "0x9E") in said["reason"]
+    if how == "connack":
+        assert mqtt5.SUBSCRIBE not in broker.kinds(0) and broker.seen[0][-1] == (0xE0, b"")
+
+
+async def test_without_shared_subscriptions_mqtt_shared_false_subscribes_plainly(tmp_path, fake_broker):
+    """With mqtt.shared: false the same broker is fine: plain filters, subscribed."""
+    broker = fake_broker(connack=lambda n: connack(props=prop_byte(0x2A, 0)))
+    rx = await RunningReceiver(receiver_config(tmp_path, broker, mqtt={"shared": False})).start()
+    await rx.stop()
+    subscribe = next(body for first, body in broker.seen[0] if first >> 4 == mqtt5.SUBSCRIBE)
+    assert b"$share" not in subscribe and b"bk/v1/+/alert" in subscribe
+
+
+async def test_the_granted_session_expiry_is_logged_and_a_shorter_one_warned(tmp_path, fake_broker):
+    """CONNACK Session Expiry 3600 against the configured 7 days: logged, with a warning naming both."""
+    broker = fake_broker(connack=lambda n: connack(props=prop_u32(0x11, 3600)))
+    with structlog.testing.capture_logs() as logs:
+        rx = await RunningReceiver(receiver_config(tmp_path, broker)).start()
+        await rx.stop()
+    assert _events(logs, "receiver connected")[0]["session_expiry_s"] == 3600
+    warned = [e for e in logs if e["event"].startswith("the broker keeps the receiver's session for less")]
+    assert [(e["granted_s"], e["configured_s"]) for e in warned] == [(3600, 604800)]
+
+
+@pytest.mark.parametrize(("packet", "before_connack", "reason"), [
+    (b"\x62\x02\x00\x01", True, 0x82),  # PUBREL
+    (b"\xf0\x00", True, 0x82),  # AUTH
+    (raw_publish(TOPIC, b"{}", 1), True, 0x82),  # PUBLISH
+    (b"\x90\x04\x00\x01\x00\x01", True, 0x82),  # SUBACK
+    (b"\xf0\x00", False, 0x82),  # AUTH: we never started enhanced authentication
+    (b"\x40\x02\x00\x07", False, 0x82),  # PUBACK: we never publish
+    (CONNACK_OK, False, 0x82),  # a second CONNACK
+    (b"\x00\x00", False, 0x81),  # reserved packet type 0
+    (b"\xd1\x00", False, 0x81),  # PINGRESP with a reserved flag set
+], ids=["pubrel-first", "auth-first", "publish-first", "suback-first", "auth", "puback", "connack-again",
+        "type-0", "flags"])
+async def test_unexpected_packets_get_the_standards_disconnect_reason(tmp_path, fake_broker, packet, before_connack,
+                                                                      reason):
+    """A packet that breaks the protocol ends the connection with 0x82 (protocol error) or 0x81 (malformed)."""
+    if before_connack:
+        broker = fake_broker(connack=lambda n: packet if n == 0 else CONNACK_OK)
+    else:
+        broker = fake_broker(after_subscribe=lambda conn, n: conn.sendall(packet) if n == 0 else None)
+    rx = await RunningReceiver(receiver_config(tmp_path, broker)).start(wait_subscribed=False)
+    try:
+        assert await async_wait_until(lambda: len(broker.seen) >= 2 and rx.app[SUBSCRIBER].subscribed.is_set(), 10)
+    finally:
+        await rx.stop()
+    assert broker.seen[0][-1] == (0xE0, bytes([reason]))
+
+
+async def test_pubrel_for_a_message_never_accepted_is_answered_pubcomp_0x92(tmp_path, fake_broker):
+    """PUBREL after CONNACK names a QoS 2 message we never took: PUBCOMP 0x92, and the connection stays."""
+    broker = fake_broker(after_subscribe=lambda conn, n: conn.sendall(b"\x62\x02\x00\x09" + _alert(1, 1)))
+    rx = await RunningReceiver(_registered(receiver_config(tmp_path, broker))).start()
+    try:
+        assert await async_wait_until(lambda: broker.acked(1), 10)
+        assert (0x70, b"\x00\x09\x92") in broker.seen[0]
+        assert len(broker.seen) == 1 and rx.app[SUBSCRIBER].subscribed.is_set()
+    finally:
+        await rx.stop()
+
+
+# --- against a FAKE broker: keepalive --------------------------------------------------------------------
+
+KEEPALIVE_1 = connack(props=prop_u16(0x13, 1))
+
+
+async def test_keepalive_pings_and_a_silent_broker_is_left(tmp_path, fake_broker):
+    """With Server Keep Alive 1 s the receiver sends PINGREQ; left unanswered, it reconnects."""
+    broker = fake_broker(connack=lambda n: KEEPALIVE_1, answer_pings=False)
+    with structlog.testing.capture_logs() as logs:
+        rx = await RunningReceiver(receiver_config(tmp_path, broker)).start()
+        t0 = time.monotonic()
+        try:
+            assert await async_wait_until(lambda: len(broker.seen) >= 2, 10), "a broker that does not answer is left"
+            took = time.monotonic() - t0
+            assert mqtt5.PINGREQ in broker.kinds(0)
+            assert 1.0 <= took < 6.0, took
+            gone = _events(logs, "receiver disconnected")
+            assert gone and "no answer to PINGREQ within 1 s" in gone[0]["reason"]
+        finally:
+            await rx.stop()
+    assert broker.seen[1][-1] == (0xE0, b""), "a clean stop sends a normal DISCONNECT"
+
+
+async def test_server_keep_alive_0_still_pings_and_the_socket_has_tcp_keepalive(tmp_path, fake_broker):
+    """Server Keep Alive 0: the receiver pings at its own keepalive (leaving a mute broker); TCP keepalive is on."""
+    broker = fake_broker(connack=lambda n: connack(props=prop_u16(0x13, 0)), answer_pings=False)
+    with structlog.testing.capture_logs() as logs:
+        rx = await RunningReceiver(receiver_config(tmp_path, broker, mqtt={"keepalive_s": 1})).start()
+        try:
+            sock = rx.app[SUBSCRIBER]._sock
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 1
+            assert await async_wait_until(lambda: len(broker.seen) >= 2, 10)
+        finally:
+            await rx.stop()
+    assert mqtt5.PINGREQ in broker.kinds(0)
+    assert "no answer to PINGREQ within 1 s" in _events(logs, "receiver disconnected")[0]["reason"]
+
+
+async def test_a_broker_dribbling_bytes_cannot_hold_a_dead_link(tmp_path, fake_broker):
+    """A PUBLISH dribbled a byte every 0.2 s is no answer to PINGREQ: the receiver leaves after ~1.5 keepalives."""
+    dribbling = []
+
+    def dribble(conn, n):
+        if n:
+            return
+        conn.sendall(b"\x32\xa0\x9c\x01")  # a PUBLISH of 20,000 bytes is coming
+        for _ in range(100):
+            conn.sendall(b"\x00")
+            dribbling.append(time.monotonic())
+            time.sleep(0.2)
+
+    broker = fake_broker(connack=lambda n: KEEPALIVE_1, after_subscribe=dribble, answer_pings=False)
+    with structlog.testing.capture_logs() as logs:
+        rx = await RunningReceiver(receiver_config(tmp_path, broker)).start()
+        t0 = time.monotonic()
+        try:
+            assert await async_wait_until(lambda: len(broker.seen) >= 2, 6), "held by the dribble"
+            assert time.monotonic() - t0 < 3.5
+        finally:
+            await rx.stop()
+    gone = _events(logs, "receiver disconnected")[0]["reason"]
+    assert gone == "no answer to PINGREQ within 1 s (part of a packet arrived, never the whole)"
+    assert len(dribbling) >= 3, "the broker was still sending bytes"
+
+
+async def test_pings_continue_while_storage_retries(tmp_path, fake_broker, monkeypatch):
+    """During ~2 s of store retries the receiver keeps pinging, so a broker cutting silent clients keeps it."""
+    real = Ingestor.handle_batch
+    failures = []
+
+    def failing(self, messages):
+        if len(failures) < 20:
+            failures.append(1)
+            raise StorageError("database is locked (simulated)")
+        return real(self, messages)
+
+    monkeypatch.setattr(Ingestor, "handle_batch", failing)
+    broker = fake_broker(connack=lambda n: KEEPALIVE_1, queue=[_alert(1, 1)], cut_silent_after_s=1.5)
+    cfg = _registered(receiver_config(tmp_path, broker, mqtt={"store_retries": 40, "store_retry_s": 0.1}))
+    rx = await RunningReceiver(cfg).start()
+    try:
+        assert await async_wait_until(lambda: broker.acked(1), 10)
+        assert len(failures) == 20 and broker.acked(1) == [(0, mqtt5.PUBACK, 1, 0)]
+        assert broker.kinds(0).count(mqtt5.PINGREQ) >= 2 and not broker.cut
+        assert rx.storage.count("alerts") == 1
+    finally:
+        await rx.stop()

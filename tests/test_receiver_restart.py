@@ -12,6 +12,7 @@ from support.waiting import async_wait_until
 
 from cloud_receiver.appkeys import SUBSCRIBER
 from cloud_receiver.errors import StorageError
+from cloud_receiver.ingest import codec
 from devkit.localbroker import running_broker
 
 pytestmark = pytest.mark.system
@@ -53,18 +54,24 @@ async def test_restart_mid_stream_stores_every_alert_exactly_once(tmp_path):
         rx2 = await RunningReceiver(cfg).start()
         try:
             assert await async_wait_until(lambda: rx2.storage.count("alerts") >= total, 20)
-            await asyncio.sleep(0.3)  # anything still arriving would be a duplicate: it must not add rows
+            # a marker published now is queued behind everything the broker still holds for the receiver:
+            # once it is stored, every earlier message (a duplicate included) has been handled
+            marker = make_alert(device_id, total)
+            dev = DeviceClient(broker, device_id)
+            assert dev.publish_alert(marker) == 0
+            dev.close()
+            assert await async_wait_until(lambda: rx2.storage.get_alert(marker.id) is not None, 10)
             ids = {r["id"] for r in rx2.storage.db.query("SELECT id FROM alerts")}
-            assert ids == {make_alert(device_id, n).id for n in range(total)}
-            assert rx2.storage.count("alerts") == total
+            assert ids == {make_alert(device_id, n).id for n in range(total + 1)}
+            assert rx2.storage.count("alerts") == total + 1
             after = rx2.app[SUBSCRIBER].counts
-            assert at_stop["stored"] + after["stored"] == total
+            assert at_stop["stored"] + after["stored"] == total + 1
             assert at_stop["stored"] < total
         finally:
             await rx2.stop()
 
 
-async def test_stored_but_unacknowledged_alerts_are_redelivered_and_not_doubled(tmp_path):
+async def test_stored_but_unacknowledged_alerts_are_redelivered_and_not_doubled(tmp_path, monkeypatch):
     """A crash between the commit and the PUBACK: the broker redelivers, the store recognises every repeat."""
     count = 15  # below Mosquitto's max_inflight_messages (20): more unacknowledged ones would not be sent
     with running_broker(tmp_path / "broker") as broker:
@@ -72,15 +79,16 @@ async def test_stored_but_unacknowledged_alerts_are_redelivered_and_not_doubled(
         rx = await RunningReceiver(cfg).start()
         device_id, _ = broker.add_device()
         _register(rx.storage, device_id)
-        rx.app[SUBSCRIBER].send_acks = lambda ids: None  # the commit happens, the PUBACK never leaves
         dev = DeviceClient(broker, device_id)
-        try:
-            for n in range(count):
-                dev.publish_alert(make_alert(device_id, n))
-            assert await async_wait_until(lambda: rx.storage.count("alerts") == count)
-        finally:
-            dev.close()
-            await rx.stop()
+        with monkeypatch.context() as m:
+            m.setattr(codec, "puback_packets", lambda ids: b"")  # the commit happens, the PUBACK never leaves
+            try:
+                for n in range(count):
+                    dev.publish_alert(make_alert(device_id, n))
+                assert await async_wait_until(lambda: rx.storage.count("alerts") == count)
+            finally:
+                dev.close()
+                await rx.stop()
 
         rx2 = await RunningReceiver(cfg).start()
         try:
@@ -114,9 +122,12 @@ async def test_storage_failure_leaves_message_unacknowledged_until_stored(tmp_pa
             assert dev.publish_alert(make_alert(device_id, 1)) == 0
             assert dev.publish_alert(make_alert(device_id, 2)) == 0
             assert await async_wait_until(lambda: rx.storage.count("alerts") == 2)
-            await asyncio.sleep(0.2)
-            assert rx.storage.count("alerts") == 2 and rx.storage.count("rejects") == 0
-            assert len(failures) == 6 and rx.app[SUBSCRIBER].counts["stored"] == 2
+            # a third alert, sent once the two are stored, arrives after any redelivery of them
+            assert dev.publish_alert(make_alert(device_id, 3)) == 0
+            assert await async_wait_until(lambda: rx.storage.get_alert(make_alert(device_id, 3).id) is not None)
+            assert rx.storage.count("alerts") == 3 and rx.storage.count("rejects") == 0
+            assert len(failures) == 6
+            assert rx.app[SUBSCRIBER].counts == {"stored": 3, "duplicate": 0, "rejected": 0}
         finally:
             dev.close()
             await rx.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,6 +34,26 @@ def make_alert(i: int, device: str = DEVICE) -> bk_contract.Alert:
 
 def cameras() -> list[bk_contract.CameraHealth]:
     return [bk_contract.CameraHealth(id="cam1", name="后厨", state="online", fps=5.0)]
+
+
+class RoundClock:
+    """The Uplink's clock (time.monotonic) that counts the reads made from the uplink's own thread. Every round
+    of its loop reads the clock at least once (exactly once while auth failed), so the count proves the loop
+    has gone round: the event a "never happens" check waits for instead of a fixed sleep."""
+
+    def __init__(self, device: str = DEVICE) -> None:
+        self.thread_name = f"uplink-{device}"
+        self.calls = 0
+
+    def __call__(self) -> float:
+        if threading.current_thread().name == self.thread_name:
+            self.calls += 1
+        return time.monotonic()
+
+    def wait_reads(self, n: int, timeout: float = 10.0) -> None:
+        """Wait until the uplink's loop has read the clock `n` more times."""
+        start = self.calls
+        assert wait_until(lambda: self.calls >= start + n, timeout, step=0.01), f"the uplink loop read its clock < {n} times"
 
 
 def make_uplink(port: int, outbox: Outbox, **kw) -> Uplink:
@@ -127,15 +148,23 @@ def test_broker_outage_delivers_all_in_order(tmp_path, anon_broker):
         assert rx.wait_for(lambda r: len(r.alerts()) >= len(expected), 30 + OUTAGE_S / 2)
         assert wait_until(lambda: box.stats()["depth_total"] == 0, 10, step=0.05)
         drain_s = time.monotonic() - t0
-        time.sleep(0.5)  # anything doubled would show up now
+        # everything is acknowledged; a marker added now reaches the subscriber behind anything the broker
+        # still had for it, so once the marker is there a doubled message would be there too
+        n += 1
+        box.add_event(make_alert(n), os.urandom(1500))
+        expected.append(f"EVT{n:05d}")
+        assert rx.wait_for(lambda r: f"EVT{n:05d}" in [a["id"] for a in r.alerts()], 10)
+        assert wait_until(lambda: len([m for m in rx.snapshot() if "/media/" in m.topic]) >= 2 * len(expected), 5)
+        assert wait_until(lambda: box.stats()["depth_total"] == 0 and up.health()["inflight"] == 0, 5, step=0.05)
         ids = [a["id"] for a in rx.alerts()]
         assert ids == expected  # all, in order, none doubled
         chunks = [m.topic for m in rx.snapshot() if "/media/" in m.topic]
         assert len(chunks) == len(set(chunks)) == 2 * len(expected)
         h = up.health()
         assert h["connections"] >= 2 and h["connected"] and h["inflight"] == 0
-        print(f"outage {OUTAGE_S:.0f} s: {len(expected) - 3} events queued, drained in {drain_s:.2f} s "
-              f"after restart ({2 * (len(expected) - 3) / drain_s:.1f} msgs/s incl. reconnect)")
+        queued = len(expected) - 4  # the three before the outage and the marker were not queued
+        print(f"outage {OUTAGE_S:.0f} s: {queued} events queued, drained in {drain_s:.2f} s "
+              f"after restart ({2 * queued / drain_s:.1f} msgs/s incl. reconnect)")
     finally:
         up.stop()
         rx.stop()
@@ -149,7 +178,8 @@ def test_acl_refusal_is_kept_and_reported(tmp_path, acl_broker):
     foreign = make_alert(99, device=OTHER_DEVICE).model_dump_json().encode()
     box.add_message(bk_contract.topic(OTHER_DEVICE, "alert"), foreign, qos=1, priority=0)
     box.add_event(make_alert(1))
-    up = make_uplink(acl_broker.port, box, cfg={"telemetry_s": 3600})
+    clock = RoundClock()
+    up = make_uplink(acl_broker.port, box, cfg={"telemetry_s": 3600}, clock=clock)
     up.start()
     try:
         assert rx.wait_for(lambda r: [a["id"] for a in r.alerts()] == ["EVT00001"], 10)
@@ -158,10 +188,15 @@ def test_acl_refusal_is_kept_and_reported(tmp_path, acl_broker):
         assert h["connected"] and h["refused"]["alert"] == 1 and h["refused_messages"][0]["code"] == 0x87
         assert h["refused_messages"][0]["topic"] == f"bk/v1/{OTHER_DEVICE}/alert"
         assert any("refused" in r for r in h["needs_human_reasons"])
-        time.sleep(1.5)  # no hot retry loop: still one attempt
+        # no hot retry loop: a later alert goes out (a retried refused message, being older, would go first)
+        # and the loop goes round many times, and the refused message still had its one attempt
+        box.add_event(make_alert(2))
+        assert rx.wait_for(lambda r: [a["id"] for a in r.alerts()] == ["EVT00001", "EVT00002"], 10)
+        clock.wait_reads(60)
         assert box.refused()[0]["attempts"] == 1
         assert up.health()["refusals"] == 1
-        assert box.stats()["depth_total"] == 0 and box.stats()["refused_total"] == 1
+        assert wait_until(lambda: box.stats()["depth_total"] == 0, 5, step=0.05)
+        assert box.stats()["refused_total"] == 1
         assert all(OTHER_DEVICE not in m.topic for m in rx.snapshot())
         # the retained status tells the cloud that this box needs a human
         assert rx.wait_for(lambda r: any(
@@ -186,11 +221,14 @@ def test_bad_credentials_stop_retrying(tmp_path, acl_broker, monkeypatch):
     monkeypatch.setenv(PASSWORD_ENV, "wrong-password")
     box = Outbox(tmp_path / "agent.db", device_id=DEVICE)
     box.add_event(make_alert(1))
-    up = make_uplink(acl_broker.port, box, cfg={"reconnect_max_s": 0.1})
+    clock = RoundClock()
+    up = make_uplink(acl_broker.port, box, cfg={"reconnect_max_s": 0.1}, clock=clock)
     up.start()
     try:
         assert wait_until(lambda: up.health()["auth_failed"], 5, step=0.05)
-        time.sleep(1.5)  # with a 0.1 s back-off a retry loop would have made ~15 attempts
+        # six more rounds of the uplink's loop (one clock read each while auth failed): with a 0.1 s back-off a
+        # retry loop would have reconnected within two or three
+        clock.wait_reads(6)
         h = up.health()
         assert h["state"] == "auth_failed" and h["needs_human"] and not h["connected"]
         assert h["connect_attempts"] == 1

@@ -14,6 +14,7 @@ from typing import TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from bk_common.jsondepth import nests_deeper
 from cloud_receiver.api.errors import ApiError, bad_request
 from cloud_receiver.errors import validation_problem
 
@@ -90,31 +91,6 @@ async def read_limited(request: web.Request, max_bytes: int) -> bytes:
         if len(buf) > max_bytes:
             raise ApiError(413, "too_large", f"body exceeds {max_bytes} bytes")
     return bytes(buf)
-
-
-_BRACKETS_ONLY = bytes.maketrans(b"{}", b"[]")  # depth does not care which kind of bracket
-_NOT_A_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
-
-
-def nests_deeper(raw: bytes, limit: int) -> bool:
-    """Whether arrays and objects in the JSON text `raw` nest deeper than `limit` (strings do not count).
-
-    No parsing and no Python loop over bytes: a body with at most `limit` brackets cannot; otherwise
-    escapes are dropped, then what lies between quotes, then everything but brackets (C-speed bytes
-    operations), and the innermost pairs are removed once per level, `limit` + 1 passes at most.
-    Brackets that never pair up (not JSON) count as deep as they are many."""
-    if raw.count(b"[") + raw.count(b"{") <= limit:
-        return False
-    text = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
-    brackets = b"".join(text.split(b'"')[0::2]).translate(_BRACKETS_ONLY, _NOT_A_BRACKET)
-    for depth in range(limit + 1):
-        if not brackets:
-            return False
-        shorter = brackets.replace(b"[]", b"")
-        if len(shorter) == len(brackets):
-            return depth + len(brackets) > limit
-        brackets = shorter
-    return True
 
 
 def require_json(request: web.Request) -> None:

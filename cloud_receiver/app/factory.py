@@ -113,7 +113,9 @@ def create_app(cfg: ReceiverConfig, *, subscriber: bool = True) -> web.Applicati
 
 
 def api_settings(cfg: ReceiverConfig) -> ApiSettings:
-    return ApiSettings(default_deadline_hours=cfg.api.default_deadline_hours, photo_max_bytes=cfg.api.photo_max_bytes)
+    a = cfg.api
+    return ApiSettings(default_deadline_hours=a.default_deadline_hours, photo_max_bytes=a.photo_max_bytes,
+                       sse_max_streams=a.sse_max_streams, sse_max_streams_per_token=a.sse_max_streams_per_token)
 
 
 def push_settings(cfg: ReceiverConfig) -> PushSettings:

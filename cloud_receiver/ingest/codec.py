@@ -1,12 +1,18 @@
 """The part of MQTT v5 a QoS 1 subscriber needs, as pure functions over bytes (no sockets).
 
-The receiver only subscribes: it sends CONNECT, SUBSCRIBE, PUBACK, PINGREQ and DISCONNECT, and
-receives CONNACK, SUBACK, PUBLISH (QoS 0 or 1; it subscribes with maximum QoS 1), PINGRESP and
-DISCONNECT. `split_packets` cuts a received byte buffer into whole packets, many per call;
-`parse_publish` reads a PUBLISH without building objects for its properties (it skips them: the
-receiver announces no topic aliases and needs none of them). Anything that breaks the protocol
-raises `ProtocolError` naming what is wrong; the caller drops the connection (the broker then
-delivers every unacknowledged message again).
+The receiver only subscribes: it sends CONNECT, SUBSCRIBE, PUBACK (PUBREC and PUBCOMP only to
+refuse), PINGREQ and DISCONNECT, and receives CONNACK, SUBACK, PUBLISH, PINGRESP and DISCONNECT.
+`split_packets` cuts a received byte buffer into whole packets, many per call (`framing.PacketReader`
+keeps the rest between reads and skips a packet above our maximum size); `parse_publish` reads a
+PUBLISH and checks what a subscriber must (QoS, topic name, topic alias) without building objects
+for its other properties.
+
+Two kinds of fault, each naming what is wrong and carrying the DISCONNECT reason the standard
+gives for it (`code`): `ProtocolError` when the byte stream or the session cannot be trusted any
+more, and its subclass `BadPublish` for a PUBLISH whose packet identifier could be read, so that
+this one message can be named and refused (`ack_reason` is the PUBACK / PUBREC reason to refuse it
+with); both live in `mqtt_fields` with the property reader. subscriber.py decides which answer a
+fault gets.
 
 Why not paho here (paho-mqtt stays on the edge, and for the broker's admin client): on the
 receiver's hot path paho spent about two thirds of the time of an alert (three `recv` calls and a
@@ -22,43 +28,46 @@ from dataclasses import dataclass
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
-CONNECT, CONNACK, PUBLISH, PUBACK, SUBSCRIBE, SUBACK = 1, 2, 3, 4, 8, 9
+from cloud_receiver.ingest.mqtt_fields import (
+    IMPLEMENTATION_SPECIFIC,
+    MALFORMED,
+    MAXIMUM_PACKET_SIZE,
+    MAXIMUM_QOS,
+    PACKET_TOO_LARGE,
+    PROTOCOL_ERROR,
+    QUOTA_EXCEEDED,
+    REASON_STRING,
+    RECEIVE_MAXIMUM,
+    SERVER_KEEP_ALIVE,
+    SESSION_EXPIRY,
+    SHARED_AVAILABLE,
+    TOPIC_ALIAS,
+    TOPIC_ALIAS_INVALID,
+    TOPIC_NAME_INVALID,
+    UNSPECIFIED_ERROR,
+    WILDCARD_AVAILABLE,
+    need,
+    prop_int,
+    prop_str,
+    read_properties,
+)
+from cloud_receiver.ingest.mqtt_fields import BadPublish as BadPublish  # re-exported: codec.BadPublish
+from cloud_receiver.ingest.mqtt_fields import ProtocolError as ProtocolError  # re-exported: codec.ProtocolError
+
+CONNECT, CONNACK, PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP, SUBSCRIBE, SUBACK = 1, 2, 3, 4, 5, 6, 7, 8, 9
 PINGREQ, PINGRESP, DISCONNECT, AUTH = 12, 13, 14, 15
 PINGREQ_PACKET = b"\xc0\x00"
 DISCONNECT_PACKET = b"\xe0\x00"  # reason 0 "normal disconnection": the session stays for its expiry
-PACKET_NAMES = {1: "CONNECT", 2: "CONNACK", 3: "PUBLISH", 4: "PUBACK", 5: "PUBREC", 6: "PUBREL", 7: "PUBCOMP",
-                8: "SUBSCRIBE", 9: "SUBACK", 10: "UNSUBSCRIBE", 11: "UNSUBACK", 12: "PINGREQ", 13: "PINGRESP",
-                14: "DISCONNECT", 15: "AUTH"}
+PACKET_NAMES = {0: "reserved packet type 0", 1: "CONNECT", 2: "CONNACK", 3: "PUBLISH", 4: "PUBACK", 5: "PUBREC",
+                6: "PUBREL", 7: "PUBCOMP", 8: "SUBSCRIBE", 9: "SUBACK", 10: "UNSUBSCRIBE", 11: "UNSUBACK",
+                12: "PINGREQ", 13: "PINGRESP", 14: "DISCONNECT", 15: "AUTH"}
 
-# property identifiers we write or read, and the wire type of every v5 property (to skip or read one)
-SESSION_EXPIRY, RECEIVE_MAXIMUM, MAXIMUM_PACKET_SIZE, SERVER_KEEP_ALIVE, REASON_STRING = 0x11, 0x21, 0x27, 0x13, 0x1F
-_BYTE, _U16, _U32, _VARINT, _UTF8, _BINARY, _PAIR = range(7)
-PROPERTY_TYPES = {
-    0x01: _BYTE, 0x02: _U32, 0x03: _UTF8, 0x08: _UTF8, 0x09: _BINARY, 0x0B: _VARINT, 0x11: _U32, 0x12: _UTF8,
-    0x13: _U16, 0x15: _UTF8, 0x16: _BINARY, 0x17: _BYTE, 0x18: _U32, 0x19: _BYTE, 0x1A: _UTF8, 0x1C: _UTF8,
-    0x1F: _UTF8, 0x21: _U16, 0x22: _U16, 0x23: _U16, 0x24: _BYTE, 0x25: _BYTE, 0x26: _PAIR, 0x27: _U32,
-    0x28: _BYTE, 0x29: _BYTE, 0x2A: _BYTE,
-}
 MAX_REMAINING_LENGTH = 268_435_455  # the largest a four-byte variable byte integer can carry
-
-
-MALFORMED, PROTOCOL_ERROR, RECEIVE_MAXIMUM_EXCEEDED, PACKET_TOO_LARGE = 0x81, 0x82, 0x93, 0x95
-
-
-class ProtocolError(ValueError):
-    """A packet from the broker breaks MQTT v5 (or what this subscriber asked for).
-
-    `code` is the DISCONNECT reason to answer with: 0x81 malformed (the default), 0x82 protocol
-    error, 0x93 receive maximum exceeded, 0x95 packet too large."""
-
-    def __init__(self, message: str, code: int = MALFORMED) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 @dataclass(frozen=True, slots=True)
 class Publish:
-    topic: bytes  # raw: the caller decodes (and names invalid UTF-8 as a rejected message)
+    topic: str  # checked: UTF-8, no U+0000, no wildcard
     packet_id: int  # 0 for QoS 0
     qos: int
     payload: bytes
@@ -68,8 +77,12 @@ class Publish:
 class Connack:
     session_present: bool
     reason_code: int
-    server_keep_alive: int | None
-    reason_string: str | None
+    server_keep_alive: int | None = None
+    reason_string: str | None = None
+    session_expiry_s: int | None = None  # what the broker grants; absent: what the client asked for
+    maximum_qos: int = 2
+    shared_available: bool = True
+    wildcard_available: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,11 +98,14 @@ class Disconnect:
     reason_string: str | None
 
 
+_REASON_KINDS = {CONNACK: PacketTypes.CONNACK, SUBACK: PacketTypes.SUBACK, PUBACK: PacketTypes.PUBACK,
+                 PUBREC: PacketTypes.PUBREC, PUBCOMP: PacketTypes.PUBCOMP}
+
+
 def reason_name(packet_type: int, code: int) -> str:
     """A reason code as text, e.g. `0x86 Bad user name or password`."""
-    kind = {CONNACK: PacketTypes.CONNACK, SUBACK: PacketTypes.SUBACK}.get(packet_type, PacketTypes.DISCONNECT)
     try:
-        name = ReasonCode(kind, identifier=code).getName()
+        name = ReasonCode(_REASON_KINDS.get(packet_type, PacketTypes.DISCONNECT), identifier=code).getName()
     except (KeyError, ValueError):
         name = "unknown reason"
     return f"0x{code:02X} {name}"
@@ -162,21 +178,35 @@ def puback_packets(packet_ids: list[int]) -> bytes:
     return b"".join(b"\x40\x02" + pid.to_bytes(2, "big") for pid in packet_ids)
 
 
+def ack_packet(packet_id: int, qos: int, reason: int = 0) -> bytes:
+    """The answer to one QoS 1 (PUBACK) or QoS 2 (PUBREC) message; a reason of 0x80 or more refuses it,
+    and for QoS 2 also ends the exchange (no PUBREL follows)."""
+    kind = PUBACK if qos == 1 else PUBREC
+    pid = packet_id.to_bytes(2, "big")
+    return bytes([kind << 4, 2]) + pid if not reason else bytes([kind << 4, 3]) + pid + bytes([reason])
+
+
+def pubcomp_packet(packet_id: int, reason: int) -> bytes:
+    return bytes([PUBCOMP << 4, 3]) + packet_id.to_bytes(2, "big") + bytes([reason])
+
+
 # --- decoding ------------------------------------------------------------------------------------
 
-def split_packets(buf: bytes | bytearray, max_packet_bytes: int) -> tuple[list[tuple[int, bytes]], int]:
-    """Whole packets at the start of `buf` as (first byte, body), and how many bytes they used.
+def scan_packets(buf: bytes | bytearray, pos: int, max_packet_bytes: int
+                 ) -> tuple[list[tuple[int, bytes]], int, tuple[int, int, int] | None]:
+    """Whole packets from `pos` in `buf` as (first byte, body), where they end, and what stopped the scan early.
 
-    An incomplete packet at the end is left for the next call. A packet longer than
-    `max_packet_bytes` (which we announced as our Maximum Packet Size) is a protocol error.
+    The scan stops at an incomplete packet (left for the next call) or at one whose size exceeds
+    `max_packet_bytes`: then the third value is (first byte, offset of its body, whole size), read
+    from its fixed header alone; its body need not have arrived.
     """
     out: list[tuple[int, bytes]] = []
-    pos, n = 0, len(buf)
+    n = len(buf)
     while pos + 2 <= n:
         length, shift, i = 0, 0, pos + 1
         while True:
             if i >= n:
-                return out, pos
+                return out, pos, None
             digit = buf[i]
             i += 1
             length |= (digit & 0x7F) << shift
@@ -186,128 +216,136 @@ def split_packets(buf: bytes | bytearray, max_packet_bytes: int) -> tuple[list[t
             if shift > 21:
                 raise ProtocolError("malformed remaining length (more than four bytes)")
         if i - pos + length > max_packet_bytes:
-            raise ProtocolError(f"{PACKET_NAMES.get(buf[pos] >> 4, 'packet')} of {i - pos + length} bytes exceeds "
-                                f"our maximum packet size of {max_packet_bytes}", PACKET_TOO_LARGE)
+            return out, pos, (buf[pos], i, i - pos + length)
         end = i + length
         if end > n:
-            return out, pos
+            return out, pos, None
         out.append((buf[pos], bytes(buf[i:end])))
         pos = end
-    return out, pos
+    return out, pos, None
 
 
-def _varint_at(body: bytes, pos: int) -> tuple[int, int]:
-    value, shift = 0, 0
-    while True:
-        if pos >= len(body):
-            raise ProtocolError("truncated variable byte integer")
-        digit = body[pos]
-        pos += 1
-        value |= (digit & 0x7F) << shift
-        if not digit & 0x80:
-            return value, pos
-        shift += 7
-        if shift > 21:
-            raise ProtocolError("malformed variable byte integer (more than four bytes)")
+def too_large_message(first_byte: int, size: int, max_packet_bytes: int) -> str:
+    return f"{PACKET_NAMES[first_byte >> 4]} of {size} bytes exceeds our maximum packet size of {max_packet_bytes}"
 
 
-def _need(body: bytes, end: int, what: str) -> None:
-    if end > len(body):
-        raise ProtocolError(f"truncated {what}")
+def split_packets(buf: bytes | bytearray, max_packet_bytes: int) -> tuple[list[tuple[int, bytes]], int]:
+    """Whole packets at the start of `buf` as (first byte, body), and how many bytes they used.
+
+    An incomplete packet at the end is left for the next call. A packet longer than
+    `max_packet_bytes` (which we announced as our Maximum Packet Size) is a protocol error (0x95).
+    """
+    out, used, big = scan_packets(buf, 0, max_packet_bytes)
+    if big is not None:
+        raise ProtocolError(too_large_message(big[0], big[2], max_packet_bytes), PACKET_TOO_LARGE)
+    return out, used
+
+
+def printable_topic(raw: bytes) -> str:
+    """A topic name as text for logs and `rejects`, whatever its bytes: bad UTF-8 and U+0000 escaped."""
+    return raw.decode("utf-8", "backslashreplace").replace("\x00", "\\x00")
+
+
+def _topic_name(raw: bytes) -> str:
+    """A PUBLISH's topic name, or ProtocolError (malformed) when the standard forbids it (MQTT-1.5.4, 3.3.2)."""
+    try:
+        topic = raw.decode("utf-8")  # strict: also refuses encoded surrogates
+    except UnicodeDecodeError as err:
+        raise ProtocolError(f"topic name is not valid UTF-8 ({err.reason} at byte {err.start})") from None
+    if "\x00" in topic:
+        raise ProtocolError("topic name contains U+0000")
+    if "+" in topic or "#" in topic:
+        raise ProtocolError("topic name contains a wildcard (+ or #)")
+    return topic
 
 
 def parse_publish(first_byte: int, body: bytes) -> Publish:
     qos = (first_byte >> 1) & 0x03
-    if qos > 1:
-        raise ProtocolError(f"PUBLISH with QoS {qos}; we subscribed with maximum QoS 1",
-                            PROTOCOL_ERROR if qos == 2 else MALFORMED)
-    _need(body, 2, "PUBLISH topic length")
+    if qos == 3:
+        raise ProtocolError("PUBLISH with both QoS bits set")
+    need(body, 2, "PUBLISH topic length")
     tlen = (body[0] << 8) | body[1]
     pos = 2 + tlen
-    _need(body, pos, "PUBLISH topic")
-    topic = body[2:pos]
+    need(body, pos, "PUBLISH topic")
+    raw = body[2:pos]
     packet_id = 0
     if qos:
-        _need(body, pos + 2, "PUBLISH packet identifier")
+        need(body, pos + 2, "PUBLISH packet identifier")
         packet_id = (body[pos] << 8) | body[pos + 1]
         if not packet_id:
             raise ProtocolError("PUBLISH with packet identifier 0", PROTOCOL_ERROR)
         pos += 2
-    plen, pos = _varint_at(body, pos)
-    _need(body, pos + plen, "PUBLISH properties")
-    if not tlen:
-        raise ProtocolError("PUBLISH without a topic name (topic aliases were not allowed)", PROTOCOL_ERROR)
-    return Publish(topic, packet_id, qos, body[pos + plen:])
 
+    def bad(message: str, code: int, ack_reason: int) -> BadPublish:
+        return BadPublish(message, code, packet_id=packet_id, qos=qos, topic=printable_topic(raw),
+                          ack_reason=ack_reason)
 
-def _properties(body: bytes, pos: int, wanted: tuple[int, ...]) -> tuple[dict[int, int | str], int]:
-    """Read a property block at `pos`; the `wanted` ones by identifier (ints and strings), the rest checked and skipped."""
-    length, pos = _varint_at(body, pos)
-    end = pos + length
-    _need(body, end, "properties")
-    found: dict[int, int | str] = {}
-    while pos < end:
-        ident, pos = _varint_at(body, pos)
-        kind = PROPERTY_TYPES.get(ident)
-        if kind is None:
-            raise ProtocolError(f"unknown property identifier 0x{ident:02X}")
-        value: int | str | None = None
-        if kind == _BYTE:
-            _need(body, pos + 1, "property")
-            value, pos = body[pos], pos + 1
-        elif kind == _U16:
-            _need(body, pos + 2, "property")
-            value, pos = (body[pos] << 8) | body[pos + 1], pos + 2
-        elif kind == _U32:
-            _need(body, pos + 4, "property")
-            value, pos = int.from_bytes(body[pos:pos + 4], "big"), pos + 4
-        elif kind == _VARINT:
-            value, pos = _varint_at(body, pos)
-        else:
-            for _ in range(2 if kind == _PAIR else 1):
-                _need(body, pos + 2, "property")
-                size = (body[pos] << 8) | body[pos + 1]
-                _need(body, pos + 2 + size, "property")
-                if kind == _UTF8:
-                    value = _text(body[pos + 2:pos + 2 + size])
-                pos += 2 + size
-        if pos > end:
-            raise ProtocolError("property runs past its block")
-        if ident in wanted and value is not None:
-            found[ident] = value
-    return found, end
-
-
-def _text(raw: bytes) -> str:
+    if qos == 2:
+        raise bad("PUBLISH with QoS 2; the receiver subscribed with maximum QoS 1", PROTOCOL_ERROR,
+                  IMPLEMENTATION_SPECIFIC)
     try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise ProtocolError("property string is not UTF-8") from err
+        topic = _topic_name(raw)
+    except ProtocolError as err:
+        raise bad(str(err), MALFORMED, TOPIC_NAME_INVALID) from None
+    alias = None
+    if pos < len(body) and body[pos] == 0:  # no properties: the common case
+        pos += 1
+    else:
+        try:
+            props, pos = read_properties(body, pos, (TOPIC_ALIAS,), "PUBLISH properties")
+        except ProtocolError as err:
+            raise bad(str(err), err.code, UNSPECIFIED_ERROR) from None
+        alias = props.get(TOPIC_ALIAS)
+    if alias is not None:
+        raise bad(f"PUBLISH with topic alias {alias}; the receiver allows none (Topic Alias Maximum 0)",
+                  TOPIC_ALIAS_INVALID, TOPIC_NAME_INVALID)
+    if not tlen:
+        raise bad("PUBLISH without a topic name (and no topic alias)", PROTOCOL_ERROR, TOPIC_NAME_INVALID)
+    return Publish(topic, packet_id, qos, body[pos:])
+
+
+def too_large_publish(first_byte: int, head: bytes, size: int, max_packet_bytes: int) -> ProtocolError:
+    """The fault of a PUBLISH of `size` bytes, above our maximum, of which `head` are the first bytes of the body:
+    a BadPublish (0x95, refused with 0x97 quota exceeded) when its packet identifier is in `head`, else a
+    plain ProtocolError."""
+    message = too_large_message(first_byte, size, max_packet_bytes)
+    qos = (first_byte >> 1) & 0x03
+    if qos in (1, 2) and len(head) >= 2:
+        end = 2 + ((head[0] << 8) | head[1])
+        if len(head) >= end + 2 and (packet_id := (head[end] << 8) | head[end + 1]):
+            return BadPublish(message, PACKET_TOO_LARGE, packet_id=packet_id, qos=qos,
+                              topic=printable_topic(head[2:end]), ack_reason=QUOTA_EXCEEDED)
+    return ProtocolError(message, PACKET_TOO_LARGE)
 
 
 def parse_connack(body: bytes) -> Connack:
-    _need(body, 2, "CONNACK")
+    """A CONNACK, MQTT v5 (a body of two bytes without properties, as MQTT 3.1.1 answers, is read too: its
+    reason code then tells a refusal the caller must see)."""
+    need(body, 2, "CONNACK")
     if body[0] & 0xFE:
         raise ProtocolError(f"CONNACK flags 0x{body[0]:02X} have reserved bits set")
-    props, _ = _properties(body, 2, (SERVER_KEEP_ALIVE, REASON_STRING)) if len(body) > 2 else ({}, 2)
-    keep = props.get(SERVER_KEEP_ALIVE)
-    reason = props.get(REASON_STRING)
-    return Connack(bool(body[0] & 1), body[1], keep if isinstance(keep, int) else None,
-                   reason if isinstance(reason, str) else None)
+    props, _ = read_properties(body, 2, (SERVER_KEEP_ALIVE, REASON_STRING, SESSION_EXPIRY, MAXIMUM_QOS, SHARED_AVAILABLE,
+                                     WILDCARD_AVAILABLE)) if len(body) > 2 else ({}, 2)
+    for ident, name in ((SHARED_AVAILABLE, "Shared Subscription Available"), (MAXIMUM_QOS, "Maximum QoS"),
+                        (WILDCARD_AVAILABLE, "Wildcard Subscription Available")):
+        if prop_int(props, ident) not in (None, 0, 1):
+            raise ProtocolError(f"CONNACK {name} {props[ident]} (only 0 or 1 allowed)", PROTOCOL_ERROR)
+    maximum_qos = prop_int(props, MAXIMUM_QOS)
+    return Connack(bool(body[0] & 1), body[1], prop_int(props, SERVER_KEEP_ALIVE), prop_str(props, REASON_STRING),
+                   prop_int(props, SESSION_EXPIRY), 2 if maximum_qos is None else maximum_qos,
+                   prop_int(props, SHARED_AVAILABLE) != 0, prop_int(props, WILDCARD_AVAILABLE) != 0)
 
 
 def parse_suback(body: bytes) -> Suback:
-    _need(body, 2, "SUBACK packet identifier")
-    props, pos = _properties(body, 2, (REASON_STRING,))
+    need(body, 2, "SUBACK packet identifier")
+    props, pos = read_properties(body, 2, (REASON_STRING,))
     if pos >= len(body):
         raise ProtocolError("SUBACK without reason codes")
-    reason = props.get(REASON_STRING)
-    return Suback((body[0] << 8) | body[1], tuple(body[pos:]), reason if isinstance(reason, str) else None)
+    return Suback((body[0] << 8) | body[1], tuple(body[pos:]), prop_str(props, REASON_STRING))
 
 
 def parse_disconnect(body: bytes) -> Disconnect:
     if not body:
         return Disconnect(0, None)
-    props, _ = _properties(body, 1, (REASON_STRING,)) if len(body) > 1 else ({}, 1)
-    reason = props.get(REASON_STRING)
-    return Disconnect(body[0], reason if isinstance(reason, str) else None)
+    props, _ = read_properties(body, 1, (REASON_STRING,)) if len(body) > 1 else ({}, 1)
+    return Disconnect(body[0], prop_str(props, REASON_STRING))

@@ -23,6 +23,7 @@ from typing import Any, Literal
 import structlog
 from pydantic import BaseModel, ValidationError
 
+from bk_common.jsondepth import nests_deeper
 from bk_contract import Alert, CommandResult, Status, Telemetry, TopicError, decode_chunk, parse_topic
 from bk_contract.chunks import ChunkError
 from cloud_receiver.config import LimitsConfig
@@ -45,6 +46,9 @@ class IngestResult:
     reason: str | None = None
 
 
+JSON_MAX_DEPTH = 32  # contract payloads nest 4 deep at most
+
+
 def parse_json_payload(kind: str, payload: bytes, max_bytes: int) -> BaseModel:
     """Size check, JSON parse and contract validation; raises Rejected naming the problem."""
     if len(payload) > max_bytes:
@@ -53,6 +57,8 @@ def parse_json_payload(kind: str, payload: bytes, max_bytes: int) -> BaseModel:
         return JSON_KINDS[kind].model_validate_json(payload)
     except ValidationError:
         pass  # a bad message: the steps below name its problem, as they always did
+    if nests_deeper(payload, JSON_MAX_DEPTH):  # before json.loads, which would recurse until it fails
+        raise Rejected(f"not JSON the contract allows: nested deeper than {JSON_MAX_DEPTH} levels")
     try:
         data = json.loads(payload.decode("utf-8"))
     except UnicodeDecodeError as err:
@@ -63,6 +69,7 @@ def parse_json_payload(kind: str, payload: bytes, max_bytes: int) -> BaseModel:
         return JSON_KINDS[kind].model_validate(data)
     except ValidationError as err:
         raise Rejected(f"schema: {validation_problem(err, '(payload)')}") from err
+
 
 
 class Ingestor:
@@ -142,6 +149,8 @@ class Ingestor:
         if isinstance(msg, Alert):
             self._check_media_refs(msg)
             write = self.storage.upsert_alert(msg, now)
+            if write.outcome == "unchanged" and write.row["device_id"] != device_id:
+                raise Rejected(f"alert id {msg.id} belongs to another device; a device cannot change another's alert")
             if write.outcome == "unchanged":
                 if self._debug:
                     log.debug("alert repeat", alert_id=msg.id, device_id=device_id, rev=msg.rev)

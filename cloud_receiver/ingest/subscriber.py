@@ -2,32 +2,29 @@
 
 Why store in this thread rather than hop to the asyncio loop: SQLite calls block, and on the loop
 they would stall every HTTP request; in a worker pool they would reorder messages and need a second
-hop back for the acknowledgement. In the subscriber's own thread the order is kept and the PUBACKs
-follow the commit directly. Only the announcement of stored alerts crosses to the asyncio loop,
-through the alert hub's thread-safe inbox.
+hop back for the acknowledgement. Here the order is kept and the PUBACKs follow the commit
+directly; only the announcement of stored alerts crosses to the loop (the alert hub's inbox).
 
-The MQTT v5 client is our own, and only a subscriber (`cloud_receiver/ingest/codec.py` holds the packet
-codec, pure functions): CONNECT, SUBSCRIBE, then PUBLISH in and PUBACK out, PINGREQ when idle.
-The socket is read 64 KiB at a time and cut into packets in one pass; the PUBACKs of a batch leave
-in one write. paho-mqtt spent two thirds of an alert's time in its receive path (docs/receiver.md).
+The MQTT v5 client is our own, and only a subscriber: `codec` (with `mqtt_fields`) is the packet
+codec, `framing` cuts the byte stream into packets, `handshake` builds CONNECT / SUBSCRIBE and
+judges the broker's answers, `poison` settles a message that keeps breaking the connection; this
+module drives the socket, reading 64 KiB at a time (paho spent two thirds of an alert's time in
+its receive path, docs/receiver.md).
 
-Group commit: messages are collected into a batch, stored in ONE transaction when it holds
-`mqtt.batch_max` messages, when its first message is `mqtt.batch_max_ms` old, or as soon as no
-further byte is waiting on the socket, whichever comes first (so a lone alert is stored at once,
-and a burst shares one commit). Every message of the batch is acknowledged only after that
-commit, in the order received. A rejected message is recorded and acknowledged with its batch; a
-storage error leaves the whole batch unacknowledged (retried `mqtt.store_retries` times, then the
-subscriber reconnects and the broker delivers it all again); an unexpected exception rolls the
-batch back and its messages are stored one by one, so one bad message cannot hold back the others.
-The receive maximum we announce (`mqtt.receive_maximum`) lets the broker send the next batch while
-one is being stored.
+Group commit: a batch is stored in ONE transaction when it holds `mqtt.batch_max` messages, when
+its first message is `mqtt.batch_max_ms` old, or as soon as nothing more is waiting on the socket;
+its messages are acknowledged after the commit, in the order received (a rejected one too). A
+storage error leaves the batch unacknowledged: retried `mqtt.store_retries` times while the
+connection is kept alive, then the subscriber reconnects and the broker delivers it all again.
 
-Delivery: MQTT v5, clean_start False with a session expiry, QoS 1 shared subscriptions. A receiver
-stopped or killed between a commit and its PUBACKs gets those messages again and recognises them
-as repeats (the store is idempotent). A packet that breaks the protocol drops the connection
-(with DISCONNECT 0x82); the broker then delivers every unacknowledged message again.
+Delivery: MQTT v5, clean_start False with a session expiry, QoS 1 (shared) subscriptions; the store
+is idempotent, so a redelivered message is a harmless repeat. A packet that breaks the protocol
+ends the connection with the DISCONNECT reason the standard gives. Liveness: PINGREQ after half a
+keepalive without sending (also when the broker's Server Keep Alive is 0), and only a whole packet
+proves the link; TCP keepalive is on. Reconnects back off from `mqtt.reconnect_min_s` to
+`mqtt.reconnect_max_s`, starting again only after a connection that acknowledged a message or
+stayed subscribed `mqtt.healthy_after_s`. docs/receiver.md tells the whole story.
 """
-
 from __future__ import annotations
 
 import contextlib
@@ -41,24 +38,16 @@ from collections.abc import Callable
 import structlog
 
 from cloud_receiver.config import MqttConfig
-from cloud_receiver.ingest import codec
+from cloud_receiver.ingest import codec, handshake
+from cloud_receiver.ingest.framing import TOO_LARGE, PacketReader, TooLargeHead
 from cloud_receiver.ingest.handler import Ingestor, store_with_retries
+from cloud_receiver.ingest.handshake import BrokerMismatch, ConnectionEnded, Handshake
+from cloud_receiver.ingest.handshake import subscriptions as subscriptions  # re-exported: admin.dynsec uses it
+from cloud_receiver.ingest.mqtt_fields import MALFORMED, PACKET_ID_NOT_FOUND, PROTOCOL_ERROR, RECEIVE_MAXIMUM_EXCEEDED
+from cloud_receiver.ingest.poison import PoisonGuard, Refused, record_refused
+from cloud_receiver.ingest.summary import IngestSummary
 
 log = structlog.get_logger(__name__)
-
-KINDS = ("alert", "media/#", "status", "telemetry", "cmd/result")
-MAX_PACKET_BYTES = 8 * 1024 * 1024  # announced as our Maximum Packet Size: the broker drops larger messages for us
-SUBSCRIBE_ID = 1
-
-
-def subscriptions(group: str, shared: bool = True) -> list[str]:
-    """The subscriptions of a receiver: shared ones in `group`, or plain ones (single receiver)."""
-    prefix = f"$share/{group}/" if shared else ""
-    return [f"{prefix}bk/v1/+/{kind}" for kind in KINDS]
-
-
-class ConnectionEnded(Exception):
-    """The connection is over (closed, refused, timed out, or the broker sent DISCONNECT); `str` says why."""
 
 
 class Subscriber:
@@ -83,23 +72,25 @@ class Subscriber:
         self.ready = threading.Event()  # set once the ingestor is open
         self.failed: BaseException | None = None
         self.batches = 0  # committed batches (for the summary and tests)
-        self._password = password
+        self._handshake = Handshake(cfg, password)
+        self._poison = PoisonGuard()
         self._stop = threading.Event()
         self._broken = False  # storage failed: ack nothing more until reconnected
         self._ingestor: Ingestor | None = None
         self._thread: threading.Thread | None = None
         self._sock: socket.socket | None = None
-        self._pending = b""  # the start of a packet not yet wholly received
-        self._batch: list[codec.Publish] = []
+        self._reader = PacketReader(handshake.MAX_PACKET_BYTES)
+        self._batch: list[codec.Publish | Refused] = []
+        self._refused = 0  # poison messages in the open batch
         self._batch_t0 = 0.0
         self._keepalive = cfg.keepalive_s
         self._connect_t0 = self._last_out = 0.0
         self._ping_sent: float | None = None
-        self._got_subscribed = False  # this connection reached SUBACK (then the reconnect back-off starts again)
-        self._had_session = False  # an earlier connection of this subscriber was accepted
+        self._subscribed_at: float | None = None  # when this connection reached SUBACK
+        self._acked = 0  # messages acknowledged on this connection
         self._poll: select.poll | None = None
         self._send_timeout = float(cfg.keepalive_s)
-        self._summary = _Summary(summary_interval_s)
+        self._summary = IngestSummary(summary_interval_s)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -127,7 +118,8 @@ class Subscriber:
             log.error("subscriber cannot open storage", error=str(err))
             return
         self.ready.set()
-        delay = self.cfg.reconnect_min_s  # the next wait before reconnecting; doubles up to reconnect_max_s
+        c = self.cfg
+        delay = c.reconnect_min_s  # the next wait before reconnecting; doubles up to reconnect_max_s
         wait = 0.0
         try:
             while not self._stop.is_set():
@@ -136,32 +128,49 @@ class Subscriber:
                 try:
                     self._connect()
                 except (OSError, ValueError) as err:  # ValueError: e.g. a host name IDNA cannot encode
-                    wait, delay = delay, min(delay * 2, self.cfg.reconnect_max_s)
-                    log.warning("connect failed", host=self.cfg.host, port=self.cfg.port, error=str(err) or repr(err),
+                    wait, delay = delay, min(delay * 2, c.reconnect_max_s)
+                    log.warning("connect failed", host=c.host, port=c.port, error=str(err) or repr(err),
                                 retry_in_s=wait)
                     continue
+                ended: Exception | None = None
                 try:
                     self._pump()
-                except (OSError, ConnectionEnded, codec.ProtocolError) as err:
+                except Exception as err:  # noqa: BLE001 - every way a connection ends is reported below
+                    ended = err
                     if isinstance(err, codec.ProtocolError):
-                        log.error("broker broke the protocol; reconnecting", error=str(err),
-                                  disconnect_reason=f"0x{err.code:02X}")
                         self._send_quietly(codec.disconnect_packet(err.code))
-                    elif not self._stop.is_set():
-                        log.warning("receiver disconnected", reason=str(err) or type(err).__name__)
-                except Exception:  # noqa: BLE001 - a bug or odd input must not end ingest: log, reconnect
-                    log.exception("subscriber connection failed unexpectedly; reconnecting")
                 finally:
                     self._close()
-                if self._got_subscribed:  # the connection worked: start the back-off again
-                    delay = self.cfg.reconnect_min_s
+                if self._worked():  # the connection did its job: start the back-off again
+                    delay = c.reconnect_min_s
+                wait = c.reconnect_max_s if isinstance(ended, BrokerMismatch) else delay
+                delay = min(delay * 2, c.reconnect_max_s)
+                self._report(ended, wait)
                 # what is still in the batch was never acknowledged: the broker delivers it again
-                self._batch = []
-                wait, delay = delay, min(delay * 2, self.cfg.reconnect_max_s)
+                self._batch, self._refused = [], 0
         finally:
             self._summary.log(self._ingestor.counts, self.batches, final=True)
             self._ingestor.storage.close()
             log.info("subscriber stopped", thread=self.thread_name, counts=self.counts)
+
+    def _worked(self) -> bool:
+        return self._acked > 0 or (self._subscribed_at is not None and
+                                   time.monotonic() - self._subscribed_at >= self.cfg.healthy_after_s)
+
+    def _report(self, ended: Exception | None, retry_in_s: float) -> None:
+        if ended is None or self._stop.is_set() and isinstance(ended, (OSError, ConnectionEnded)):
+            return  # stopped, or storage failed (logged where it happened)
+        if isinstance(ended, codec.ProtocolError):
+            where = {"packet_id": ended.packet_id, "topic": ended.topic} if isinstance(ended, codec.BadPublish) else {}
+            log.error("broker broke the protocol; reconnecting", error=str(ended),
+                      disconnect_reason=f"0x{ended.code:02X}", retry_in_s=retry_in_s, **where)
+        elif isinstance(ended, BrokerMismatch):
+            log.error("the broker cannot serve the receiver as configured; a person must change the broker or the "
+                      "mqtt config", reason=str(ended), retry_in_s=retry_in_s)
+        elif isinstance(ended, (OSError, ConnectionEnded)):
+            log.warning("receiver disconnected", reason=str(ended) or type(ended).__name__, retry_in_s=retry_in_s)
+        else:  # a bug or odd input must not end ingest: log it, reconnect
+            log.error("subscriber connection failed unexpectedly; reconnecting", exc_info=ended, retry_in_s=retry_in_s)
 
     # -- the connection ----------------------------------------------------------------------------
     def _connect(self) -> None:
@@ -169,6 +178,7 @@ class Subscriber:
         sock = socket.create_connection((c.host, c.port), timeout=self.CONNECT_TIMEOUT_S)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            enable_tcp_keepalive(sock, c.keepalive_s)
             if c.tls:
                 ctx = ssl.create_default_context(cafile=str(c.ca_file) if c.ca_file else None)
                 sock = ctx.wrap_socket(sock, server_hostname=c.host)
@@ -176,13 +186,11 @@ class Subscriber:
             sock.settimeout(self._send_timeout)  # bounds a send to a stalled broker
             self._poll = select.poll()  # not select(): a busy process may hand us a descriptor above 1023
             self._poll.register(sock, select.POLLIN)
-            self._sock, self._pending, self._keepalive, self._ping_sent = sock, b"", c.keepalive_s, None
-            self._got_subscribed = False
+            self._sock, self._keepalive, self._ping_sent = sock, c.keepalive_s, None
+            self._reader = PacketReader(handshake.MAX_PACKET_BYTES)
+            self._subscribed_at, self._acked = None, 0
             self._connect_t0 = time.monotonic()
-            self._send(codec.connect_packet(c.client_id, c.keepalive_s, username=c.username,
-                                            password=self._password if c.username else None, clean_start=False,
-                                            session_expiry_s=c.session_expiry_s, receive_maximum=c.receive_maximum,
-                                            maximum_packet_size=MAX_PACKET_BYTES))
+            self._send(self._handshake.connect_packet())
         except BaseException:
             self._close(sock)
             raise
@@ -206,11 +214,6 @@ class Subscriber:
             if self._sock is not None:
                 self._send(data)
 
-    def send_acks(self, packet_ids: list[int]) -> None:
-        """PUBACK these messages (in this order) in one write. Called only after their commit."""
-        if packet_ids:
-            self._send(codec.puback_packets(packet_ids))
-
     def _pump(self) -> None:
         """Read, store and acknowledge until the connection ends (an exception) or we stop."""
         while not self._stop.is_set():
@@ -223,7 +226,7 @@ class Subscriber:
                     self._send_quietly(codec.DISCONNECT_PACKET)
                     return
             self._tick()
-        if self._batch and self.connected.is_set():
+        while self._batch and self.connected.is_set() and not self._broken:
             self._flush()  # stopping: store and acknowledge what has arrived
         self._send_quietly(codec.DISCONNECT_PACKET)
 
@@ -246,95 +249,135 @@ class Subscriber:
             data = sock.recv(self.READ_BYTES)
         if not data:
             raise ConnectionEnded("the broker closed the connection")
-        if self._pending:
-            data = self._pending + data
-        packets, used = codec.split_packets(data, MAX_PACKET_BYTES)
-        self._pending = data[used:]
+        packets = self._reader.feed(data)
+        if not packets:
+            return False  # part of a packet proves nothing: the ping deadline stands
         before = len(self._batch)
         for first, body in packets:
             if first >> 4 == codec.PUBLISH:
                 if not self.connected.is_set():
-                    raise codec.ProtocolError("PUBLISH before CONNACK")
+                    raise codec.ProtocolError("PUBLISH before CONNACK", PROTOCOL_ERROR)
                 if not self._batch:
                     self._batch_t0 = time.monotonic()
-                self._batch.append(codec.parse_publish(first, body))
+                try:
+                    msg = codec.parse_publish(first, body)
+                except codec.BadPublish as bad:
+                    self._batch.append(self._poison.judge(bad))
+                    self._refused += 1
+                    continue
+                if self._poison:
+                    self._poison.cleared(msg.packet_id)
+                self._batch.append(msg)
+            elif first & TOO_LARGE:
+                self._too_large(first & 0xFF, body)
             else:
                 self._control(first, body)
-        self._ping_sent = None  # anything from the broker shows it is alive
+        self._ping_sent = None  # a whole packet from the broker shows the link works
         if len(self._batch) > self.cfg.receive_maximum and \
                 sum(1 for m in self._batch if m.packet_id) > self.cfg.receive_maximum:
             raise codec.ProtocolError(f"more than our receive maximum of {self.cfg.receive_maximum} unacknowledged "
-                                      "messages", codec.RECEIVE_MAXIMUM_EXCEEDED)
+                                      "messages", RECEIVE_MAXIMUM_EXCEEDED)
         return len(self._batch) != before
 
+    def _too_large(self, first: int, head: bytes) -> None:
+        size = head.size if isinstance(head, TooLargeHead) else len(head)
+        fault = codec.too_large_publish(first, head, size, handshake.MAX_PACKET_BYTES)
+        if first >> 4 != codec.PUBLISH or not self.connected.is_set() or not isinstance(fault, codec.BadPublish):
+            raise codec.ProtocolError(codec.too_large_message(first, size, handshake.MAX_PACKET_BYTES), fault.code)
+        if not self._batch:
+            self._batch_t0 = time.monotonic()
+        self._batch.append(self._poison.judge(fault))
+        self._refused += 1
+
     def _control(self, first: int, body: bytes) -> None:
-        kind = first >> 4
-        if kind == codec.CONNACK and not self.connected.is_set():
-            ack = codec.parse_connack(body)
-            if ack.reason_code >= 0x80:
-                log.error("broker refused the receiver", reason=codec.reason_name(kind, ack.reason_code),
-                          detail=ack.reason_string, host=self.cfg.host, port=self.cfg.port)
-                raise ConnectionEnded(f"CONNACK {codec.reason_name(kind, ack.reason_code)}")
-            if ack.server_keep_alive is not None:
-                self._keepalive = ack.server_keep_alive
+        kind, flags = first >> 4, first & 0x0F
+        name = codec.PACKET_NAMES[kind]
+        if flags != (0x02 if kind == codec.PUBREL else 0):
+            raise codec.ProtocolError(f"{name} with reserved flags 0x{flags:X}", MALFORMED)
+        if not self.connected.is_set():
+            if kind != codec.CONNACK:
+                raise codec.ProtocolError(f"{name} before CONNACK", MALFORMED if kind == 0 else PROTOCOL_ERROR)
+            try:
+                granted = self._handshake.on_connack(codec.parse_connack(body))
+            except BrokerMismatch:
+                self._send_quietly(codec.DISCONNECT_PACKET)
+                raise
+            self._keepalive = granted.keepalive_s
             self._broken = False
             self.connected.set()
-            log.info("receiver connected", host=self.cfg.host, port=self.cfg.port, session_present=ack.session_present)
-            if self._had_session and not ack.session_present:
-                log.warning("the broker kept no session for the receiver: what was queued for it while away is gone "
-                            "(session expired, or the broker restarted without persistence)",
-                            client_id=self.cfg.client_id, session_expiry_s=self.cfg.session_expiry_s)
-            self._had_session = True
-            self._send(codec.subscribe_packet(SUBSCRIBE_ID, [(t, 1) for t in subscriptions(self.cfg.group, self.cfg.shared)]))
-        elif kind == codec.SUBACK and self.connected.is_set():
-            ack = codec.parse_suback(body)
-            filters = subscriptions(self.cfg.group, self.cfg.shared)
-            if ack.packet_id != SUBSCRIBE_ID or len(ack.reason_codes) != len(filters):
-                raise codec.ProtocolError(f"SUBACK for packet {ack.packet_id} with {len(ack.reason_codes)} reason codes; we "
-                                          f"sent SUBSCRIBE {SUBSCRIBE_ID} with {len(filters)} filters", codec.PROTOCOL_ERROR)
-            # granted QoS 0 is a refusal too: QoS 0 messages are never acknowledged, so never delivered again
-            refused = {f: codec.reason_name(kind, r) for f, r in zip(filters, ack.reason_codes, strict=True) if r != 1}
-            if refused:
-                log.error("broker refused the receiver's subscriptions (QoS 1 needed); reconnecting", refused=refused,
-                          detail=ack.reason_string)
+            self._send(self._handshake.subscribe_packet())
+        elif kind == codec.SUBACK:
+            try:
+                self._handshake.on_suback(codec.parse_suback(body))
+            except ConnectionEnded:
                 self._send_quietly(codec.DISCONNECT_PACKET)
-                raise ConnectionEnded("subscriptions refused")
+                raise
             self.subscribed.set()
-            self._got_subscribed = True
+            self._subscribed_at = time.monotonic()
         elif kind == codec.PINGRESP:
             pass
         elif kind == codec.DISCONNECT:
-            end = codec.parse_disconnect(body)
-            detail = f" ({end.reason_string})" if end.reason_string else ""
-            raise ConnectionEnded(f"the broker sent DISCONNECT {codec.reason_name(kind, end.reason_code)}{detail}")
+            raise self._handshake.on_disconnect(codec.parse_disconnect(body))
+        elif kind == codec.PUBREL:  # we never accept QoS 2, so we hold no such message: say so (MQTT-4.3.3)
+            packet_id = int.from_bytes(body[:2], "big") if len(body) >= 2 else 0
+            if not packet_id:
+                raise codec.ProtocolError("PUBREL without a packet identifier")
+            log.warning("broker released a QoS 2 message the receiver never accepted", packet_id=packet_id)
+            self._send(codec.pubcomp_packet(packet_id, PACKET_ID_NOT_FOUND))
         else:
-            raise codec.ProtocolError(f"unexpected {codec.PACKET_NAMES.get(kind, kind)} from the broker")
+            raise codec.ProtocolError(f"unexpected {name} from the broker", MALFORMED if kind == 0 else PROTOCOL_ERROR)
 
     def _tick(self) -> None:
         """Keepalive: PINGREQ after half the keepalive without sending (a slow commit must not reach the broker's
-        1.5 x keepalive); give up when the broker stays silent for a keepalive after it."""
+        1.5 x keepalive); give up when no whole packet arrives within a keepalive after it."""
         now = time.monotonic()
         if not self.connected.is_set():
             if now - self._connect_t0 > self.CONNECT_TIMEOUT_S:
                 raise ConnectionEnded(f"no CONNACK within {self.CONNECT_TIMEOUT_S:g} s")
             return
-        if not self._keepalive:
-            return
         if self._ping_sent is not None:
             if now - self._ping_sent > self._keepalive:
-                raise ConnectionEnded(f"no answer to PINGREQ within {self._keepalive} s")
+                partly = " (part of a packet arrived, never the whole)" if self._reader.mid_packet else ""
+                raise ConnectionEnded(f"no answer to PINGREQ within {self._keepalive} s{partly}")
         elif now - self._last_out >= self._keepalive / 2:
             self._send(codec.PINGREQ_PACKET)
             self._ping_sent = now
 
+    def _serve_while_waiting(self, seconds: float) -> None:
+        """The pause between store attempts: keep the connection alive meanwhile (PINGREQ, read what arrives;
+        new messages join the next batch)."""
+        end = time.monotonic() + seconds
+        while not self._stop.is_set() and (left := end - time.monotonic()) > 0:
+            self._tick()
+            self._read(min(left, self.IDLE_POLL_S))
+
     # -- batches -------------------------------------------------------------------------------
     def _flush(self) -> None:
+        """Commit the first `mqtt.batch_max` messages of the batch (one read can bring more) and acknowledge them."""
         assert self._ingestor is not None
-        batch, self._batch = self._batch, []
-        messages = [(_topic_text(m.topic), m.payload) for m in batch]
+        n = self.cfg.batch_max
+        batch, self._batch = self._batch[:n], self._batch[n:]
+        refused = sum(1 for m in batch if isinstance(m, Refused)) if self._refused else 0
+        self._refused -= refused
+        if refused and not record_refused(self._ingestor, [m for m in batch if isinstance(m, Refused)]):
+            self._broken = True  # nothing acknowledged: the broker delivers it all again
+            return
+        good = [m for m in batch if isinstance(m, codec.Publish)] if refused else batch
+        messages = [(m.topic, m.payload) for m in good]  # type: ignore[union-attr]
         done, broken = store_with_retries(self._ingestor, messages, retries=self.cfg.store_retries,
-                                          retry_s=self.cfg.store_retry_s, wait=self._stop.wait)
-        self.send_acks([m.packet_id for m in batch[:done] if m.packet_id])
+                                          retry_s=self.cfg.store_retry_s, wait=self._serve_while_waiting) \
+            if messages else (0, False)
+        if not refused:
+            acks = [m.packet_id for m in batch[:done] if m.packet_id]
+            wire = codec.puback_packets(acks)
+        else:  # in the order received, a refused message in its place
+            cut = len(batch) if done == len(good) else next(i for i, m in enumerate(batch) if m is good[done])
+            acks = [m.packet_id for m in batch[:cut] if m.packet_id]
+            wire = b"".join(codec.ack_packet(m.packet_id, m.qos, m.ack_reason if isinstance(m, Refused) else 0)
+                            for m in batch[:cut] if m.packet_id)
+        if acks:
+            self._send(wire)
+            self._acked += len(acks)
         if broken:
             self._broken = True  # the rest stays unacknowledged: the broker delivers it again
             return
@@ -342,30 +385,10 @@ class Subscriber:
         self._summary.log(self._ingestor.counts, self.batches)
 
 
-def _topic_text(raw: bytes) -> str:
-    """The topic as text; invalid UTF-8 (which the broker should refuse) is replaced, then fails validation."""
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return raw.decode("utf-8", "replace")
-
-
-class _Summary:
-    """An info line with what ingest did, at most once per interval (the per-alert lines are debug)."""
-
-    def __init__(self, interval_s: float) -> None:
-        self.interval_s = interval_s
-        self._since = time.monotonic()
-        self._counts: dict[str, int] = {}
-        self._batches = 0
-
-    def log(self, counts: dict[str, int], batches: int, final: bool = False) -> None:
-        now = time.monotonic()
-        if not final and now - self._since < self.interval_s:
-            return
-        delta = {k: v - self._counts.get(k, 0) for k, v in counts.items()}
-        n = batches - self._batches
-        if any(delta.values()) or n:
-            log.info("ingest summary", interval_s=round(now - self._since, 1), batches=n,
-                     messages_per_batch=round(sum(delta.values()) / n, 1) if n else None, **delta)
-        self._since, self._counts, self._batches = now, dict(counts), batches
+def enable_tcp_keepalive(sock: socket.socket, idle_s: int) -> None:
+    """TCP keepalive probes after `idle_s` of silence, three of them a third of that apart: a dead link is
+    found even when nothing else is sent (Linux names; elsewhere only SO_KEEPALIVE)."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for opt, value in (("TCP_KEEPIDLE", idle_s), ("TCP_KEEPINTVL", max(1, idle_s // 3)), ("TCP_KEEPCNT", 3)):
+        if hasattr(socket, opt):
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, opt), value)

@@ -25,12 +25,15 @@ from support.waiting import async_wait_until
 
 def receiver_config(tmp: Path, broker: Any, *, client_id: str = "bk-receiver-test-1", mqtt: dict[str, Any] | None = None,
                     **limits: int) -> ReceiverConfig:
+    """A receiver config for `broker`: its user (when it has one) and the `mqtt` settings it needs
+    (`broker.receiver_mqtt`, e.g. ejabberd: no shared subscriptions), fast reconnects, then `mqtt`."""
     user = ""
     if broker.receiver:
         os.environ["BK_TEST_RECEIVER_PASSWORD"] = broker.receiver[1]
         user = f"  username: {broker.receiver[0]}\n  password_env: BK_TEST_RECEIVER_PASSWORD\n"
     lim = "".join(f"  {k}: {v}\n" for k, v in limits.items())
-    mqtt = {"reconnect_min_s": 0.1, "reconnect_max_s": 0.5, "store_retry_s": 0.01} | (mqtt or {})
+    mqtt = {"reconnect_min_s": 0.1, "reconnect_max_s": 0.5, "store_retry_s": 0.01} | getattr(broker, "receiver_mqtt", {}) \
+        | (mqtt or {})
     extra = "".join(f"  {k}: {str(v).lower() if isinstance(v, bool) else v}\n" for k, v in mqtt.items())
     text = (f"mqtt:\n  host: {broker.host}\n  port: {broker.port}\n  client_id: {client_id}\n{user}"
             f"{extra}"
