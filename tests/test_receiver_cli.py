@@ -155,6 +155,10 @@ def test_serve_prints_url_ingests_and_stops_on_sigterm(broker, tmp_path, capsys,
         assert dev.publish_alert(make_alert(device_id, 5)) == 0
         dev.close()
         assert _poll_health(url, lambda h: h["ingest"].get("stored") == 1, token=admin), "alert not stored"
+        long_url = url + "/api/v1/alerts?since=" + "9" * 20_000  # past aiohttp's own 8190-byte line limit
+        with pytest.raises(urllib.error.HTTPError) as too_long:
+            urllib.request.urlopen(long_url, timeout=5)
+        assert too_long.value.code == 414 and json.loads(too_long.value.read())["error"]["code"] == "uri_too_long"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0
         assert notify.times("STOPPING=1"), notify.messages

@@ -3,8 +3,9 @@
 Exceptions of the project's own modules are translated here, once: bad input → 400, unknown or
 invisible → 404, wrong role → 403, conflicting state → 409. aiohttp's own answers (no such route,
 method not allowed with its `Allow` header, body too large) become the same JSON, and so does a
-URL longer than `URL_MAX` (414). A URL or header beyond aiohttp's parser limit (8190 bytes) is
-refused by aiohttp before the app runs, in plain text: it offers no hook for that (aiohttp#3287).
+URL longer than `URL_MAX` (414). A URL or header beyond the HTTP parser's limit (aiohttp's 8190
+bytes, raised to 64 KiB by `cloud-receiver serve`) is refused by aiohttp before the app runs, in
+plain text: it offers no hook for that (aiohttp#3287).
 """
 
 from __future__ import annotations

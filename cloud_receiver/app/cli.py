@@ -30,11 +30,15 @@ from cloud_receiver.errors import ConfigError, ReceiverError
 
 log = structlog.get_logger(__name__)
 DEFAULT_CONFIG = Path("/etc/brightkitchen/receiver.yaml")
+PARSER_LIMIT = 64 * 1024  # longest request line and header the HTTP parser takes
 
 
 async def _serve(cfg: ReceiverConfig) -> None:
     # no access log: a stream ticket travels in a URL (docs/api.md), and requests are not worth a line each
-    runner = web.AppRunner(create_app(cfg), handle_signals=False, access_log=None)
+    # aiohttp's parser refuses a request line or header over 8190 bytes itself, in plain text; with room
+    # up to 64 KiB the API answers a long URL with its own JSON 414 (docs/api.md)
+    runner = web.AppRunner(create_app(cfg), handle_signals=False, access_log=None,
+                           max_line_size=PARSER_LIMIT, max_field_size=PARSER_LIMIT)
     await runner.setup()
     site = web.TCPSite(runner, cfg.http.host, cfg.http.port)
     await site.start()
