@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import structlog
+from prometheus_client.parser import text_string_to_metric_families
 from support.notify_socket import NotifySocket
 from support.receiver_harness import DeviceClient, make_alert
 from support.waiting import wait_until
@@ -115,7 +116,8 @@ def _poll_health(url: str, ok, timeout: float = 10.0, token: str | None = None) 
 
 def test_serve_prints_url_ingests_and_stops_on_sigterm(broker, tmp_path, capsys, monkeypatch):
     """`serve` prints the API URL, stores a device's alert, answers /healthz and exits 0 on SIGTERM; under
-    systemd (NOTIFY_SOCKET, WATCHDOG_USEC) it sends READY=1 once listening, WATCHDOG=1 pings, STOPPING=1."""
+    systemd (NOTIFY_SOCKET, WATCHDOG_USEC) it sends READY=1 once listening, WATCHDOG=1 pings, STOPPING=1;
+    /metrics answers an admin token only."""
     cfg = _config(tmp_path, broker)
     monkeypatch.setenv("BK_TEST_ADMIN_PW", broker.admin[1])
     main(["-c", str(cfg), "canteen", "add", "--id", "c1", "--jurisdiction", "640502"])
@@ -155,6 +157,15 @@ def test_serve_prints_url_ingests_and_stops_on_sigterm(broker, tmp_path, capsys,
         assert dev.publish_alert(make_alert(device_id, 5)) == 0
         dev.close()
         assert _poll_health(url, lambda h: h["ingest"].get("stored") == 1, token=admin), "alert not stored"
+        with pytest.raises(urllib.error.HTTPError) as anonymous:
+            urllib.request.urlopen(url + "/metrics", timeout=5)
+        assert anonymous.value.code == 401  # like the details of /healthz: admin only
+        scrape = urllib.request.Request(url + "/metrics", headers={"Authorization": f"Bearer {admin}"})
+        with urllib.request.urlopen(scrape, timeout=5) as resp:
+            metrics = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                       for fam in text_string_to_metric_families(resp.read().decode()) for s in fam.samples}
+        assert metrics[("bk_ingest_messages_total", (("outcome", "stored"),))] == 1
+        assert metrics[("bk_mqtt_connected", ())] == 1 and metrics[("bk_push_owed", ())] == 0
         long_url = url + "/api/v1/alerts?since=" + "9" * 20_000  # past aiohttp's own 8190-byte line limit
         with pytest.raises(urllib.error.HTTPError) as too_long:
             urllib.request.urlopen(long_url, timeout=5)

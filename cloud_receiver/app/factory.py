@@ -17,6 +17,7 @@ from aiohttp import web
 from cloud_receiver.admin import auth
 from cloud_receiver.api import ApiSettings, setup_api
 from cloud_receiver.api.http import json_response
+from cloud_receiver.app.metrics import setup_metrics
 from cloud_receiver.appkeys import ALERT_HUB, CONFIG, STORAGE, SUBSCRIBER
 from cloud_receiver.config import ReceiverConfig, resolve_secret
 from cloud_receiver.ingest.handler import Ingestor
@@ -108,6 +109,7 @@ def create_app(cfg: ReceiverConfig, *, subscriber: bool = True) -> web.Applicati
         app.cleanup_ctx.append(_subscriber_ctx)
     app.cleanup_ctx.append(_housekeeping_ctx)
     app.router.add_get("/healthz", _health)
+    setup_metrics(app)
     setup_api(app, settings=api_settings(cfg), push_settings=push_settings(cfg))
     return app
 

@@ -50,6 +50,11 @@ class AlertHub:
         self._inbox: collections.deque[dict[str, Any]] = collections.deque()
         self._inbox_lock = threading.Lock()
 
+    @property
+    def streams(self) -> int:
+        """Open subscriptions (one per SSE stream)."""
+        return len(self._subs)
+
     def subscribe(self) -> Subscription:
         """A new subscription that receives every alert row published from now on."""
         sub = Subscription(asyncio.Queue(self.queue_size))
