@@ -28,16 +28,15 @@ import glob
 import itertools
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from devkit.localbroker import free_port
+from devkit.process import stop_process, wait_listening
 
 SESSION_EXPIRY_S = 3600
 _SERIALS = itertools.count(1)
@@ -70,25 +69,15 @@ class EjabberdBroker:
         self._proc = subprocess.Popen(["erl", "-noinput", "-mnesia", "dir", f'"{self.dir / "spool"}"', "-s", "ejabberd"],
                                       env=env, cwd=self.dir, stdout=out, stderr=subprocess.STDOUT)
         out.close()
-        deadline = time.monotonic() + 30  # Erlang and Mnesia start in ~1 s; a busy 2-core machine takes longer
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise RuntimeError(f"ejabberd exited with {self._proc.returncode}:\n{self.log_text()}")
-            with contextlib.suppress(OSError), socket.create_connection((self.host, self.port), timeout=0.2):
-                return
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"ejabberd did not listen on {self.port} within 30 s:\n{self.log_text()}")
+        try:  # Erlang and Mnesia start in ~1 s; a busy 2-core machine takes longer
+            wait_listening(self._proc, self.host, self.port, 30, "ejabberd", self.log_text, step_s=0.1)
+        except RuntimeError:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         """SIGTERM (Erlang stops its applications in order) and wait."""
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait(5)
+        stop_process(self._proc, 15)
         self._proc = None
 
     def add_device(self, device_id: str | None = None) -> tuple[str, str]:

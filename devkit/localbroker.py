@@ -37,12 +37,12 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cloud_receiver.admin.dynsec import DynsecAdmin
+from devkit.process import stop_process, wait_listening
 
 _SERIALS = itertools.count(1)
 
@@ -96,23 +96,10 @@ class Broker:
         self._proc = subprocess.Popen([tool("mosquitto"), "-c", str(self.dir / "mosquitto.conf")],
                                       stdout=log, stderr=subprocess.STDOUT)
         log.close()
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise RuntimeError(f"mosquitto exited with {self._proc.returncode}:\n{self.log_text()}")
-            with contextlib.suppress(OSError), socket.create_connection((self.host, self.port), timeout=0.2):
-                return
-            time.sleep(0.05)
-        raise RuntimeError(f"mosquitto did not listen on {self.port}:\n{self.log_text()}")
+        wait_listening(self._proc, self.host, self.port, 10, "mosquitto", self.log_text)
 
     def stop(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait(5)
+        stop_process(self._proc, 10)
         self._proc = None
 
     def restart(self) -> None:

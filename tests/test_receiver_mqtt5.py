@@ -403,7 +403,7 @@ async def test_keepalive_pings_and_a_silent_broker_is_left(tmp_path, fake_broker
             assert gone and "no answer to PINGREQ within 1 s" in gone[0]["reason"]
         finally:
             await rx.stop()
-    assert broker.seen[1][-1] == (0xE0, b""), "a clean stop sends a normal DISCONNECT"
+    assert broker.seen[-1][-1] == (0xE0, b""), "a clean stop sends a normal DISCONNECT"  # on the last connection
 
 
 async def test_server_keep_alive_0_still_pings_and_the_socket_has_tcp_keepalive(tmp_path, fake_broker):

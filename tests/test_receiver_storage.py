@@ -13,6 +13,7 @@ from bk_contract.chunks import decode_chunk
 from cloud_receiver.admin.devices import add_device, compose_device_id, device_id_prefix
 from cloud_receiver.config import DeviceIdConfig
 from cloud_receiver.errors import ProvisioningError, Rejected, StorageError
+from cloud_receiver.storage import migrate
 from cloud_receiver.storage.media_store import MediaAssembler, relative_media_path
 from cloud_receiver.storage.sqlite import SqliteStorage, utc_now
 
@@ -35,13 +36,35 @@ def _alert(**kw) -> Alert:
 
 
 def test_migrations_recorded_once_and_wal_enabled(tmp_path):
-    """Opening twice applies each migration once, in a recorded set; the database is in WAL mode."""
+    """Opening twice migrates once to Alembic's newest revision (recorded); the database is in WAL mode."""
     SqliteStorage(tmp_path / "r.db").close()
     s = SqliteStorage(tmp_path / "r.db")
-    rows = list(s.db.query("SELECT migration_set, name FROM _sqlite_migrations"))
-    assert ("ingest", "0001_initial_schema") in [(r["migration_set"], r["name"]) for r in rows]
-    assert len(rows) == len({(r["migration_set"], r["name"]) for r in rows})
+    assert [r["version_num"] for r in s.db.query("SELECT version_num FROM alembic_version")] == [migrate.head()]
+    assert "_sqlite_migrations" not in s.db.table_names()
     assert s.db.journal_mode == "wal"
+    s.close()
+
+
+def test_threads_opening_a_new_database_at_once_migrate_it_once(tmp_path):
+    """Four stores opened at the same moment on a new file (a receiver's threads): one migration, no error."""
+    import threading
+
+    errors: list[BaseException] = []
+
+    def open_store() -> None:
+        try:
+            SqliteStorage(tmp_path / "r.db").close()
+        except BaseException as err:  # noqa: BLE001 - collected for the assertion
+            errors.append(err)
+
+    threads = [threading.Thread(target=open_store) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert errors == []
+    s = SqliteStorage(tmp_path / "r.db")
+    assert [r["version_num"] for r in s.db.query("SELECT version_num FROM alembic_version")] == [migrate.head()]
     s.close()
 
 

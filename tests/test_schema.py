@@ -95,3 +95,17 @@ def test_a_database_of_the_older_migrations_is_adopted_with_its_rows(tmp_path: P
         assert conn.execute(sa.text("SELECT name FROM canteens WHERE id = 'c1'")).scalar_one() == "一食堂"
     assert _differences(eng) == []  # rebuilt into exactly the declared tables
     eng.dispose()
+
+
+def test_migrate_command_upgrades_and_refuses_newer(tmp_path: Path, capsys) -> None:
+    """`cloud-receiver migrate` brings the configured database to head; on a newer schema it fails naming it."""
+    from cloud_receiver.app.cli import main
+
+    cfg = tmp_path / "receiver.yaml"
+    cfg.write_text(f"storage:\n  path: {tmp_path / 'r.db'}\n  media_dir: {tmp_path / 'media'}\n", encoding="utf-8")
+    assert main(["-c", str(cfg), "migrate"]) == 0
+    assert f"schema at revision {migrate.head()}" in capsys.readouterr().out
+    with sqlite3.connect(tmp_path / "r.db") as conn:
+        conn.execute("UPDATE alembic_version SET version_num = '9999'")
+    assert main(["-c", str(cfg), "migrate"]) == 1
+    assert "revision 9999, newer than this receiver knows" in capsys.readouterr().err

@@ -79,6 +79,14 @@ def cmd_serve(args: argparse.Namespace, cfg: ReceiverConfig) -> int:
     return 0
 
 
+def cmd_migrate(args: argparse.Namespace, cfg: ReceiverConfig) -> int:
+    from cloud_receiver.storage import migrate
+
+    revision = migrate.migrate_sqlite(cfg.storage.path, cfg.storage.busy_timeout_ms)
+    say(f"数据库已是最新结构 (schema at revision {revision}): {cfg.storage.path}")
+    return 0
+
+
 def cmd_config_check(args: argparse.Namespace, cfg: ReceiverConfig) -> int:
     say(f"配置有效: {args.config}")
     return 0
@@ -155,6 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("serve", parents=[common], help="run the MQTT ingest and the HTTP API; prints the API URL").set_defaults(run=cmd_serve)
     conf = sub.add_parser("config", help="configuration").add_subparsers(dest="config_command", required=True)
     conf.add_parser("check", parents=[common], help="validate the config file").set_defaults(run=cmd_config_check)
+    sub.add_parser("migrate", parents=[common], help="upgrade the database to the newest schema (serve does it too)"
+                   ).set_defaults(run=cmd_migrate)
     conf.add_parser("example", help="print the shipped example config")
     canteen = sub.add_parser("canteen", help="canteens").add_subparsers(dest="canteen_command", required=True)
     cadd = canteen.add_parser("add", parents=[common], help="add or update a canteen")

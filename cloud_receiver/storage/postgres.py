@@ -1,8 +1,9 @@
 """PostgreSQL implementation of the `Storage` protocol (ingest side), for deployments beyond one district.
 
-Same tables and semantics as the SQLite store (timestamps stay ISO-8601 text so both behave alike);
-each method is one transaction; migrations are recorded in `schema_migrations`. Not wired into the
-app yet: the API's read queries (cloud_receiver.workflow.queries) use sqlite-utils. One connection per
+Same tables and semantics as the SQLite store: both are built by the same Alembic migrations from
+one declaration (cloud_receiver/storage/schema.py), with real types here (timestamptz, bigint
+identity), read back as the ISO-8601 text both stores hand out; each method is one transaction.
+Not wired into the app yet: the API's read queries (cloud_receiver.workflow.queries) use sqlite-utils. One connection per
 thread, like SqliteStorage.
 """
 
@@ -18,60 +19,20 @@ from psycopg.rows import dict_row
 
 from bk_contract import Alert, ChunkHeader, CommandResult, Status, Telemetry
 from cloud_receiver.errors import StorageError
+from cloud_receiver.storage.alert_rows import iso
+from cloud_receiver.storage.migrate import migrate_postgres
 from cloud_receiver.storage.sqlite import AlertWrite, Outcome, _alert_fields, translate_errors, utc_now
 
 log = structlog.get_logger(__name__)
 
-MIGRATIONS: list[tuple[str, str]] = [("0001_initial_schema", """
-CREATE TABLE canteens (id TEXT PRIMARY KEY, name TEXT NOT NULL DEFAULT '', jurisdiction TEXT NOT NULL DEFAULT '',
-  public_json TEXT);
-CREATE TABLE devices (id TEXT PRIMARY KEY CHECK (length(id) = 20), canteen_id TEXT, name TEXT NOT NULL DEFAULT '',
-  created_at TEXT NOT NULL, last_seen TEXT, online INTEGER NOT NULL DEFAULT 0, version TEXT, status_json TEXT);
-CREATE TABLE cameras (device_id TEXT NOT NULL, camera_id TEXT NOT NULL, name TEXT, state TEXT, fps DOUBLE PRECISION,
-  reconnects INTEGER, error TEXT, updated_at TEXT, PRIMARY KEY (device_id, camera_id));
-CREATE TABLE alerts (id TEXT PRIMARY KEY, device_id TEXT NOT NULL, canteen_id TEXT, camera_id TEXT NOT NULL,
-  type TEXT NOT NULL, level TEXT NOT NULL, state TEXT NOT NULL, rev INTEGER NOT NULL, started_at TEXT NOT NULL,
-  ended_at TEXT, score DOUBLE PRECISION, boxes_json TEXT, frame_size_json TEXT, zone_json TEXT, detail TEXT,
-  snapshot_id TEXT, snapshot_sha256 TEXT, clip_id TEXT, clip_sha256 TEXT, received_at TEXT NOT NULL,
-  updated_at TEXT NOT NULL, status TEXT NOT NULL DEFAULT '待整改', deadline TEXT);
-CREATE INDEX alerts_started ON alerts (started_at);
-CREATE INDEX alerts_canteen ON alerts (canteen_id, started_at);
-CREATE INDEX alerts_device ON alerts (device_id, started_at);
-CREATE TABLE media (id TEXT NOT NULL, device_id TEXT NOT NULL, sha256 TEXT NOT NULL, bytes BIGINT NOT NULL,
-  content_type TEXT, path TEXT NOT NULL, complete INTEGER NOT NULL DEFAULT 1, received_at TEXT NOT NULL,
-  PRIMARY KEY (device_id, id));
-CREATE INDEX media_sha256 ON media (sha256);
-CREATE TABLE media_chunks (device_id TEXT NOT NULL, media_id TEXT NOT NULL, idx INTEGER NOT NULL, total INTEGER NOT NULL,
-  size BIGINT NOT NULL, sha256 TEXT NOT NULL, content_type TEXT NOT NULL, data BYTEA NOT NULL, received_at TEXT NOT NULL,
-  PRIMARY KEY (device_id, media_id, idx));
-CREATE TABLE rejects (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, at TEXT NOT NULL, device_id TEXT,
-  topic TEXT NOT NULL, reason TEXT NOT NULL);
-CREATE TABLE telemetry (device_id TEXT PRIMARY KEY, at TEXT NOT NULL, data_json TEXT NOT NULL);
-CREATE TABLE command_results (device_id TEXT NOT NULL, command_id TEXT NOT NULL, ok INTEGER NOT NULL, error TEXT,
-  at TEXT NOT NULL, PRIMARY KEY (device_id, command_id));
-""")]
-
 TABLES = ("canteens", "devices", "cameras", "alerts", "media", "media_chunks", "rejects", "telemetry", "command_results")
 
 
-def apply_pg_migrations(conn: psycopg.Connection[Any]) -> list[str]:
-    """Apply pending migrations, each with its record in one transaction; returns the names applied."""
-    with conn.transaction():
-        conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (migration_set TEXT NOT NULL, name TEXT NOT NULL,"
-                     " applied_at TIMESTAMPTZ NOT NULL DEFAULT now(), PRIMARY KEY (migration_set, name))")
-    applied = []
-    for name, sql in MIGRATIONS:
-        with conn.transaction():
-            conn.execute("LOCK TABLE schema_migrations IN EXCLUSIVE MODE")  # two receivers starting at once
-            if conn.execute("SELECT 1 FROM schema_migrations WHERE migration_set = 'ingest' AND name = %s",
-                            (name,)).fetchone():
-                continue
-            for statement in sql.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            conn.execute("INSERT INTO schema_migrations (migration_set, name) VALUES ('ingest', %s)", (name,))
-            applied.append(name)
-    return applied
+class _IsoTimestamp(psycopg.types.datetime.TimestamptzLoader):
+    """timestamptz columns read as the ISO-8601 UTC text both stores hand out (2026-03-01T08:00:00.000Z)."""
+
+    def load(self, data: Any) -> str | None:
+        return iso(super().load(data))
 
 
 @translate_errors(psycopg.Error)
@@ -83,11 +44,9 @@ class PostgresStorage:
             self.conn: psycopg.Connection[dict[str, Any]] = psycopg.connect(dsn, row_factory=dict_row)
         except psycopg.Error as err:
             raise StorageError(f"cannot connect to PostgreSQL: {err}") from err
+        self.conn.adapters.register_loader("timestamptz", _IsoTimestamp)
         if migrate:
-            applied = apply_pg_migrations(self.conn)
-            if applied:
-                log.info("migrations applied", set="ingest", names=applied, backend="postgres")
-        self.conn.commit()
+            migrate_postgres(lambda: psycopg.connect(dsn))
 
     @contextmanager
     def write(self) -> Iterator[psycopg.Connection[dict[str, Any]]]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import importlib
 import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,7 +22,6 @@ from typing import Any, Literal, Protocol
 
 import structlog
 from sqlite_utils import Database
-from sqlite_utils.migrations import Migrations
 
 from bk_contract import Alert, ChunkHeader, CommandResult, Status, Telemetry
 from cloud_receiver.errors import StorageError
@@ -32,6 +30,7 @@ from cloud_receiver.storage.alert_rows import (
     alert_fields as _alert_fields,  # its old name, for storage_pg and the benchmark
 )
 from cloud_receiver.storage.alert_rows import iso as iso  # re-exported: timestamps are the store's format
+from cloud_receiver.storage.migrate import migrate_sqlite
 from cloud_receiver.storage.push_outbox import Owed, Queuer
 from cloud_receiver.storage.push_outbox import mark_failed as push_mark_failed
 from cloud_receiver.storage.push_outbox import mark_sent as push_mark_sent
@@ -40,8 +39,6 @@ from cloud_receiver.storage.push_outbox import pending as push_pending
 log = structlog.get_logger(__name__)
 
 # migration sets applied in this order; a module that does not exist yet is skipped
-SOURCES = ("cloud_receiver.storage.migrations", "cloud_receiver.storage.migrations_api")
-
 Outcome = Literal["inserted", "updated", "unchanged"]
 
 
@@ -126,7 +123,7 @@ class SqliteStorage:
             self.db.enable_wal()
         self.db.execute("PRAGMA synchronous = NORMAL")
         if migrate:
-            apply_migrations(self.db)
+            migrate_sqlite(self.path, busy_timeout_ms)
         # a database without the API's tables (an old copy opened with migrate=False) owes no pushes
         self._push = Queuer(push_owner) if "push_outbox" in self.db.table_names() else None
         defaults = column_defaults(self.db.conn, "alerts")
@@ -361,32 +358,6 @@ class SqliteStorage:
         """Drop chunks of media that never completed (received before `older_than`)."""
         with self.write() as db:
             return db.execute("DELETE FROM media_chunks WHERE received_at < ?", (older_than,)).rowcount
-
-
-def migration_sets() -> list[Migrations]:
-    """The migration sets of SOURCES that exist, in order."""
-    sets = []
-    for name in SOURCES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as err:
-            if err.name == name:
-                continue
-            raise
-        sets.append(module.migrations)
-    return sets
-
-
-def apply_migrations(db: Database) -> None:
-    """Apply pending migrations of every set; each migration is its own transaction."""
-    for mset in migration_sets():
-        pending = [m.name for m in mset.pending(db)]
-        try:
-            mset.apply(db)
-        except sqlite3.Error as err:
-            raise StorageError(f"migration of set {mset.name!r} failed: {err}") from err
-        if pending:
-            log.info("migrations applied", set=mset.name, names=pending)
 
 
 def open_storage(path: Path | str, busy_timeout_ms: int = 5000) -> SqliteStorage:
