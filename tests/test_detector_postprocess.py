@@ -11,11 +11,12 @@ from edge_agent.analysis.detector.postprocess import (
     anchor_centres,
     boxes_to_frame,
     class_nms,
+    content_size,
     decode_level,
     distribution_to_distances,
+    exact_map,
     nms,
     plan_resize,
-    resize_indices,
 )
 
 pytestmark = pytest.mark.unit
@@ -132,21 +133,35 @@ def test_class_nms_is_per_class_and_capped() -> None:
 
 
 def test_letterbox_plan_for_16_9() -> None:
-    """640x360 into 416x416 scales by 0.65 and pads 91 rows above and below."""
+    """640x360 into 416x416 scales by 0.65 and pads 91 rows above and below; content 416x234."""
     m = plan_resize(640, 360, 416, 416, "letterbox")
     assert (m.scale_x, m.scale_y, m.pad_x, m.pad_y) == (0.65, 0.65, 0, 91)
-    rows, cols, ys, xs = resize_indices(m, 416, 416)
-    assert (ys.start, ys.stop, xs.start, xs.stop) == (91, 325, 0, 416)
-    assert rows.size == 234 and cols.size == 416
-    assert rows.max() <= 359 and cols.max() <= 639
+    assert content_size(m) == (416, 234)
 
 
-def test_nearest_indices_upscale_and_identity() -> None:
-    """Doubling repeats each source pixel twice; equal sizes map pixel to pixel."""
-    rows, cols, _, _ = resize_indices(plan_resize(3, 2, 6, 4, "stretch"), 6, 4)
-    assert cols.tolist() == [0, 0, 1, 1, 2, 2] and rows.tolist() == [0, 0, 1, 1]
-    rows, cols, _, _ = resize_indices(plan_resize(416, 416, 416, 416, "stretch"), 416, 416)
-    assert np.array_equal(cols, np.arange(416)) and np.array_equal(rows, np.arange(416))
+def test_exact_map_uses_the_rounded_content_size() -> None:
+    """1920x1080 -> 416x234: the vertical scale is 234/1080, not 416/1920, so boxes map back exactly."""
+    m = exact_map(plan_resize(1920, 1080, 416, 416, "letterbox"))
+    assert content_size(m) == (416, 234)
+    assert m.scale_x == 416 / 1920 and m.scale_y == 234 / 1080 and m.pad_y == 91
+    bottom = boxes_to_frame(np.array([[0.0, 91.0 + 234.0, 416.0, 91.0 + 234.0]], np.float32), m)
+    assert bottom[0, 1] == pytest.approx(1080.0)
+
+
+def test_per_class_thresholds_in_the_raw_int8_domain() -> None:
+    """A (C,) threshold vector keeps class 0 at 0.3 but drops class 1 at the same score."""
+    sq = Quant(1 / 256, -128)
+    raw = np.full((2, 2), -128, np.int8)
+    raw[0, 0] = round(0.3 * 256) - 128  # anchor 0, class 0 at 0.3
+    raw[1, 1] = round(0.3 * 256) - 128  # anchor 1, class 1 at 0.3
+    dists = np.zeros((2, 4 * BINS), np.int8)
+    thresholds = np.array([0.25, 0.5])
+    _, s, c = decode_level(raw, dists, stride=8, grid_w=2, bins=BINS, score_threshold=thresholds,
+                           score_quant=sq, dist_quant=Quant(0.1, 0))
+    assert c.tolist() == [0] and s[0] == pytest.approx(0.3, abs=0.01)
+    _, _, c = decode_level(raw, dists, stride=8, grid_w=2, bins=BINS, score_threshold=0.25,
+                           score_quant=sq, dist_quant=Quant(0.1, 0))
+    assert sorted(c.tolist()) == [0, 1]
 
 
 @pytest.mark.parametrize("mode", ["stretch", "letterbox"])

@@ -8,6 +8,7 @@ own thread. One stop event; everything joins within `join_timeout_s`.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import deque
@@ -19,6 +20,7 @@ import structlog
 from bk_common import sdnotify
 from bk_contract import Alert, CameraHealth
 from edge_agent import __version__
+from edge_agent.analysis.planner import CameraDemand, ChannelPlan, plan_channels
 from edge_agent.analysis.tracker import IouTracker
 from edge_agent.app.camera_worker import CameraWorker, SampledFrame
 from edge_agent.app.supervisor import Supervisor
@@ -52,6 +54,8 @@ class PipelineTuning:
     give_up_after: int = 5  # restarts of one thread within give_up_window_s before the watchdog is left to expire
     give_up_window_s: float = 600.0
     ready_timeout_s: float = 30.0  # READY=1 once every camera made its first attempt, or after this long
+    replan_s: float = 10.0  # the channel plan is redone from the ms measured in the pipeline this often ...
+    replan_change: float = 0.2  # ... when that differs from the planned ms by more than this fraction
 
 
 @dataclass
@@ -74,8 +78,14 @@ class Agent:
                  uplink_factory: Callable[..., object] | None = None,
                  on_event: Callable[[Alert], None] | None = None,
                  source_factory: Callable[[CameraConfig, bool], FrameSource] | None = None,
-                 tuning: PipelineTuning | None = None, wall: Callable[[], float] = time.time) -> None:
+                 tuning: PipelineTuning | None = None, wall: Callable[[], float] = time.time,
+                 variant_timer: Callable[..., float] | None = None) -> None:
         self.cfg = cfg
+        self.variant_timer = variant_timer  # (model path, threads, runs) -> ms; tests inject timings
+        self.model_path = cfg.detector.model
+        self.variant = None  # VariantChoice when the variants were timed at start
+        self.plan: ChannelPlan | None = None
+        self._planned_at = 0.0
         self.detectors = [detector] if detector is not None else []
         self.outbox = outbox
         self.uplink_factory = uplink_factory
@@ -101,6 +111,8 @@ class Agent:
         cfg, tu = self.cfg, self.tuning
         if not self.detectors:  # one interpreter per inference worker: an interpreter is not thread-safe
             self._injected_detector = False
+            if cfg.detector.choose_variant:
+                self._choose_variant()
             self.detectors = [self._new_detector() for _ in range(cfg.detector.workers)]
         else:
             self._injected_detector = True
@@ -119,7 +131,8 @@ class Agent:
             worker = CameraWorker(cam, cfg.detector, cfg.motion, submit=self._submit,
                                   source_factory=self.source_factory or self._open_source, wall=self.wall,
                                   healthy_after_s=tu.healthy_after_s, clip_pre_s=cam.clip_pre_s,
-                                  clip_post_s=cam.clip_post_s)
+                                  clip_post_s=cam.clip_post_s,
+                                  detect_fit=getattr(self.detectors[0], "input_size", None))
             self.cameras[cam.id] = CameraPipeline(
                 worker=worker,
                 tracker=IouTracker(iou_threshold=tu.track_iou, max_misses=tu.track_max_misses,
@@ -130,6 +143,8 @@ class Agent:
                 emitter=EventEmitter(cfg.device.id, cam.id, self.outbox, self.on_event),
                 queue=deque(maxlen=tu.queue_per_camera),
             )
+        if self.variant is not None:
+            self._plan_channels(self.variant.chosen.ms)
         if cfg.uplink.enabled:
             factory = self.uplink_factory
             if factory is None:
@@ -142,8 +157,42 @@ class Agent:
         from edge_agent.analysis.detector import create_detector
 
         d = self.cfg.detector
-        return create_detector(d.type, d.model, num_threads=d.threads, score_threshold=d.score_threshold,
+        return create_detector(d.type, self.model_path, num_threads=d.threads, score_threshold=d.score_threshold,
                                iou_threshold=d.iou_threshold)
+
+    def _choose_variant(self) -> None:
+        """Time each variant of the configured model on this CPU and use the chosen one."""
+        from edge_agent.analysis.detector.variants import cpu_summary, select_variant, time_detect_ms
+
+        d = self.cfg.detector
+        self.variant = select_variant(d.model, d.threads, d.max_accuracy_loss, d.variant_runs,
+                                      timer=self.variant_timer or time_detect_ms)
+        self.model_path = self.variant.chosen.path
+        self.log.info("detector_variant_chosen", threads=d.threads, cpu=cpu_summary(), **self.variant.as_dict())
+
+    def _plan_channels(self, ms: float, source: str = "start") -> None:
+        """Detections per second each camera gets from the measured ms; its sampler is set to that.
+
+        `source` "start": the variant timing alone; "pipeline": detect() time measured while the
+        cameras decode (slower when decoding and other work share the cores)."""
+        d = self.cfg.detector
+        parallel = max(1, min(len(self.detectors), (os.cpu_count() or 1) // d.threads))
+        demands = [CameraDemand(cid, d.sample_fps, cp.worker.motion_cfg.enabled) for cid, cp in self.cameras.items()]
+        self.plan = plan_channels(ms, demands, parallel)
+        self._planned_at = time.monotonic()
+        for cid, fps in self.plan.per_camera.items():
+            self.cameras[cid].worker.sampler.period = 1.0 / fps
+        at = self.plan.channels_at(d.sample_fps)
+        (self.log.info if self.plan.sustained else self.log.warning)(
+            "channel_plan", source=source, channels_at_sample_fps=at, sample_fps=d.sample_fps, **self.plan.as_dict())
+
+    def _replan_if_moved(self) -> None:
+        """Redo the plan from the ms the inference workers measure, when it moved away from the plan's."""
+        plan, tu, ms = self.plan, self.tuning, self.inference_ms
+        if plan is None or not ms or time.monotonic() - self._planned_at < tu.replan_s:
+            return
+        if abs(ms / plan.ms_per_detection - 1.0) > tu.replan_change:
+            self._plan_channels(ms, source="pipeline")
 
     def _open_source(self, cam: CameraConfig, sub: bool) -> FrameSource:
         return open_source(cam, sub=sub, gb=self.gb.source if self.gb is not None else None)
@@ -295,6 +344,7 @@ class Agent:
             self.log.exception("frame_failed", camera=sf.camera_id)
 
     def _housekeeping(self) -> None:
+        self._replan_if_moved()
         now = self.wall()
         for cp in self.cameras.values():
             online, since = cp.worker.online()
@@ -310,6 +360,9 @@ class Agent:
         """Per camera: frames decoded/sampled/sent to the detector/dropped; inference time."""
         return {
             "inference_ms": round(self.inference_ms, 1),
+            "detector": {"model": self.model_path.name if self.model_path else None,
+                         **({"choice": self.variant.as_dict()} if self.variant is not None else {})},
+            "plan": self.plan.as_dict() if self.plan is not None else None,
             "thread_restarts": dict(self.supervisor.restarts) if self.supervisor else {},
             "cameras": {cid: {"decoded": cp.worker.reader.frames, "sampled": cp.worker.sampled,
                               "detect_frames": cp.worker.detect_frames, "detections": cp.detections,

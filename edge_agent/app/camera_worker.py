@@ -33,6 +33,8 @@ from edge_agent.config import CameraConfig, DetectorConfig, MotionConfig
 
 log = structlog.get_logger(__name__)
 
+DEFAULT_DETECT_WIDTH = 640  # a detector that does not tell its input size gets frames this wide
+
 
 @dataclass(slots=True)
 class SampledFrame:
@@ -54,7 +56,8 @@ class CameraWorker:
                  submit: Callable[[SampledFrame], None],
                  source_factory: Callable[[CameraConfig, bool], FrameSource] | None = None,
                  wall: Callable[[], float] = time.time, healthy_after_s: float = 30.0,
-                 clip_pre_s: float = CLIP_PRE_S, clip_post_s: float = CLIP_POST_S) -> None:
+                 clip_pre_s: float = CLIP_PRE_S, clip_post_s: float = CLIP_POST_S,
+                 detect_fit: tuple[int, int] | None = None) -> None:
         self.cam = cam
         self.submit = submit
         self.wall = wall
@@ -62,7 +65,9 @@ class CameraWorker:
         self.factory = source_factory or (lambda c, sub: open_source(c, sub=sub))
         self.use_sub = bool(cam.source.sub_url)
         self.sampler = Sampler(detector_cfg.sample_fps)
-        self.scaler = FrameScaler(detector_cfg.input_width, motion_cfg.width)
+        # detect_fit (the model input's w, h): one area scaling straight to the letterboxed size
+        width = detector_cfg.input_width or (None if detect_fit else DEFAULT_DETECT_WIDTH)
+        self.scaler = FrameScaler(width, motion_cfg.width, detect_fit=detect_fit)
         self.motion = MotionDetector(threshold=motion_cfg.threshold, min_area=motion_cfg.min_area,
                                      alpha=motion_cfg.alpha, masks=motion_cfg.masks)
         self.last_full_check = float("-inf")

@@ -8,7 +8,6 @@ camera (reachable and decoding a frame). The exit code is non-zero when anything
 from __future__ import annotations
 
 import email.utils
-import platform
 import shutil
 import statistics
 import subprocess
@@ -40,24 +39,22 @@ class Finding:
         return f"[{self.status}] {self.what}: {self.detail}"
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def check_model(cfg: AgentConfig, runs: int = 10) -> Finding:
     from edge_agent.analysis.detector import create_detector
+    from edge_agent.analysis.detector.variants import cpu_summary, select_variant
 
     d = cfg.detector
     try:
-        det = create_detector(d.type, d.model, num_threads=d.threads, score_threshold=d.score_threshold)
+        choice = select_variant(d.model, d.threads, d.max_accuracy_loss, runs) if d.choose_variant else None
+        model = choice.chosen.path if choice is not None else d.model
+        det = create_detector(d.type, model, num_threads=d.threads, score_threshold=d.score_threshold)
     except EdgeError as err:
         return Finding(FAIL, "模型 model", f"{d.model}: {err}")
+    cpu = f"{d.threads} 线程, {cpu_summary()}"
+    if choice is not None:
+        timed = ", ".join(f"{p} {ms} ms" for p, ms in choice.as_dict()["timings_ms"].items())
+        return Finding(OK, "模型 model", f"{model.name} 加载成功, 每帧 {choice.chosen.ms:.1f} ms "
+                       f"(选用 chosen {choice.chosen.precision}: {timed}; {choice.reason}) ({cpu})")
     frame = np.zeros((360, 640, 3), dtype=np.uint8)
     for _ in range(2):  # warm-up: the first invokes allocate
         det.detect(frame)
@@ -66,8 +63,7 @@ def check_model(cfg: AgentConfig, runs: int = 10) -> Finding:
         t0 = time.perf_counter()
         det.detect(frame)
         times.append((time.perf_counter() - t0) * 1000)
-    return Finding(OK, "模型 model", f"{d.model.name} 加载成功, 每帧 {statistics.median(times):.1f} ms "
-                   f"({d.threads} 线程, {cpu_model()})")
+    return Finding(OK, "模型 model", f"{model.name} 加载成功, 每帧 {statistics.median(times):.1f} ms ({cpu})")
 
 
 def check_disk(cfg: AgentConfig) -> Finding:

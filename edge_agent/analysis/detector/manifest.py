@@ -68,6 +68,23 @@ class Licence(_Strict):
     text: str
 
 
+class ScoreThresholds(_Strict):
+    """Per-class score thresholds: `per_class` names the exceptions to `default`."""
+
+    default: float = Field(ge=0.0, le=1.0)
+    per_class: dict[str, float] = Field(default_factory=dict)
+    tuned_on: str = ""
+
+
+class Accuracy(_Strict):
+    """A measured accuracy figure of this file, so variants of one model can be compared."""
+
+    metric: str
+    value: float = Field(ge=0.0, le=1.0)
+    measured_on: str
+    method: str
+
+
 class ModelManifest(_Strict):
     """Everything the runtime needs to know about a shipped model, validated at load."""
 
@@ -86,6 +103,14 @@ class ModelManifest(_Strict):
     source: dict[str, object]
     licence: Licence
     conversion: dict[str, object]
+    score_thresholds: ScoreThresholds | None = None
+    accuracy: Accuracy | None = None
+
+    @property
+    def variant_group(self) -> str:
+        """The model's name without its precision suffix: files of one group are variants of one model."""
+        suffix = f"-{self.precision}"
+        return self.name[: -len(suffix)] if self.name.endswith(suffix) else self.name
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelManifest:
@@ -100,6 +125,13 @@ class ModelManifest(_Strict):
                 raise ValueError(f"output {out.name} shape {out.shape} != [1, {grid}, {channels}]")
             if out.dtype != "float32" and out.quantization is None:
                 raise ValueError(f"output {out.name} is {out.dtype} but has no quantization")
+        if self.score_thresholds is not None:
+            unknown = sorted(set(self.score_thresholds.per_class) - set(self.labels))
+            if unknown:
+                raise ValueError(f"score_thresholds.per_class names labels the model lacks: {unknown}")
+            bad = sorted(k for k, v in self.score_thresholds.per_class.items() if not 0.0 <= v <= 1.0)
+            if bad:
+                raise ValueError(f"score_thresholds.per_class outside 0..1: {bad}")
         if self.input.dtype != "float32" and self.input.quantization is None:
             raise ValueError("quantized input needs quantization parameters")
         return self

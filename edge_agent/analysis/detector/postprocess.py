@@ -37,6 +37,12 @@ class Quant:
             return threshold
         return math.ceil(threshold / self.scale + self.zero_point - 1e-6)
 
+    def raw_thresholds(self, thresholds: np.ndarray) -> np.ndarray:
+        """`raw_threshold` of each entry of a per-class threshold vector."""
+        if self.is_identity:
+            return thresholds.astype(np.float32, copy=False)
+        return np.ceil(thresholds / self.scale + self.zero_point - 1e-6).astype(np.float32)
+
 
 @dataclass(frozen=True, slots=True)
 class InputMap:
@@ -59,15 +65,15 @@ def plan_resize(frame_w: int, frame_h: int, dst_w: int, dst_h: int, mode: Resize
     return InputMap(scale, scale, (dst_w - new_w) // 2, (dst_h - new_h) // 2, frame_w, frame_h)
 
 
-def resize_indices(m: InputMap, dst_w: int, dst_h: int) -> tuple[np.ndarray, np.ndarray, slice, slice]:
-    """Nearest-neighbour source rows/cols for the content area, and where it lands in dst."""
-    new_w = round(m.frame_w * m.scale_x)
-    new_h = round(m.frame_h * m.scale_y)
-    # Sample each destination pixel's centre: src = (dst + 0.5) / scale - 0.5, rounded.
-    cols = np.clip(np.floor((np.arange(new_w) + 0.5) / m.scale_x).astype(np.intp), 0, m.frame_w - 1)
-    rows = np.clip(np.floor((np.arange(new_h) + 0.5) / m.scale_y).astype(np.intp), 0, m.frame_h - 1)
-    px, py = int(m.pad_x), int(m.pad_y)
-    return rows, cols, slice(py, py + new_h), slice(px, px + new_w)
+def content_size(m: InputMap) -> tuple[int, int]:
+    """(w, h) the frame's pixels take inside the model input under map `m`."""
+    return max(1, round(m.frame_w * m.scale_x)), max(1, round(m.frame_h * m.scale_y))
+
+
+def exact_map(m: InputMap) -> InputMap:
+    """`m` with per-axis scales made exact for its rounded content size (what a scaler really did)."""
+    w, h = content_size(m)
+    return InputMap(w / m.frame_w, h / m.frame_h, m.pad_x, m.pad_y, m.frame_w, m.frame_h)
 
 
 def boxes_to_frame(boxes: np.ndarray, m: InputMap) -> np.ndarray:
@@ -103,7 +109,7 @@ def decode_level(
     stride: int,
     grid_w: int,
     bins: int,
-    score_threshold: float,
+    score_threshold: float | np.ndarray,
     score_quant: Quant = Quant(),
     dist_quant: Quant = Quant(),
     center_offset: float = 0.5,
@@ -114,10 +120,14 @@ def decode_level(
     Returns boxes (K, 4) in input pixels, scores (K,), class ids (K,) for every
     (anchor, class) pair at or above the threshold. Thresholding happens on the raw
     values, so only the few candidates are dequantized. `class_mask` (C,) bool keeps only
-    the classes that are True.
+    the classes that are True. `score_threshold` is one value or one per class (C,).
     """
+    if np.ndim(score_threshold) == 0:
+        raw_thr: float | np.ndarray = score_quant.raw_threshold(float(score_threshold))
+    else:
+        raw_thr = score_quant.raw_thresholds(np.asarray(score_threshold, np.float64))
     # flatnonzero on the raveled mask is ~20x faster than 2-D nonzero on (2704, 80)
-    flat = np.flatnonzero(scores.reshape(-1) >= score_quant.raw_threshold(score_threshold))
+    flat = np.flatnonzero((scores >= raw_thr).reshape(-1))
     anchor_idx, class_idx = np.divmod(flat, scores.shape[1])
     if class_mask is not None:
         wanted = class_mask[class_idx]

@@ -6,18 +6,21 @@ import time
 from collections.abc import Collection
 from pathlib import Path
 
+import av
 import numpy as np
+from av.video.reformatter import Interpolation, VideoReformatter
 
 from edge_agent.analysis.detector.base import Detector, DetectTiming, register_detector
-from edge_agent.analysis.detector.manifest import load_manifest
+from edge_agent.analysis.detector.manifest import ModelManifest, load_manifest
 from edge_agent.analysis.detector.postprocess import (
     InputMap,
     ResizeMode,
     boxes_to_frame,
     class_nms,
+    content_size,
     decode_level,
+    exact_map,
     plan_resize,
-    resize_indices,
 )
 from edge_agent.analysis.detector.runtime import TfliteModel
 from edge_agent.analysis.types import Box, Detection
@@ -29,11 +32,15 @@ DEFAULT_IOU_THRESHOLD = 0.5
 
 @register_detector("tflite")
 class TfliteDetector(Detector):
-    """NanoDet COCO detector; frames are resized by a precomputed nearest-neighbour gather.
+    """NanoDet COCO detector; frames are scaled with area interpolation (libswscale) into the input.
 
     resize="letterbox" (default) keeps the aspect ratio and pads with black; "stretch" fills
-    the whole input but distorts 16:9 frames, and NanoDet then misses most people
-    (person recall 0.16 vs 0.94 on the one-by-one footage, see docs/models.md).
+    the whole input but distorts 16:9 frames, and NanoDet then misses most people (see
+    docs/models.md). A frame that already fits the input at scale 1 (what the pipeline's
+    `FrameScaler.fit` produces, e.g. 416x234 for 16:9) is copied in without scaling again.
+
+    score_threshold=None uses the manifest's per-class thresholds (`score_thresholds`); a number
+    applies to every class instead.
     """
 
     def __init__(
@@ -41,7 +48,7 @@ class TfliteDetector(Detector):
         model_path: str | Path,
         *,
         manifest_path: str | Path | None = None,
-        score_threshold: float = DEFAULT_SCORE_THRESHOLD,
+        score_threshold: float | None = None,
         iou_threshold: float = DEFAULT_IOU_THRESHOLD,
         num_threads: int = 1,
         resize: ResizeMode = "letterbox",
@@ -54,11 +61,12 @@ class TfliteDetector(Detector):
         if resize not in ("stretch", "letterbox"):
             raise ModelError(f"resize mode {resize!r} must be 'stretch' or 'letterbox'")
         self.model = TfliteModel(Path(model_path), self.manifest, num_threads)
-        self.score_threshold = score_threshold
+        self.num_threads = num_threads
         self.iou_threshold = iou_threshold
         self.resize: ResizeMode = resize
         self.max_detections = max_detections
         self._labels = tuple(self.manifest.labels)
+        self.score_threshold = score_threshold
         unknown = set(classes or ()) - set(self._labels)
         if unknown:
             raise ModelError(f"{model_path}: model has no labels {sorted(unknown)}")
@@ -71,9 +79,20 @@ class TfliteDetector(Detector):
         self._lut = lut
         w, h = self.input_size
         self._tensor = np.empty((1, 3, h, w), lut.dtype)
-        # gather writes straight into the tensor's bytes when the xor trick applies
-        self._gather = self._tensor[0].view(np.uint8) if self._xor_input else np.empty((3, h, w), np.uint8)
-        self._plans: dict[tuple[int, int], tuple[InputMap, np.ndarray, list]] = {}
+        # pixels are written straight into the tensor's bytes when the xor trick applies
+        self._planes = self._tensor[0].view(np.uint8) if self._xor_input else np.empty((3, h, w), np.uint8)
+        self._placed: tuple[int, int, int, int] | None = None  # (x, y, w, h) of the content last written
+        self._scaler = VideoReformatter()
+
+    @property
+    def score_threshold(self) -> float | None:
+        """The one threshold for all classes, or None when the manifest's per-class ones apply."""
+        return self._score_threshold
+
+    @score_threshold.setter
+    def score_threshold(self, value: float | None) -> None:
+        self._score_threshold = value
+        self.thresholds = class_thresholds(self.manifest, value)
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -87,39 +106,35 @@ class TfliteDetector(Detector):
     def backend(self) -> str:
         return self.model.backend
 
-    def _plan(self, frame_h: int, frame_w: int) -> tuple[InputMap, np.ndarray, list[tuple[slice, slice]]]:
-        """Cached per frame size: the input map, flat gather indices and the padding bands."""
-        key = (frame_h, frame_w)
-        if key not in self._plans:
-            w, h = self.input_size
-            m = plan_resize(frame_w, frame_h, w, h, self.resize)
-            rows, cols, ys, xs = resize_indices(m, w, h)
-            pixel = np.zeros((h, w), np.intp)  # padding reads pixel 0, then is blacked out
-            pixel[ys, xs] = rows[:, None] * frame_w + cols[None, :]
-            # (3, h*w) byte offsets into the HxWx3 frame, channel-major = NCHW order
-            index = pixel.reshape(1, -1) * 3 + np.arange(3)[:, None]
-            bands = [
-                (slice(0, ys.start), slice(None)),
-                (slice(ys.stop, h), slice(None)),
-                (slice(None), slice(0, xs.start)),
-                (slice(None), slice(xs.stop, w)),
-            ]
-            self._plans[key] = (m, index, [(by, bx) for by, bx in bands if _nonempty(by, bx, h, w)])
-        return self._plans[key]
+    def input_map(self, frame_w: int, frame_h: int) -> InputMap:
+        """Where a frame_w x frame_h frame lands in the model input (scales exact for the rounded size)."""
+        w, h = self.input_size
+        return exact_map(plan_resize(frame_w, frame_h, w, h, self.resize))
+
+    def _scaled(self, frame: np.ndarray, w: int, h: int) -> np.ndarray:
+        """The frame scaled to w x h by libswscale with area averaging (keeps thin detail)."""
+        src = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+        return self._scaler.reformat(src, w, h, "rgb24", interpolation=Interpolation.AREA).to_ndarray()
 
     def preprocess(self, frame: np.ndarray) -> tuple[np.ndarray, InputMap]:
         """RGB uint8 HxWx3 frame -> filled input tensor and the map back to frame pixels."""
         if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
             raise ValueError(f"frame must be HxWx3 uint8 RGB, got {frame.shape} {frame.dtype}")
-        m, index, bands = self._plan(frame.shape[0], frame.shape[1])
-        flat = np.ascontiguousarray(frame).reshape(-1)
-        np.take(flat, index, out=self._gather.reshape(3, -1))
-        for by, bx in bands:
-            self._gather[:, by, bx] = 0
+        m = self.input_map(frame.shape[1], frame.shape[0])
+        cw, ch = content_size(m)
+        if (cw, ch) != (frame.shape[1], frame.shape[0]):
+            frame = self._scaled(frame, cw, ch)
+        px, py = int(m.pad_x), int(m.pad_y)
+        pad = 0x80 if self._xor_input else 0  # black: "0 - 128" after the xor, or lut[0]
+        if self._placed != (px, py, cw, ch):
+            self._planes.fill(pad)
+            self._placed = (px, py, cw, ch)
+        content = self._planes[:, py : py + ch, px : px + cw]
+        np.copyto(content, frame.transpose(2, 0, 1))  # HWC -> CHW
         if self._xor_input:
-            np.bitwise_xor(self._gather, 0x80, out=self._gather)  # in place: pixel - 128
+            np.bitwise_xor(content, 0x80, out=content)  # in place: pixel - 128
         else:
-            np.take(self._lut, self._gather, out=self._tensor[0])
+            np.take(self._lut, self._planes, out=self._tensor[0])
         return self._tensor, m
 
     def postprocess(self, raw: list[np.ndarray], m: InputMap) -> list[Detection]:
@@ -138,7 +153,7 @@ class TfliteDetector(Detector):
                     stride=stride,
                     grid_w=w // stride,
                     bins=spec.decode.bins,
-                    score_threshold=self.score_threshold,
+                    score_threshold=self.thresholds,
                     score_quant=squant,
                     dist_quant=dquant,
                     center_offset=spec.decode.center_offset,
@@ -170,5 +185,12 @@ class TfliteDetector(Detector):
         return found
 
 
-def _nonempty(by: slice, bx: slice, h: int, w: int) -> bool:
-    return len(range(h)[by]) > 0 and len(range(w)[bx]) > 0
+def class_thresholds(manifest: ModelManifest, override: float | None = None) -> np.ndarray:
+    """(C,) score threshold per label: `override` for all, else the manifest's per-class table."""
+    n = len(manifest.labels)
+    if override is not None:
+        return np.full(n, override, np.float64)
+    table = manifest.score_thresholds
+    if table is None:
+        return np.full(n, DEFAULT_SCORE_THRESHOLD, np.float64)
+    return np.array([table.per_class.get(label, table.default) for label in manifest.labels], np.float64)
