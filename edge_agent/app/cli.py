@@ -107,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     det = sub.add_parser("detect", help="run the detector on an image or video; print detections, write an annotated copy")
     det.add_argument("input", type=Path, help="image (jpg/png) or video file")
     det.add_argument("--model", type=Path, default=None, help="model .tflite (default: shipped int8 NanoDet)")
-    det.add_argument("--threshold", type=float, default=0.35, help="score threshold")
+    det.add_argument("--threshold", type=float, default=None,
+                     help="one score threshold for every class (default: the model manifest's per-class thresholds)")
     det.add_argument("--threads", type=int, default=2, help="interpreter threads")
     det.add_argument("--out", type=Path, default=None, help="annotated output (default: INPUT.detected.jpg)")
     det.add_argument("--every", type=float, default=1.0, help="video: seconds between analysed frames")
