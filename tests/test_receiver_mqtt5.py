@@ -102,7 +102,8 @@ async def test_tls_listener_delivers_and_a_foreign_ca_is_refused(tmp_path):
             finally:
                 dev.close()
             assert await async_wait_until(lambda: rx.storage.count("alerts") == 30)
-            assert rx.app[SUBSCRIBER].counts["stored"] == 30
+            # the counters follow the commit and its acknowledgements: wait for them too
+            assert await async_wait_until(lambda: rx.app[SUBSCRIBER].counts["stored"] == 30, 5), rx.app[SUBSCRIBER].counts
         finally:
             await rx.stop()
 

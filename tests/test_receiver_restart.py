@@ -158,6 +158,7 @@ async def test_broker_restart_receiver_reconnects_and_nothing_is_lost(tmp_path, 
                 assert set(codes.values()) == {0}  # queued in the receiver's restored session
             dev.close()
             assert await async_wait_until(lambda: rx.storage.count("alerts") == 11, 15)
-            assert rx.app[SUBSCRIBER].counts["stored"] == 11
+            # the counters follow the commit and its acknowledgements: wait for them too
+            assert await async_wait_until(lambda: rx.app[SUBSCRIBER].counts["stored"] == 11, 5), rx.app[SUBSCRIBER].counts
         finally:
             await rx.stop()
