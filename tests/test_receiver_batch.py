@@ -116,6 +116,8 @@ async def test_batch_with_invalid_messages_stores_the_others_and_acks_all(broker
         assert dev.publish_alert(make_alert(DEV, 999)) == 0  # a marker: once it is stored, any redelivery came first
         dev.close()
         assert await async_wait_until(lambda: rx2.storage.get_alert(make_alert(DEV, 999).id) is not None)
+        # counts follow the commit and its acknowledgements: wait for the marker's count too
+        assert await async_wait_until(lambda: rx2.app[SUBSCRIBER].counts.get("stored") == 1, 5)
         assert rx2.app[SUBSCRIBER].counts == {"stored": 1, "duplicate": 0, "rejected": 0}
     finally:
         await rx2.stop()
