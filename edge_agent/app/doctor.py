@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import email.utils
 import shutil
-import statistics
 import subprocess
 import threading
 import time
@@ -17,8 +16,6 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
 
 from edge_agent.config import AgentConfig, CameraConfig, load_config, resolve_secret
 from edge_agent.errors import EdgeError
@@ -40,30 +37,21 @@ class Finding:
 
 
 def check_model(cfg: AgentConfig, runs: int = 10) -> Finding:
-    from edge_agent.analysis.detector import create_detector
-    from edge_agent.analysis.detector.variants import cpu_summary, select_variant
+    from edge_agent.analysis.detector.variants import cpu_summary, select_variant, time_detect_ms
 
     d = cfg.detector
     try:
         choice = select_variant(d.model, d.threads, d.max_accuracy_loss, runs) if d.choose_variant else None
         model = choice.chosen.path if choice is not None else d.model
-        det = create_detector(d.type, model, num_threads=d.threads, score_threshold=d.score_threshold)
+        ms = choice.chosen.ms if choice is not None else time_detect_ms(model, d.threads, runs)
     except EdgeError as err:
         return Finding(FAIL, "模型 model", f"{d.model}: {err}")
     cpu = f"{d.threads} 线程, {cpu_summary()}"
+    chosen = ""
     if choice is not None:
-        timed = ", ".join(f"{p} {ms} ms" for p, ms in choice.as_dict()["timings_ms"].items())
-        return Finding(OK, "模型 model", f"{model.name} 加载成功, 每帧 {choice.chosen.ms:.1f} ms "
-                       f"(选用 chosen {choice.chosen.precision}: {timed}; {choice.reason}) ({cpu})")
-    frame = np.zeros((360, 640, 3), dtype=np.uint8)
-    for _ in range(2):  # warm-up: the first invokes allocate
-        det.detect(frame)
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        det.detect(frame)
-        times.append((time.perf_counter() - t0) * 1000)
-    return Finding(OK, "模型 model", f"{model.name} 加载成功, 每帧 {statistics.median(times):.1f} ms ({cpu})")
+        timed = ", ".join(f"{p} {t} ms" for p, t in choice.as_dict()["timings_ms"].items())
+        chosen = f"(选用 chosen {choice.chosen.precision}: {timed}; {choice.reason}) "
+    return Finding(OK, "模型 model", f"{model.name} 加载成功, 每帧 {ms:.1f} ms {chosen}({cpu})")
 
 
 def check_disk(cfg: AgentConfig) -> Finding:
