@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from devkit.localbroker import free_port
-from devkit.process import stop_process, wait_listening
+from devkit.process import running, stop_process, wait_listening
 
 SESSION_EXPIRY_S = 3600
 _SERIALS = itertools.count(1)
@@ -120,10 +120,5 @@ def start_ejabberd(tmp_dir: Path | None = None) -> EjabberdBroker:
 
 @contextlib.contextmanager
 def running_ejabberd(tmp_dir: Path | None = None) -> Iterator[EjabberdBroker]:
-    b = start_ejabberd(tmp_dir)
-    try:
+    with running(start_ejabberd(tmp_dir), own_dir=tmp_dir is None) as b:
         yield b
-    finally:
-        b.stop()
-        if tmp_dir is None:
-            shutil.rmtree(b.dir, ignore_errors=True)

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cloud_receiver.admin.dynsec import DynsecAdmin
-from devkit.process import stop_process, wait_listening
+from devkit.process import running, stop_process, wait_listening
 
 _SERIALS = itertools.count(1)
 
@@ -181,10 +181,5 @@ def start_broker(tmp_dir: Path | None = None, *, dynsec: bool = False, group: st
 @contextlib.contextmanager
 def running_broker(tmp_dir: Path | None = None, *, dynsec: bool = False, group: str = "receivers",
                    tls_dir: Path | None = None) -> Iterator[Broker]:
-    b = start_broker(tmp_dir, dynsec=dynsec, group=group, tls_dir=tls_dir)
-    try:
+    with running(start_broker(tmp_dir, dynsec=dynsec, group=group, tls_dir=tls_dir), own_dir=tmp_dir is None) as b:
         yield b
-    finally:
-        b.stop()
-        if tmp_dir is None:
-            shutil.rmtree(b.dir, ignore_errors=True)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 
 def wait_listening(proc: subprocess.Popen, host: str, port: int, timeout_s: float, what: str,
@@ -20,6 +22,17 @@ def wait_listening(proc: subprocess.Popen, host: str, port: int, timeout_s: floa
             return
         time.sleep(step_s)
     raise RuntimeError(f"{what} did not listen on {port} within {timeout_s:g} s:\n{log_text()}")
+
+
+@contextlib.contextmanager
+def running(broker: Any, own_dir: bool) -> Iterator[Any]:
+    """Yield a started broker; stop it after, and remove its folder when it made its own."""
+    try:
+        yield broker
+    finally:
+        broker.stop()
+        if own_dir:
+            shutil.rmtree(broker.dir, ignore_errors=True)
 
 
 def stop_process(proc: subprocess.Popen | None, timeout_s: float) -> None:

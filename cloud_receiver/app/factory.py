@@ -14,10 +14,9 @@ from datetime import UTC, datetime, timedelta
 import structlog
 from aiohttp import web
 
-from cloud_receiver.admin import auth
 from cloud_receiver.api import ApiSettings, setup_api
 from cloud_receiver.api.http import json_response
-from cloud_receiver.app.metrics import setup_metrics
+from cloud_receiver.app.metrics import is_admin, setup_metrics
 from cloud_receiver.appkeys import ALERT_HUB, CONFIG, STORAGE, SUBSCRIBER
 from cloud_receiver.config import ReceiverConfig, resolve_secret
 from cloud_receiver.ingest.handler import Ingestor
@@ -90,9 +89,7 @@ async def _health(request: web.Request) -> web.Response:
     sub = request.app.get(SUBSCRIBER)
     up = bool(sub and sub.subscribed.is_set())
     body: dict[str, object] = {"status": "up" if up else "down"}
-    token = auth.bearer(request.headers.get("Authorization"))
-    who = auth.lookup(request.app[STORAGE].db, token) if token and STORAGE in request.app else None
-    if who is not None and who.role == "admin":
+    if is_admin(request):
         body.update({"mqtt_connected": bool(sub and sub.connected.is_set()), "mqtt_subscribed": up,
                      "ingest": dict(sub.counts) if sub else {}})
     return json_response(body, status=200 if up else 503, headers={"Cache-Control": "no-store"})

@@ -50,14 +50,19 @@ class ReceiverCollector(Collector):
             yield GaugeMetricFamily("bk_rejects_recorded", "Rejected messages on record", value=rejects)
 
 
+def is_admin(request: web.Request) -> bool:
+    """Whether the request carries an admin bearer token (the details of /healthz, /metrics)."""
+    token = auth.bearer(request.headers.get("Authorization"))
+    who = auth.lookup(request.app[STORAGE].db, token) if token and STORAGE in request.app else None
+    return who is not None and who.role == "admin"
+
+
 def setup_metrics(app: web.Application) -> None:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ReceiverCollector(app))
 
     async def metrics(request: web.Request) -> web.Response:
-        token = auth.bearer(request.headers.get("Authorization"))
-        who = auth.lookup(request.app[STORAGE].db, token) if token and STORAGE in request.app else None
-        if who is None or who.role != "admin":
+        if not is_admin(request):
             return json_response({"error": {"code": "unauthorized", "message": "/metrics needs an admin bearer token"}},
                                  status=401, headers={"WWW-Authenticate": "Bearer"})
         return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST,

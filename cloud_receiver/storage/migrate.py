@@ -57,16 +57,20 @@ def upgrade(engine: sa.Engine) -> tuple[str | None, str]:
     """Upgrade to the newest schema; returns (revision before, revision after).
 
     Raises StorageError when the database carries a revision this receiver does not know."""
-    script = ScriptDirectory.from_config(_config())
     with engine.connect() as conn:
         before = current(conn)
-    if before is not None and not _known(script, before):
-        raise StorageError(f"the database schema is at revision {before}, newer than this receiver knows "
-                           f"(newest: {head()}): upgrade the receiver")
+    _refuse_newer(before)
     with _IN_PROCESS, engine.connect() as conn:
         command.upgrade(_config(conn), "head")
         conn.commit()
         return before, current(conn) or ""
+
+
+def _refuse_newer(revision: str | None) -> None:
+    """StorageError when the database carries a revision this receiver's migrations do not have."""
+    if revision is not None and not _known(ScriptDirectory.from_config(_config()), revision):
+        raise StorageError(f"the database schema is at revision {revision}, newer than this receiver knows "
+                           f"(newest: {head()}): upgrade the receiver")
 
 
 def _known(script: ScriptDirectory, revision: str) -> bool:
@@ -117,10 +121,7 @@ def migrate_postgres(connect: Callable[[], Any]) -> str:
         with _IN_PROCESS, engine.begin() as conn:
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('brightkitchen-migrate'))"))
             before = current(conn)
-            script = ScriptDirectory.from_config(_config())
-            if before is not None and not _known(script, before):
-                raise StorageError(f"the database schema is at revision {before}, newer than this receiver knows "
-                                   f"(newest: {head()}): upgrade the receiver")
+            _refuse_newer(before)
             command.upgrade(_config(conn), "head")
             after = current(conn) or ""
     except sa.exc.SQLAlchemyError as err:
