@@ -12,9 +12,9 @@ from aiohttp import web
 from cloud_receiver.config import ReceiverConfig
 from cloud_receiver.ingest.hub import AlertHub
 from cloud_receiver.ingest.subscriber import Subscriber
-from cloud_receiver.storage.sqlite import SqliteStorage
+from cloud_receiver.storage.sqlite import Storage
 
 CONFIG = web.AppKey("config", ReceiverConfig)
-STORAGE = web.AppKey("storage", SqliteStorage)
+STORAGE = web.AppKey("storage", Storage)
 ALERT_HUB = web.AppKey("alert_hub", AlertHub)
 SUBSCRIBER = web.AppKey("subscriber", Subscriber)

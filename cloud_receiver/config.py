@@ -74,12 +74,32 @@ class MqttConfig(Section):
 
 
 class StorageConfig(Section):
-    backend: Literal["sqlite"] = Field("sqlite", description="Storage backend (PostgreSQL to follow).")
-    path: Path = Field(Path("/var/lib/brightkitchen/receiver.db"), description="SQLite database file (WAL mode).")
+    url: str | None = Field(None, description="Database: `sqlite:///ABSOLUTE/PATH.db` or `postgresql://USER@HOST:PORT/DB` "
+                            "(password from `password_env`). Empty: SQLite at `path`.")
+    password_env: str | None = Field(None, description="Environment variable (or systemd credential) holding the "
+                                      "PostgreSQL password.")
+    path: Path = Field(Path("/var/lib/brightkitchen/receiver.db"), description="SQLite database file (WAL mode), "
+                       "when `url` is empty.")
     media_dir: Path = Field(Path("/var/lib/brightkitchen/media"), description="Folder of media files, stored by content hash.")
     busy_timeout_ms: int = Field(5000, ge=0, description="How long a writer waits for SQLite's lock.")
 
     _rel = field_validator("path", "media_dir")(lambda v, info: _relative_to_config(v, info))
+
+    @field_validator("url")
+    @classmethod
+    def _known_engine(cls, v: str | None) -> str | None:
+        if v is None or v.startswith(("postgresql://", "postgresql+psycopg://")) or v.startswith("sqlite:///"):
+            return v
+        raise ValueError("must start with sqlite:/// or postgresql://")
+
+    @property
+    def engine(self) -> Literal["sqlite", "postgresql"]:
+        return "postgresql" if self.url and self.url.startswith("postgresql") else "sqlite"
+
+    @property
+    def sqlite_path(self) -> Path:
+        """The SQLite file: from `url` when it names one, else `path`."""
+        return Path(self.url.removeprefix("sqlite:///")) if self.url and self.url.startswith("sqlite:///") else self.path
 
 
 class LimitsConfig(Section):

@@ -231,7 +231,7 @@ def provision(broker: Broker, db_path: Path, n_devices: int) -> World:
             for i in range(n_devices):
                 creds = add_device(storage, admin, CANTEEN[0], f"bench box {i + 1}")
                 devices[creds.device_id] = creds.password
-        token = auth.create_token(storage.db, "admin", "", "bench-admin")
+        token = auth.create_token(storage.sql, "admin", "", "bench-admin")
     finally:
         storage.close()
     return World(db_path, devices, token)

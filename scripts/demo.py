@@ -97,7 +97,7 @@ def receiver_config(work: Path, broker: Broker, http_port: int) -> Path:
 http: {{host: 127.0.0.1, port: {http_port}}}
 mqtt: {{host: 127.0.0.1, port: {broker.port}, client_id: bk-receiver-demo, username: {broker.receiver[0]},
        password_env: BK_RECEIVER_MQTT_PASSWORD}}
-storage: {{backend: sqlite, path: {work}/receiver.db, media_dir: {work}/media}}
+storage: {{path: {work}/receiver.db, media_dir: {work}/media}}
 broker: {{host: 127.0.0.1, port: {broker.port}, admin_username: {broker.admin[0]}, admin_password_env: BK_BROKER_ADMIN_PASSWORD}}
 """, encoding="utf-8")
     return path

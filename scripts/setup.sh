@@ -15,6 +15,8 @@ APT_PACKAGES=(
   gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 python3-gi
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly gstreamer1.0-libav
+  # web console tests: Debian's Chromium (never `playwright install`), CJK fonts for Chinese text, zbarimg
+  chromium fonts-noto-cjk zbar-tools
 )
 # Debian's python3 has no ensurepip (so no venv) until python3-venv is installed
 if [ ! -x "$VENV/bin/python" ] && ! "$PY" -c "import ensurepip, venv" >/dev/null 2>&1; then
@@ -48,7 +50,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
 fi
 STAMP="$VENV/.bk-setup-stamp"
-if ! "$VENV/bin/python" -c "import edge_agent.app.cli, cloud_receiver.app.cli, pytest, skvideo" >/dev/null 2>&1 \
+if ! "$VENV/bin/python" -c "import edge_agent.app.cli, cloud_receiver.app.cli, pytest, skvideo, playwright" >/dev/null 2>&1 \
    || [ pyproject.toml -nt "$STAMP" ]; then
   echo "setup: 正在安装 Python 包 (pip install -e .[test] into $VENV)" >&2
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[test]"

@@ -21,18 +21,53 @@ SERVICE_PROGRAMS = {"mosquitto", "sipp", "chromium", "postgres", "psql", "pg_ctl
                     "ip", "unshare", "openssl"}
 
 
+ENGINES = ("sqlite", "postgresql")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test (or fixture) asking for `db_engine` runs on both engines; the PostgreSQL run is integration."""
+    if "db_engine" in metafunc.fixturenames:
+        metafunc.parametrize("db_engine", ["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)],
+                             scope="module")
+
+
+def layer_of(item: pytest.Item) -> str:
+    """The item's layer: its module's, unless a parameter of the item sets another (closest wins)."""
+    return next(m.name for m in item.iter_markers() if m.name in LAYERS)
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        layers = [m.name for m in item.iter_markers() if m.name in LAYERS]
-        if len(layers) != 1:
-            raise pytest.UsageError(f"{item.nodeid}: must be in exactly one layer of {LAYERS}, has {layers or 'none'} "
-                                    "(set pytestmark in the module)")
+        own = [m.name for m in item.own_markers if m.name in LAYERS]
+        inherited = [m.name for n in item.listchain()[:-1] for m in n.own_markers if m.name in LAYERS]
+        if len(inherited) != 1 or len(own) > 1:
+            raise pytest.UsageError(f"{item.nodeid}: must be in exactly one layer of {LAYERS}, has "
+                                    f"{inherited or 'none'} (set pytestmark in the module)")
+    _deselect_by_effective_layer(config, items)
+
+
+def _deselect_by_effective_layer(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`-m unit` must not pick the PostgreSQL run of a unit module: judge `-m` by the layer that applies."""
+    from _pytest.mark.expression import Expression
+
+    expr = config.option.markexpr
+    if not expr:
+        return
+    compiled = Expression.compile(expr)
+    keep, drop = [], []
+    for item in items:
+        names = {m.name for m in item.iter_markers() if m.name not in LAYERS} | {layer_of(item)}
+        (keep if compiled.evaluate(lambda name, names=names, **_: name in names) else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 
 
 @pytest.fixture(autouse=True)
 def _no_services_in_unit_tests(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     """A unit test that spawns a service program (or Debian's python3, which runs the RTSP server) fails."""
-    if request.node.get_closest_marker("unit") is None:
+    if layer_of(request.node) != "unit":
         return
     real_init = subprocess.Popen.__init__
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from support.api_kit import make_world
+from support.api_kit import make_world, when
 
 pytestmark = pytest.mark.unit
 
@@ -14,15 +15,15 @@ TYPES = ("phone_use", "animal", "crowding")
 
 
 @pytest.fixture
-async def world(tmp_path):
-    w = await make_world(tmp_path)
+async def world(tmp_path, db_engine):
+    w = await make_world(tmp_path, db_engine)
     # 120 alerts; several share a started_at (ties broken by id), spread over canteens, types and 3 days
     for i in range(120):
         canteen = ("C1", "C2", "C3")[i % 3]
         w.add_alert(canteen, started_at=BASE + timedelta(hours=(i // 4) * 2), type=TYPES[i % len(TYPES) - (i % 2)],
                     alert_id=f"P{(i * 37) % 1000:04d}")
     yield w
-    await w.client.close()
+    await w.close()
 
 
 async def _all_pages(w, who, query, limit):
@@ -46,16 +47,16 @@ async def test_pagination_returns_each_alert_once(world, limit):
     assert len(got) == 120 and len(set(got)) == 120
     assert got == sorted(got, reverse=True)
     assert pages == -(-120 // limit)  # no empty trailing page
-    expected = {r["id"] for r in world.storage.db.query("SELECT id FROM alerts")}
+    expected = {r["id"] for r in world.storage.sql.rows("SELECT id FROM alerts")}
     assert {i for _, i in got} == expected
 
 
 async def test_pagination_with_filters_and_scope(world):
     """Paging a regulator's filtered view returns exactly the matching visible alerts."""
     got, _ = await _all_pages(world, "reg", "&type=phone_use,animal&since=2024-05-01T06:00:00Z", 5)
-    expected = {r["id"] for r in world.storage.db.query(
+    expected = {r["id"] for r in world.storage.sql.rows(
         "SELECT id FROM alerts WHERE canteen_id IN ('C1','C2') AND type IN ('phone_use','animal')"
-        " AND started_at >= '2024-05-01T06:00:00.000Z'")}
+        " AND started_at >= :since", since=when("2024-05-01T06:00:00.000Z"))}
     assert {i for _, i in got} == expected and len(got) == len(expected) > 0
 
 
@@ -66,8 +67,8 @@ async def test_filters_time_type_canteen(world):
     items = (await r.json())["items"]
     assert items and all(a["canteen_id"] == "C1" and a["type"] == "crowding" for a in items)
     assert all("2024-05-01T00:00:00.000Z" <= a["started_at"] < "2024-05-02T00:00:00.000Z" for a in items)
-    n = world.storage.db.execute("SELECT count(*) FROM alerts WHERE canteen_id='C1' AND type='crowding'"
-                                 " AND started_at < '2024-05-02T00:00:00.000Z'").fetchone()[0]
+    n = world.storage.sql.rows("SELECT count(*) AS n FROM alerts WHERE canteen_id='C1' AND type='crowding'"
+                               " AND started_at < :until", until=when("2024-05-02T00:00:00.000Z"))[0]["n"]
     assert len(items) == n
 
 
@@ -88,14 +89,12 @@ async def test_stats_counts_exact(world):
     r = await world.get("/stats?since=2024-05-01T00:00:00Z&until=2024-05-03T00:00:00Z", "reg")
     assert r.status == 200
     s = await r.json()
-    db = world.storage.db
-    where = ("canteen_id IN ('C1','C2') AND started_at >= '2024-05-01T00:00:00.000Z'"
-             " AND started_at < '2024-05-03T00:00:00.000Z'")
-    assert s["total"] == db.execute(f"SELECT count(*) FROM alerts WHERE {where}").fetchone()[0]
-    assert s["by_type"] == {t: n for t, n in db.execute(f"SELECT type, count(*) FROM alerts WHERE {where} GROUP BY type")}
+    rows = [r for r in world.storage.sql.rows("SELECT type, canteen_id, started_at FROM alerts")
+            if r["canteen_id"] in ("C1", "C2") and when("2024-05-01T00:00:00Z") <= when(r["started_at"]) < when("2024-05-03T00:00:00Z")]
+    assert s["total"] == len(rows)
+    assert s["by_type"] == dict(Counter(r["type"] for r in rows))
     assert s["by_canteen"] == {"C1": 32, "C2": 32}  # 2 of the 2.5 days, a third each
-    local = {d: n for d, n in db.execute(
-        f"SELECT date(started_at, '+8 hours') d, count(*) FROM alerts WHERE {where} GROUP BY d")}
+    local = dict(Counter((when(r["started_at"]) + timedelta(hours=8)).date().isoformat() for r in rows))
     assert s["by_day"] == local and sum(local.values()) == 64 and len(local) == 3
     assert s["devices"] == {"total": 2, "online": 1, "online_rate": 0.5}
 

@@ -20,12 +20,12 @@ NOT_PROBED = {("GET", "/openapi.json"): "public document, the same for everyone"
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def shared(tmp_path_factory):
-    w = await make_world(tmp_path_factory.mktemp("authz"))
+async def shared(tmp_path_factory, db_engine):
+    w = await make_world(tmp_path_factory.mktemp("authz"), db_engine)
     w.alerts, w.snapshots = seed_alerts(w.storage, w.media_dir)
-    pages = {r["id"]: r["public_json"] for r in w.storage.db.query("SELECT id, public_json FROM canteens")}
+    pages = {r["id"]: r["public_json"] for r in w.storage.sql.rows("SELECT id, public_json FROM canteens")}
     yield w, pages
-    await w.client.close()
+    await w.close()
 
 
 @pytest_asyncio.fixture(loop_scope="module")
@@ -33,12 +33,12 @@ async def world(shared):
     """The shared receiver, back in its seeded state after each cell (open alerts, no transitions, pages)."""
     w, pages = shared
     yield w
-    with w.storage.write() as db:
-        db.execute("UPDATE alerts SET status = '待整改', deadline = NULL")
-        db.execute("DELETE FROM transitions")
-        db.execute("DELETE FROM media WHERE device_id = 'api-upload'")
-        for canteen, page in pages.items():
-            db.execute("UPDATE canteens SET public_json = ? WHERE id = ?", [page, canteen])
+    db = w.storage.sql
+    db.rows("UPDATE alerts SET status = '待整改', deadline = NULL")
+    db.rows("DELETE FROM transitions")
+    db.rows("DELETE FROM media WHERE device_id = 'api-upload'")
+    for canteen, page in pages.items():
+        db.rows("UPDATE canteens SET public_json = :page WHERE id = :id", page=page, id=canteen)
 
 
 @pytest.mark.asyncio(loop_scope="module")

@@ -17,11 +17,11 @@ JSON = {"Content-Type": "application/json"}
 
 
 @pytest.fixture
-async def world(tmp_path):
-    w = await make_world(tmp_path)
+async def world(tmp_path, db_engine):
+    w = await make_world(tmp_path, db_engine)
     w.add_alert("C1", started_at=ago(hours=1), alert_id="B1")
     yield w
-    await w.client.close()
+    await w.close()
 
 
 async def _problem(r, status: int) -> str:
@@ -175,4 +175,4 @@ async def test_a_photo_that_is_not_a_jpeg_is_refused(world):
         form.add_field("photo", data, filename="fix.jpg", content_type="image/jpeg")
         r = await world.post("/alerts/B1/rectification", "c1", data=form)
         assert r.status == status, await r.text()
-    assert world.storage.db.execute("SELECT count(*) FROM media WHERE device_id = 'api-upload'").fetchone()[0] == 1
+    assert world.storage.sql.rows("SELECT count(*) AS n FROM media WHERE device_id = 'api-upload'")[0]["n"] == 1

@@ -38,8 +38,8 @@ async def test_mqtt_alert_to_api_stream_and_robot(tmp_path):
             storage = app[STORAGE]
             storage.add_canteen("C1", "第一中学食堂", "64050201")
             storage.add_device(DEVICE, "C1", "box")
-            token = auth.create_token(storage.db, "regulator", "640502", "reg")
-            add_webhook(storage.db, "w", "canteen", "C1", "wecom", str(robot_server.make_url("/cgi-bin/webhook/send")))
+            token = auth.create_token(storage.sql, "regulator", "640502", "reg")
+            add_webhook(storage.sql, "w", "canteen", "C1", "wecom", str(robot_server.make_url("/cgi-bin/webhook/send")))
             headers = {"Authorization": f"Bearer {token}"}
             stream = await client.get("/api/v1/alerts/stream", headers=headers)
             assert stream.status == 200

@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import UTC, datetime
 
 import pytest
 from support.api_kit import CANTEENS, DEVICES, add_media, ago, jpeg, make_world
 
 from bk_contract import Alert, MediaRef, split_media, topic
 from cloud_receiver.admin import auth
+from cloud_receiver.app.factory import open_configured_storage
 from cloud_receiver.config import LimitsConfig
 from cloud_receiver.ingest.handler import Ingestor
-from cloud_receiver.storage.sqlite import SqliteStorage
 
 pytestmark = pytest.mark.unit
 
@@ -21,16 +22,16 @@ HTML = b"<html><script>fetch('/api/v1/alerts',{credentials:'include'})</script><
 
 
 @pytest.fixture
-async def world(tmp_path):
-    w = await make_world(tmp_path)
+async def world(tmp_path, db_engine):
+    w = await make_world(tmp_path, db_engine)
     yield w
-    await w.client.close()
+    await w.close()
 
 
 @pytest.fixture
 def ingest(world, tmp_path):
     """The receiver's own ingest on the world's database (its own connection, as the MQTT thread has)."""
-    storage = SqliteStorage(tmp_path / "receiver.db")
+    storage = open_configured_storage(world.cfg)
     yield Ingestor(storage, world.media_dir, LimitsConfig(chunk_data_bytes=4096))
     storage.close()
 
@@ -56,17 +57,17 @@ async def test_a_box_cannot_claim_another_kitchens_snapshot(world, ingest):
     assert reject["device_id"] == DEVICES["C3"] and "another device" in reject["reason"]
     assert ingest.storage.get_alert("FORGED") is None
     # an alert row naming the hash (stored before this check existed) grants nothing either
-    world.storage.db.execute("INSERT INTO alerts (id, device_id, canteen_id, camera_id, type, level, state, rev,"
-                             " started_at, snapshot_sha256, received_at, updated_at) VALUES ('OLD', ?, 'C3', 'cam1',"
-                             " 'phone_use', 'warning', 'start', 0, '2024-05-01T00:00:00.000Z', ?, '', '')",
-                             [DEVICES["C3"], victim])
-    world.storage.db.conn.commit()
+    stamp = datetime(2024, 5, 1, tzinfo=UTC)
+    world.storage.sql.rows("INSERT INTO alerts (id, device_id, canteen_id, camera_id, type, level, state, rev,"
+                           " started_at, snapshot_sha256, received_at, updated_at) VALUES ('OLD', :dev, 'C3', 'cam1',"
+                           " 'phone_use', 'warning', 'start', 0, :at, :sha, :at, :at)",
+                           dev=DEVICES["C3"], sha=victim, at=stamp)
     assert (await world.get("/alerts/OLD", "c3")).status == 200  # the row itself is C3's
     for who, status in (("c3", 404), ("c1", 200), ("reg", 200), ("admin", 200), (None, 404)):
         r = await world.get(f"/media/{victim}", who)
         assert r.status == status, (who, await r.text())
     # a regulator of C3's jurisdiction only (640521) cannot either
-    reg3 = auth.create_token(world.storage.db, "regulator", "640521", "zhongning-regulator")
+    reg3 = auth.create_token(world.storage.sql, "regulator", "640521", "zhongning-regulator")
     r = await world.client.get(f"/api/v1/media/{victim}", headers={"Authorization": f"Bearer {reg3}"})
     assert r.status == 404
 

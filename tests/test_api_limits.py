@@ -19,11 +19,11 @@ pytestmark = pytest.mark.unit
 
 
 @pytest.fixture
-async def world(tmp_path):
-    w = await make_world(tmp_path, settings=ApiSettings(sse_keepalive_s=0.05, sse_max_streams=3,
+async def world(tmp_path, db_engine):
+    w = await make_world(tmp_path, db_engine, settings=ApiSettings(sse_keepalive_s=0.05, sse_max_streams=3,
                                                         sse_max_streams_per_token=2))
     yield w
-    await w.client.close()
+    await w.close()
 
 
 async def _open(world, who: str | None = None, url: str = "/api/v1/alerts/stream"):
@@ -115,4 +115,4 @@ async def test_healthz_is_up_for_the_public_and_detailed_for_admin(tmp_path):
         assert await r.json() == {"status": "up", "mqtt_connected": True, "mqtt_subscribed": True,
                                   "ingest": {"stored": 7, "duplicate": 1, "rejected": 2}}
     finally:
-        await world.client.close()
+        await world.close()

@@ -9,10 +9,10 @@ pytestmark = pytest.mark.unit
 
 
 @pytest.fixture
-async def world(tmp_path):
-    w = await make_world(tmp_path)
+async def world(tmp_path, db_engine):
+    w = await make_world(tmp_path, db_engine)
     yield w
-    await w.client.close()
+    await w.close()
 
 
 async def _patch(world, canteen: str, who: str | None, body):

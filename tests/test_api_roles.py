@@ -15,13 +15,13 @@ PROTECTED = ["/alerts", "/alerts/A00001", "/devices", "/cameras", "/canteens", "
 
 
 @pytest.fixture
-async def world(tmp_path):
-    w = await make_world(tmp_path)
+async def world(tmp_path, db_engine):
+    w = await make_world(tmp_path, db_engine)
     w.add_alert("C1", started_at=ago(hours=3), snapshot=jpeg("c1-snap"))  # A00001
     w.add_alert("C2", started_at=ago(hours=2), snapshot=jpeg("c2-snap"))  # A00002
     w.add_alert("C3", started_at=ago(hours=1), snapshot=jpeg("c3-snap"))  # A00003
     yield w
-    await w.client.close()
+    await w.close()
 
 
 async def _ids(w, who, query=""):
@@ -43,14 +43,14 @@ async def test_invalid_and_revoked_token_is_401(world):
     """An unknown token and a revoked one are both refused with 401."""
     r = await world.client.get("/api/v1/alerts", headers={"Authorization": "Bearer bk_nope"})
     assert r.status == 401 and (await r.json())["error"]["code"] == "invalid_token"
-    assert auth.revoke_token(world.storage.db, "c1-manager") == 1
+    assert auth.revoke_token(world.storage.sql, "c1-manager") == 1
     r = await world.get("/alerts", "c1")
     assert r.status == 401
 
 
 async def test_tokens_stored_as_hash_only(world):
     """The database holds the token's sha256, never the token itself."""
-    rows = list(world.storage.db.query("SELECT * FROM tokens"))
+    rows = world.storage.sql.rows("SELECT * FROM tokens")
     assert len(rows) == 5
     dump = repr(rows)
     for token in world.tokens.values():
@@ -111,7 +111,7 @@ async def test_public_page_shows_public_data_only(world):
 async def test_create_token_validates(world, role, scope):
     """Token creation refuses bad roles, malformed scopes and unknown canteens."""
     with pytest.raises(auth.AuthError):
-        auth.create_token(world.storage.db, role, scope, "someone")
+        auth.create_token(world.storage.sql, role, scope, "someone")
 
 
 async def test_errors_are_json(world):

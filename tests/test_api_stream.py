@@ -14,10 +14,10 @@ pytestmark = pytest.mark.unit
 
 
 @pytest.fixture
-async def world(tmp_path):
-    w = await make_world(tmp_path, settings=ApiSettings(sse_keepalive_s=0.1))
+async def world(tmp_path, db_engine):
+    w = await make_world(tmp_path, db_engine, settings=ApiSettings(sse_keepalive_s=0.1))
     yield w
-    await w.client.close()
+    await w.close()
 
 
 async def _events(resp, n: int, timeout: float = 5.0, ids: list[str] | None = None) -> list[tuple[str, dict]]:
@@ -168,7 +168,7 @@ async def test_stream_ticket_opens_the_stream_without_a_header_until_its_token_i
     assert (await world.client.post(f"/api/v1/alerts/stream/tickets?ticket={body['ticket']}")).status == 401
     bad = await world.client.get("/api/v1/alerts/stream?ticket=bkt_forged")
     assert bad.status == 401 and (await bad.json())["error"]["code"] == "invalid_ticket"
-    auth.revoke_token(world.storage.db, "c3-manager")
+    auth.revoke_token(world.storage.sql, "c3-manager")
     assert (await world.client.get(body["url"])).status == 401
     # expiry
     tickets = world.client.app[API_CONTEXT].tickets
@@ -205,7 +205,7 @@ async def test_an_open_stream_ends_when_its_token_is_revoked(world):
     """The token is checked again while the stream is open (every keepalive interval)."""
     from cloud_receiver.admin import auth
     resp = await _open(world, "c3")
-    auth.revoke_token(world.storage.db, "c3-manager")
+    auth.revoke_token(world.storage.sql, "c3-manager")
     await asyncio.wait_for(resp.content.read(), 5)  # returns only at the end of the stream: the server ended it
     assert resp.content.at_eof()
     assert (await world.client.get("/api/v1/alerts/stream", headers=world.h("c3"))).status == 401

@@ -14,13 +14,13 @@ pytestmark = pytest.mark.unit
 
 
 @pytest.fixture
-async def world(tmp_path):
-    w = await make_world(tmp_path, settings=ApiSettings(default_deadline_hours=24, photo_max_bytes=64 * 1024))
+async def world(tmp_path, db_engine):
+    w = await make_world(tmp_path, db_engine, settings=ApiSettings(default_deadline_hours=24, photo_max_bytes=64 * 1024))
     w.add_alert("C1", started_at=ago(hours=1), alert_id="W1")
     w.add_alert("C1", started_at=ago(hours=30), alert_id="OLD")  # past the 24 h default deadline
     w.add_alert("C3", started_at=ago(hours=1), alert_id="W3")
     yield w
-    await w.client.close()
+    await w.close()
 
 
 def _form(note: str, photo: bytes) -> aiohttp.FormData:
@@ -88,7 +88,7 @@ async def test_refused_actions(world, who, path, payload, status):
     assert r.status == status, await r.text()
     assert set((await r.json())["error"]) == {"code", "message"}
     assert world.storage.get_alert("W1")["status"] == "待整改"
-    assert world.storage.db.execute("SELECT count(*) FROM transitions").fetchone()[0] == 0
+    assert world.storage.sql.rows("SELECT count(*) AS n FROM transitions")[0]["n"] == 0
 
 
 async def test_photo_size_limit(world):
@@ -99,7 +99,7 @@ async def test_photo_size_limit(world):
     r = await world.post("/alerts/W1/rectification", "c1",
                          json={"note": "n", "photo_base64": base64.b64encode(big).decode()})
     assert r.status == 413
-    assert world.storage.db.execute("SELECT count(*) FROM media WHERE device_id = 'api-upload'").fetchone()[0] == 0
+    assert world.storage.sql.rows("SELECT count(*) AS n FROM media WHERE device_id = 'api-upload'")[0]["n"] == 0
 
 
 async def test_overdue_computed_at_read_time(world):
@@ -133,4 +133,4 @@ async def test_submission_on_approved_alert_stores_no_photo(world):
     await world.post("/alerts/W1/review", "reg", json={"decision": "approve"})
     r = await world.post("/alerts/W1/rectification", "c1", data=_form("again", jpeg("second")))
     assert r.status == 409 and (await r.json())["error"]["code"] == "illegal_transition"
-    assert world.storage.db.execute("SELECT count(*) FROM media WHERE device_id = 'api-upload'").fetchone()[0] == 1
+    assert world.storage.sql.rows("SELECT count(*) AS n FROM media WHERE device_id = 'api-upload'")[0]["n"] == 1

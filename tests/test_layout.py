@@ -34,7 +34,7 @@ ALLOWED: dict[str, set[str]] = {
     "cloud_receiver.errors": set(),
     "cloud_receiver.assets": set(),
     "cloud_receiver.config": {"bk_common", "cloud_receiver.errors"},
-    "cloud_receiver.storage": {"bk_contract", "cloud_receiver.errors"},
+    "cloud_receiver.storage": {"bk_common", "bk_contract", "cloud_receiver.errors"},
     "cloud_receiver.ingest": {"bk_common", "bk_contract", "cloud_receiver.config", "cloud_receiver.errors",
                               "cloud_receiver.storage"},
     "cloud_receiver.admin": {"bk_common", "cloud_receiver.config", "cloud_receiver.errors", "cloud_receiver.storage",
@@ -45,6 +45,9 @@ ALLOWED: dict[str, set[str]] = {
     "cloud_receiver.appkeys": {"cloud_receiver.config", "cloud_receiver.ingest", "cloud_receiver.storage"},
     "cloud_receiver.api": {"bk_common", "bk_contract", "cloud_receiver.admin", "cloud_receiver.appkeys", "cloud_receiver.config",
                            "cloud_receiver.errors", "cloud_receiver.ingest", "cloud_receiver.push",
+                           "cloud_receiver.storage", "cloud_receiver.workflow"},
+    "cloud_receiver.web": {"bk_common", "bk_contract", "cloud_receiver.admin", "cloud_receiver.api", "cloud_receiver.appkeys",
+                           "cloud_receiver.config", "cloud_receiver.errors", "cloud_receiver.ingest", "cloud_receiver.push",
                            "cloud_receiver.storage", "cloud_receiver.workflow"},
     "cloud_receiver.app": {"*"},
 }

@@ -7,6 +7,7 @@ The robots are `test_push.FakeRobots`, a local imitation of the WeCom / DingTalk
 from __future__ import annotations
 
 import pytest
+import sqlalchemy
 import structlog
 from aiohttp.test_utils import TestClient, TestServer
 from support.api_kit import ago, jpeg, make_world
@@ -23,20 +24,21 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-async def setup(tmp_path, monkeypatch):
+async def setup(tmp_path, monkeypatch, db_engine):
     fake = FakeRobots()
     server = TestServer(fake.app, host="127.0.0.1")
     await server.start_server()
     base = str(server.make_url(""))
     monkeypatch.setenv("BK_TEST_DINGTALK_SECRET", SECRET)
-    w = await make_world(tmp_path, push_settings=PushSettings(public_base_url="https://bk.example", retry_base_s=0.01))
-    add_webhook(w.storage.db, "c1-wecom", "canteen", "C1", "wecom", f"{base}/cgi-bin/webhook/send?key=k1")
-    add_webhook(w.storage.db, "sp-ding", "jurisdiction", "640502", "dingtalk", f"{base}/robot/send?access_token=t",
+    w = await make_world(tmp_path, db_engine, push_settings=PushSettings(public_base_url="https://bk.example",
+                                                                         retry_base_s=0.01))
+    add_webhook(w.storage.sql, "c1-wecom", "canteen", "C1", "wecom", f"{base}/cgi-bin/webhook/send?key=k1")
+    add_webhook(w.storage.sql, "sp-ding", "jurisdiction", "640502", "dingtalk", f"{base}/robot/send?access_token=t",
                 "BK_TEST_DINGTALK_SECRET")
-    add_webhook(w.storage.db, "broken", "jurisdiction", "640521", "dingtalk", f"{base}/robot/send?access_token=u",
+    add_webhook(w.storage.sql, "broken", "jurisdiction", "640521", "dingtalk", f"{base}/robot/send?access_token=u",
                 "BK_TEST_UNSET_SECRET")
     yield w, fake
-    await w.client.close()
+    await w.close()
     await server.close()
 
 
@@ -74,14 +76,14 @@ async def test_out_of_scope_and_missing_secret(setup):
     """A C3 alert reaches no working robot: its robot's secret env is unset, so the router skips it and logs
     why; pushing is on (a C1 alert announced after it reaches both C1 robots) and nothing went out for C3."""
     w, fake = setup
-    assert robots_for(w.storage.db, "C3", "64052101") == []
-    assert [r.id for r in robots_for(w.storage.db, "C2", "64050202")] == ["sp-ding"]
+    assert robots_for(w.storage.sql, "C3", "64052101") == []
+    assert [r.id for r in robots_for(w.storage.sql, "C2", "64050202")] == ["sp-ding"]
     pusher = w.client.app[API_CONTEXT].pusher
     assert pusher is not None, "pushing must be enabled for this test to mean anything"
     with structlog.testing.capture_logs() as logs:
         w.add_alert("C3", started_at=ago(minutes=5), alert_id="PUSH3", publish=True)
-        owed = w.storage.db.execute("SELECT robot_id FROM push_outbox WHERE alert_id = 'PUSH3'").fetchall()
-        assert owed == [("broken",)]  # the C3 alert owes a push to its (broken) jurisdiction robot
+        owed = w.storage.sql.rows("SELECT robot_id FROM push_outbox WHERE alert_id = 'PUSH3'")
+        assert owed == [{"robot_id": "broken"}]  # the C3 alert owes a push to its (broken) jurisdiction robot
         skipped = await async_wait_for(lambda: [e for e in logs if e["event"] == "push_not_routable"], 5,
                                        "the router to log the skipped push")
         w.add_alert("C1", started_at=ago(minutes=4), alert_id="AFTER3", type="smoking", publish=True)
@@ -92,17 +94,17 @@ async def test_out_of_scope_and_missing_secret(setup):
     assert missing and all((e["robot"], e["secret_env"]) == ("broken", "BK_TEST_UNSET_SECRET") for e in missing)
     assert sorted(k for _, k, _ in fake.received) == ["dingtalk", "wecom"]
     assert all("第一中学食堂" in text and "中宁一中食堂" not in text for _, _, text in fake.received)
-    unsent = w.storage.db.execute("SELECT robot_id FROM push_outbox WHERE alert_id = 'PUSH3' AND sent_at IS NULL")
-    assert unsent.fetchall() == [("broken",)]  # still owed, for when its secret is set
+    unsent = w.storage.sql.rows("SELECT robot_id FROM push_outbox WHERE alert_id = 'PUSH3' AND sent_at IS NULL")
+    assert unsent == [{"robot_id": "broken"}]  # still owed, for when its secret is set
 
 
 async def test_add_webhook_validates(setup):
     """Bad webhook settings are refused."""
     w, _ = setup
     with pytest.raises(ValueError):
-        add_webhook(w.storage.db, "x", "province", "64", "wecom", "https://x")
+        add_webhook(w.storage.sql, "x", "province", "64", "wecom", "https://x")
     with pytest.raises(ValueError):
-        add_webhook(w.storage.db, "x", "canteen", "C1", "wecom", "ftp://x")
+        add_webhook(w.storage.sql, "x", "canteen", "C1", "wecom", "ftp://x")
 
 
 class _Recorder:
@@ -115,8 +117,8 @@ class _Recorder:
         self.queued.append((robot.id, notice.alert_id, notice.outbox_id))
 
 
-def _statements(conn):
-    """Record the tables each statement on `conn` reads or writes (sqlite3 trace callback)."""
+def _statements(conn=None, engine=None):
+    """Record the tables each statement on `conn` (sqlite3 trace callback) or `engine` (SQLAlchemy) reads or writes."""
     seen: list[str] = []
 
     def trace(sql: str) -> None:
@@ -125,7 +127,10 @@ def _statements(conn):
             if key in words and words.index(key) + 1 < len(words):
                 seen.append(f"{words[0]} {words[words.index(key) + 1]}")
                 return
-    conn.set_trace_callback(trace)
+    if conn is not None:
+        conn.set_trace_callback(trace)
+    else:
+        sqlalchemy.event.listen(engine, "before_cursor_execute", lambda _c, _cur, sql, *_: trace(sql))
     return seen
 
 
@@ -143,9 +148,9 @@ async def test_alerts_owe_their_pushes_in_their_own_transaction_and_routing_read
             for n in range(3):
                 w.add_alert("C1", started_at=ago(minutes=1), alert_id=f"N{n}")
         assert seen.count("SELECT webhooks") == 1 and w.storage.count("push_outbox") == 0
-        add_webhook(w.storage.db, "c1-wecom", "canteen", "C1", "wecom", "https://robot.invalid/send?key=k")
-        add_webhook(w.storage.db, "sp-wecom", "jurisdiction", "6405", "wecom", "https://robot.invalid/send?key=j")
-        add_webhook(w.storage.db, "c2-wecom", "canteen", "C2", "wecom", "https://robot.invalid/send?key=k2")
+        add_webhook(w.storage.sql, "c1-wecom", "canteen", "C1", "wecom", "https://robot.invalid/send?key=k")
+        add_webhook(w.storage.sql, "sp-wecom", "jurisdiction", "6405", "wecom", "https://robot.invalid/send?key=j")
+        add_webhook(w.storage.sql, "c2-wecom", "canteen", "C2", "wecom", "https://robot.invalid/send?key=k2")
         with w.storage.batch():
             rows = [w.add_alert("C1", started_at=ago(minutes=1), alert_id=f"B{n}") for n in range(5)]
         again = Alert(id="B0", device_id=rows[0]["device_id"], camera_id="cam1", type="phone_use", rev=1,
@@ -153,17 +158,18 @@ async def test_alerts_owe_their_pushes_in_their_own_transaction_and_routing_read
         w.storage.upsert_alert(again, "2099-01-01T00:00:00.000Z")
         owed = w.storage.db.execute("SELECT robot_id, alert_id, owner FROM push_outbox ORDER BY id").fetchall()
         assert owed == [(r, f"B{n}", w.storage.push_owner) for n in range(5) for r in ("c1-wecom", "sp-wecom")]
-        seen.clear()
+        seen = _statements(engine=w.storage.sql.engine)
         rec = _Recorder()
         router = Router(w.storage, PushSettings(), rec)
         high = router.route()
         assert sorted(set(seen)) == ["SELECT alerts", "SELECT cameras", "SELECT canteens", "SELECT push_outbox",
-                                     "SELECT webhooks"]
+                                     "SELECT webhooks", "UPDATE push_outbox"]  # the update: this receiver's claim
+        assert len(seen) == 6  # each once (one canteen, one camera here)
         assert [(r, a) for r, a, _ in rec.queued] == [(r, f"B{n}") for n in range(5) for r in ("c1-wecom", "sp-wecom")]
         assert high == max(i for _, _, i in rec.queued)
         assert router.route(high) == high and len(rec.queued) == 10  # nothing twice
     finally:
-        await w.client.close()
+        await w.close()
 
 
 async def _restart(tmp_path, settings: PushSettings) -> TestClient:
@@ -208,7 +214,7 @@ async def test_pushes_owed_at_shutdown_are_sent_after_the_restart_exactly_once(t
     settings = PushSettings(retry_base_s=0.05, retry_max_s=0.1)
     try:
         w = await make_world(tmp_path, push_settings=settings)
-        add_webhook(w.storage.db, "c1-wecom", "canteen", "C1", "wecom",
+        add_webhook(w.storage.sql, "c1-wecom", "canteen", "C1", "wecom",
                     f"{str(server.make_url(''))}/cgi-bin/webhook/send?key=k1")
         for n in range(4):
             w.add_alert("C1", started_at=ago(minutes=5), alert_id=f"R{n}", publish=True)
@@ -219,7 +225,7 @@ async def test_pushes_owed_at_shutdown_are_sent_after_the_restart_exactly_once(t
         failed = w.storage.db.execute("SELECT count(*) FROM push_outbox WHERE last_error IS NOT NULL"
                                       " AND sent_at IS NULL").fetchone()[0]
         assert failed >= 1
-        await w.client.close()  # stops with 4 alerts owed
+        await w.close()  # stops with 4 alerts owed
         assert fake.received == []
 
         fake.fail_first = fake.calls  # the robot is back
@@ -266,7 +272,7 @@ async def test_alerts_through_mqtt_owe_and_get_their_pushes(tmp_path):
             try:
                 rx.storage.add_canteen("canteen-1", "第一小学食堂", "640502")
                 rx.storage.add_device(device, "canteen-1", "box")
-                add_webhook(rx.storage.db, "j-wecom", "jurisdiction", "6405", "wecom",
+                add_webhook(rx.storage.sql, "j-wecom", "jurisdiction", "6405", "wecom",
                             f"{str(server.make_url(''))}/cgi-bin/webhook/send?key=k")
                 dev = DeviceClient(broker, device)
                 try:
@@ -311,7 +317,7 @@ async def test_a_push_that_could_not_be_routed_goes_out_once_its_robot_works(tmp
     await server.start_server()
     try:
         w = await make_world(tmp_path, push_settings=PushSettings(retry_base_s=0.01))
-        add_webhook(w.storage.db, "late-ding", "jurisdiction", "640502", "dingtalk",
+        add_webhook(w.storage.sql, "late-ding", "jurisdiction", "640502", "dingtalk",
                     f"{str(server.make_url(''))}/robot/send?access_token=t", "BK_TEST_LATE_SECRET")
         with structlog.testing.capture_logs() as logs:
             w.add_alert("C1", started_at=ago(minutes=5), alert_id="LATE1", publish=True)
@@ -327,6 +333,6 @@ async def test_a_push_that_could_not_be_routed_goes_out_once_its_robot_works(tmp
         await async_wait_for(lambda: full_scans[0] >= scans + 2, 5, "two more rescans")  # what could send it again
         assert len(fake.received) == 1 and fake.bad_signatures == 0
         assert w.storage.db.execute("SELECT count(*) FROM push_outbox WHERE sent_at IS NULL").fetchone()[0] == 0
-        await w.client.close()
+        await w.close()
     finally:
         await server.close()

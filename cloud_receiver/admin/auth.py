@@ -24,11 +24,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import sqlalchemy as sa
 import structlog
 from aiohttp import web
-from sqlite_utils import Database
 
 from bk_common.logs import say
+from cloud_receiver.storage.db import Db
+from cloud_receiver.storage.schema import canteens, tokens
 
 log = structlog.get_logger(__name__)
 
@@ -89,39 +91,39 @@ def validate_scope(role: str, scope: str) -> str:
     return scope
 
 
-def create_token(db: Database, role: str, scope: str, name: str) -> str:
+def create_token(db: Db, role: str, scope: str, name: str) -> str:
     """Create a token and return it; only its sha256 is stored. Show it once, never log it."""
     scope = validate_scope(role, scope)
     if not name.strip():
         raise AuthError("a token needs a name saying who holds it")
-    if role == "canteen" and db.execute("SELECT 1 FROM canteens WHERE id = ?", [scope]).fetchone() is None:
-        raise AuthError(f"canteen {scope!r} does not exist")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    with db.conn:
-        db.execute("INSERT INTO tokens (token_sha256, name, role, scope, created_at) VALUES (?, ?, ?, ?, ?)",
-                   [token_digest(token), name.strip(), role, scope, datetime.now(UTC).isoformat()])
+    with db.write() as conn:
+        if role == "canteen" and db.one(sa.select(canteens.c.id).where(canteens.c.id == scope), conn) is None:
+            raise AuthError(f"canteen {scope!r} does not exist")
+        conn.execute(tokens.insert().values(token_sha256=token_digest(token), name=name.strip(), role=role,
+                                            scope=scope, created_at=datetime.now(UTC)))
     log.info("token_created", name=name.strip(), role=role, scope=scope)
     return token
 
 
-def revoke_token(db: Database, name: str) -> int:
+def revoke_token(db: Db, name: str) -> int:
     """Revoke every active token of this name; returns how many."""
-    with db.conn:
-        cur = db.execute("UPDATE tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
-                         [datetime.now(UTC).isoformat(), name])
-    log.info("token_revoked", name=name, count=cur.rowcount)
-    return cur.rowcount
+    with db.write() as conn:
+        n = conn.execute(tokens.update().where(tokens.c.name == name, tokens.c.revoked_at.is_(None))
+                         .values(revoked_at=datetime.now(UTC))).rowcount
+    log.info("token_revoked", name=name, count=n)
+    return n
 
 
-def lookup(db: Database, token: str) -> Principal | None:
+def lookup(db: Db, token: str) -> Principal | None:
     """The principal of a presented token, or None if unknown or revoked."""
     return lookup_digest(db, token_digest(token))
 
 
-def lookup_digest(db: Database, digest: str) -> Principal | None:
-    row = db.execute("SELECT role, scope, name FROM tokens WHERE token_sha256 = ? AND revoked_at IS NULL",
-                     [digest]).fetchone()
-    return Principal(row[0], row[1], row[2]) if row else None
+def lookup_digest(db: Db, digest: str) -> Principal | None:
+    t = tokens.c
+    row = db.one(sa.select(t.role, t.scope, t.name).where(t.token_sha256 == digest, t.revoked_at.is_(None)))
+    return Principal(row["role"], row["scope"], row["name"]) if row else None
 
 
 class StreamTickets:
@@ -169,7 +171,7 @@ def bearer(header: str | None) -> str | None:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def auth_middleware(get_db: Callable[[web.Application], Database],
+def auth_middleware(get_db: Callable[[web.Application], Db],
                     error: Callable[[int, str, str], web.Response],
                     get_tickets: Callable[[web.Application], StreamTickets | None] | None = None) -> Any:
     """Middleware setting `request[PRINCIPAL]`; answers 401 for a missing or invalid token or ticket."""
@@ -232,7 +234,7 @@ def register_token_cli(subparsers: Any) -> None:
     revoke.set_defaults(func=_cli_revoke)
 
 
-def _cli_create(args: Any, db: Database) -> int:
+def _cli_create(args: Any, db: Db) -> int:
     try:
         token = create_token(db, args.role, args.scope, args.name)
     except AuthError as err:
@@ -242,7 +244,7 @@ def _cli_create(args: Any, db: Database) -> int:
     return 0
 
 
-def _cli_revoke(args: Any, db: Database) -> int:
+def _cli_revoke(args: Any, db: Db) -> int:
     n = revoke_token(db, args.name)
     say(f"已吊销 {n} 个令牌 (revoked {n} token(s))")
     return 0 if n else 1

@@ -22,6 +22,7 @@ from cloud_receiver.api.openapi import DOCUMENT
 from cloud_receiver.appkeys import ALERT_HUB, CONFIG, STORAGE
 from cloud_receiver.push.robots import PushSettings
 from cloud_receiver.push.wiring import push_ctx
+from cloud_receiver.storage.db import Db
 
 PREFIX = "/api/v1"
 API_SETTINGS = web.AppKey("api_settings", ApiSettings)
@@ -51,8 +52,8 @@ ROUTES: tuple[tuple[str, str, object], ...] = (
 )
 
 
-def _db_of(app: web.Application):  # noqa: ANN202 - sqlite_utils.Database
-    return app[API_CONTEXT].storage.db
+def _db_of(app: web.Application) -> Db:
+    return app[API_CONTEXT].storage.sql
 
 
 def _tickets_of(app: web.Application) -> auth.StreamTickets | None:

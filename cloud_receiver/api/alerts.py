@@ -12,6 +12,7 @@ from datetime import datetime
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from bk_contract import ChunkHeader
 from bk_contract.media_types import JPEG, sniff_media_type
 from bk_contract.violations import VIOLATION_NAMES
 from cloud_receiver.admin.auth import Principal, principal_of
@@ -57,7 +58,7 @@ async def list_alerts(request: web.Request) -> web.Response:
                             until=parse_time("until", q.get("until"), tz_hours=tz),
                             types=types, canteen_id=canteen, status=q.get("status"))
     limit = parse_int("limit", q.get("limit"), 50, 1, queries.LIMIT_MAX)
-    rows, nxt = queries.list_alerts(c.storage.db, p, f, now=c.now(), limit=limit, cursor=cursor,
+    rows, nxt = queries.list_alerts(c.storage.sql, p, f, now=c.now(), limit=limit, cursor=cursor,
                                     default_hours=c.settings.default_deadline_hours)
     return json_response({"items": rows, "next_cursor": nxt})
 
@@ -65,15 +66,15 @@ async def list_alerts(request: web.Request) -> web.Response:
 async def get_alert(request: web.Request) -> web.Response:
     _require_login(request)
     c, p = ctx(request), principal_of(request)
-    row = queries.get_alert_row(c.storage.db, p, request.match_info["id"])
+    row = queries.get_alert_row(c.storage.sql, p, request.match_info["id"])
     body = queries.alert_view(row, c.now(), c.settings.default_deadline_hours)
-    body["transitions"] = queries.transitions(c.storage.db, row["id"])
+    body["transitions"] = queries.transitions_of(c.storage.sql, row["id"])
     return json_response(body)
 
 
 def _answer(c: ApiContext, row: dict, status: int = 200) -> web.Response:
     body = queries.alert_view(row, c.now(), c.settings.default_deadline_hours)
-    body["transitions"] = queries.transitions(c.storage.db, row["id"])
+    body["transitions"] = queries.transitions_of(c.storage.sql, row["id"])
     return json_response(body, status=status)
 
 
@@ -89,7 +90,7 @@ async def set_deadline(request: web.Request) -> web.Response:
     c, p = ctx(request), principal_of(request)
     body = from_json(DeadlineBody, await json_raw(request))
     deadline = _in_future(c, parse_time("deadline", body.deadline, required=True))
-    row = queries.apply_action(c.storage, p, request.match_info["id"], rectify.Action.SET_DEADLINE, now=c.now(),
+    row = queries.apply_action(c.storage.sql, p, request.match_info["id"], rectify.Action.SET_DEADLINE, now=c.now(),
                                default_hours=c.settings.default_deadline_hours, note=body.note, new_deadline=deadline)
     return _answer(c, row)
 
@@ -109,7 +110,7 @@ async def review(request: web.Request) -> web.Response:
     body: Approve | Reject = from_json(Reject if decision == "reject" else Approve, raw)
     deadline = _in_future(c, parse_time("deadline", body.deadline, required=True)) if isinstance(body, Reject) else None
     action = rectify.Action.APPROVE if decision == "approve" else rectify.Action.REJECT
-    row = queries.apply_action(c.storage, p, request.match_info["id"], action, now=c.now(),
+    row = queries.apply_action(c.storage.sql, p, request.match_info["id"], action, now=c.now(),
                                default_hours=c.settings.default_deadline_hours, note=body.note, new_deadline=deadline)
     return _answer(c, row)
 
@@ -121,7 +122,7 @@ async def submit_rectification(request: web.Request) -> web.Response:
     if p.role != "canteen":
         raise ApiError(403, "forbidden", f"role {p.role!r} may not submit a rectification; only a canteen token may")
     alert_id = request.match_info["id"]
-    row = queries.get_alert_row(c.storage.db, p, alert_id)  # 404 before reading a large body
+    row = queries.get_alert_row(c.storage.sql, p, alert_id)  # 404 before reading a large body
     _dry_run_submit(c, p, row)  # 409 before storing a photo that could not be used
     limit = c.settings.photo_max_bytes
     if request.content_type.startswith("multipart/"):
@@ -142,7 +143,7 @@ async def submit_rectification(request: web.Request) -> web.Response:
     if len(photo) > limit:
         raise ApiError(413, "too_large", f"photo of {len(photo)} bytes exceeds {limit}")
     sha = store_photo(c, photo)
-    row = queries.apply_action(c.storage, p, alert_id, rectify.Action.SUBMIT, now=c.now(),
+    row = queries.apply_action(c.storage.sql, p, alert_id, rectify.Action.SUBMIT, now=c.now(),
                                default_hours=c.settings.default_deadline_hours, note=note, photo_sha256=sha)
     return _answer(c, row)
 
@@ -192,7 +193,6 @@ def store_photo(c: ApiContext, data: bytes) -> str:
                        "ff d8 ff)")
     sha = hashlib.sha256(data).hexdigest()
     rel = write_media_file(c.media_dir, data, sha)
-    with c.storage.write() as db:
-        db.execute("INSERT OR IGNORE INTO media (id, device_id, sha256, bytes, content_type, path, complete, received_at)"
-                   " VALUES (?, ?, ?, ?, ?, ?, 1, ?)", [sha, UPLOAD_DEVICE, sha, len(data), ctype, rel, utc_now()])
+    # recorded like a finished upload of the pseudo-device UPLOAD_DEVICE (a repeat changes nothing)
+    c.storage.finish_media(UPLOAD_DEVICE, sha, ChunkHeader(0, 1, len(data), sha, ctype), rel, utc_now())
     return sha

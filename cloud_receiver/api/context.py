@@ -12,7 +12,7 @@ from aiohttp import web
 
 from cloud_receiver.admin.auth import StreamTickets
 from cloud_receiver.ingest.hub import AlertHub
-from cloud_receiver.storage.sqlite import SqliteStorage
+from cloud_receiver.storage.sqlite import Storage
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +30,7 @@ class ApiSettings:
 
 @dataclass(slots=True)
 class ApiContext:
-    storage: SqliteStorage
+    storage: Storage
     hub: AlertHub | None
     media_dir: Path
     settings: ApiSettings = field(default_factory=ApiSettings)

@@ -111,11 +111,7 @@ async def edit_public_page(request: web.Request) -> web.Response:
 
 def _own_pictures(c: ApiContext, canteen_id: str, shas: list[str]) -> set[str]:
     """Those of `shas` that a box of this canteen uploaded."""
-    if not shas:
-        return set()
-    return {r[0] for r in c.storage.db.execute(
-        "SELECT DISTINCT m.sha256 FROM media m JOIN devices d ON d.id = m.device_id WHERE d.canteen_id = ?"
-        f" AND m.sha256 IN ({','.join('?' * len(shas))})", [canteen_id, *shas]).fetchall()}
+    return queries.own_pictures(c.storage.sql, canteen_id, shas)
 
 
 def _stored(row: dict[str, Any]) -> dict[str, Any]:

@@ -23,7 +23,7 @@ _EXTENSIONS = {"image/jpeg": "jpg", "video/mp4": "mp4"}
 
 async def list_devices(request: web.Request) -> web.Response:
     _require_login(request)
-    rows = queries.list_devices(ctx(request).storage.db, principal_of(request))
+    rows = queries.list_devices(ctx(request).storage.sql, principal_of(request))
     for r in rows:
         r["online"] = bool(r["online"])
     return json_response({"items": rows})
@@ -32,15 +32,12 @@ async def list_devices(request: web.Request) -> web.Response:
 async def list_cameras(request: web.Request) -> web.Response:
     _require_login(request)
     device = request.query.get("device") or None
-    return json_response({"items": queries.list_cameras(ctx(request).storage.db, principal_of(request), device)})
+    return json_response({"items": queries.list_cameras(ctx(request).storage.sql, principal_of(request), device)})
 
 
 async def list_canteens(request: web.Request) -> web.Response:
     _require_login(request)
-    where, params = queries.visibility(principal_of(request), "c.id")
-    rows = list(ctx(request).storage.db.query(
-        f"SELECT c.id, c.name, c.jurisdiction FROM canteens c WHERE {where} ORDER BY c.id", params))
-    return json_response({"items": rows})
+    return json_response({"items": queries.list_canteens(ctx(request).storage.sql, principal_of(request))})
 
 
 async def get_media(request: web.Request) -> web.StreamResponse:
@@ -51,7 +48,7 @@ async def get_media(request: web.Request) -> web.StreamResponse:
     c, sha = ctx(request), request.match_info["sha256"]
     if not HEX64.match(sha):
         raise bad_request("sha256 must be 64 lowercase hex digits")
-    row = queries.media_for(c.storage.db, principal_of(request), sha)
+    row = queries.media_for(c.storage.sql, principal_of(request), sha)
     path = c.media_dir / row["path"]
     try:
         with path.open("rb") as fh:
@@ -80,7 +77,7 @@ async def get_stats(request: web.Request) -> web.Response:
     if until - since > timedelta(days=c.settings.stats_max_days):
         raise ApiError(422, "bad_request", f"since..until spans more than {c.settings.stats_max_days} days; "
                        "ask for a shorter range")
-    return json_response(queries.stats(c.storage.db, principal_of(request), since, until, c.settings.tz_hours))
+    return json_response(queries.stats(c.storage.sql, principal_of(request), since, until, c.settings.tz_hours))
 
 
 def _week_before(t: datetime) -> datetime:

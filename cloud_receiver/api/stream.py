@@ -85,7 +85,7 @@ def resync_event(reason: str) -> bytes:
 def credential_valid(request: web.Request, c: ApiContext) -> bool:
     """Whether the token (or ticket) that opened this request still holds: checked again while a stream is open."""
     digest = request.get(TOKEN_SHA256)
-    if digest is None or lookup_digest(c.storage.db, digest) is None:
+    if digest is None or lookup_digest(c.storage.sql, digest) is None:
         return False
     ticket = request.get(TICKET)
     return ticket is None or c.tickets.token_sha256(ticket) == digest

@@ -22,7 +22,7 @@ from bk_common import sdnotify
 from bk_common.logs import configure_logging, say
 from cloud_receiver.admin.devices import add_device, new_password
 from cloud_receiver.admin.dynsec import DynsecAdmin
-from cloud_receiver.app.factory import create_app, open_configured_storage
+from cloud_receiver.app.factory import create_app, open_configured_storage, storage_url
 from cloud_receiver.appkeys import SUBSCRIBER
 from cloud_receiver.assets import EXAMPLE_CONFIG
 from cloud_receiver.config import ReceiverConfig, load_config, resolve_secret
@@ -82,8 +82,16 @@ def cmd_serve(args: argparse.Namespace, cfg: ReceiverConfig) -> int:
 def cmd_migrate(args: argparse.Namespace, cfg: ReceiverConfig) -> int:
     from cloud_receiver.storage import migrate
 
-    revision = migrate.migrate_sqlite(cfg.storage.path, cfg.storage.busy_timeout_ms)
-    say(f"数据库已是最新结构 (schema at revision {revision}): {cfg.storage.path}")
+    if cfg.storage.engine == "postgresql":
+        import psycopg
+
+        url = storage_url(cfg)
+        revision = migrate.migrate_postgres(lambda: psycopg.connect(url))
+        where = "PostgreSQL"
+    else:
+        revision = migrate.migrate_sqlite(cfg.storage.sqlite_path, cfg.storage.busy_timeout_ms)
+        where = str(cfg.storage.sqlite_path)
+    say(f"数据库已是最新结构 (schema at revision {revision}): {where}")
     return 0
 
 
@@ -201,7 +209,7 @@ def _add_token_commands(sub: Any) -> None:
 def _run_token(args: argparse.Namespace, cfg: ReceiverConfig) -> int:
     storage = open_configured_storage(cfg)
     try:
-        return int(args.func(args, storage.db))
+        return int(args.func(args, storage.sql))
     finally:
         storage.close()
 

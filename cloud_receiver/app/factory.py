@@ -23,16 +23,27 @@ from cloud_receiver.ingest.handler import Ingestor
 from cloud_receiver.ingest.hub import AlertHub
 from cloud_receiver.ingest.subscriber import Subscriber
 from cloud_receiver.push.robots import PushSettings
-from cloud_receiver.storage.sqlite import SqliteStorage, iso
+from cloud_receiver.storage.db import url_with_password
+from cloud_receiver.storage.postgres import PostgresStorage
+from cloud_receiver.storage.sqlite import SqliteStorage, Storage, iso
 
 log = structlog.get_logger(__name__)
 
 HOUSEKEEPING_INTERVAL_S = web.AppKey("housekeeping_interval_s", float)
 
 
-def open_configured_storage(cfg: ReceiverConfig) -> SqliteStorage:
-    # the pushes its alerts owe belong to this receiver (its MQTT client id: unique, stable across restarts)
-    return SqliteStorage(cfg.storage.path, busy_timeout_ms=cfg.storage.busy_timeout_ms, push_owner=cfg.mqtt.client_id)
+def storage_url(cfg: ReceiverConfig) -> str:
+    """The PostgreSQL URL with its password (from `storage.password_env`); never log it."""
+    return url_with_password(cfg.storage.url or "", cfg.storage.password_env)
+
+
+def open_configured_storage(cfg: ReceiverConfig) -> Storage:
+    """The configured store, migrated. The pushes its alerts owe are claimed by this receiver (its MQTT
+    client id: unique per receiver, stable across restarts)."""
+    if cfg.storage.engine == "postgresql":
+        return PostgresStorage(storage_url(cfg), push_owner=cfg.mqtt.client_id)
+    return SqliteStorage(cfg.storage.sqlite_path, busy_timeout_ms=cfg.storage.busy_timeout_ms,
+                         push_owner=cfg.mqtt.client_id)
 
 
 async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:

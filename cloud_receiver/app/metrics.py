@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import sqlalchemy as sa
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -19,6 +20,8 @@ from prometheus_client.registry import Collector
 from cloud_receiver.admin import auth
 from cloud_receiver.api.http import json_response
 from cloud_receiver.appkeys import ALERT_HUB, STORAGE, SUBSCRIBER
+from cloud_receiver.storage.schema import push_outbox
+from cloud_receiver.storage.schema import rejects as rejects_table
 
 
 class ReceiverCollector(Collector):
@@ -43,9 +46,9 @@ class ReceiverCollector(Collector):
         yield CounterMetricFamily("bk_sse_events_dropped", "Events dropped for streams too slow to read them",
                                   value=hub.dropped)
         if STORAGE in self.app:
-            db = self.app[STORAGE].db
-            owed = db.execute("SELECT COUNT(*) FROM push_outbox WHERE sent_at IS NULL").fetchone()[0]
-            rejects = db.execute("SELECT COUNT(*) FROM rejects").fetchone()[0]
+            db = self.app[STORAGE].sql
+            owed = db.scalar(sa.select(sa.func.count()).select_from(push_outbox).where(push_outbox.c.sent_at.is_(None)))
+            rejects = db.scalar(sa.select(sa.func.count()).select_from(rejects_table))
             yield GaugeMetricFamily("bk_push_owed", "Robot messages owed for stored alerts, not yet accepted", value=owed)
             yield GaugeMetricFamily("bk_rejects_recorded", "Rejected messages on record", value=rejects)
 
@@ -53,7 +56,7 @@ class ReceiverCollector(Collector):
 def is_admin(request: web.Request) -> bool:
     """Whether the request carries an admin bearer token (the details of /healthz, /metrics)."""
     token = auth.bearer(request.headers.get("Authorization"))
-    who = auth.lookup(request.app[STORAGE].db, token) if token and STORAGE in request.app else None
+    who = auth.lookup(request.app[STORAGE].sql, token) if token and STORAGE in request.app else None
     return who is not None and who.role == "admin"
 
 

@@ -18,16 +18,20 @@ import asyncio
 import contextlib
 import dataclasses
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
+import sqlalchemy as sa
 import structlog
 
 from bk_common.logs import say
 from cloud_receiver.config import resolve_secret
 from cloud_receiver.push.robots import AlertNotice, Pusher, PushSettings, Robot
-from cloud_receiver.storage.push_outbox import Owed, robot_matches
+from cloud_receiver.storage.db import Db
+from cloud_receiver.storage.push_outbox import Owed, claim, mark_failed, mark_sent, robot_matches
+from cloud_receiver.storage.schema import alerts as alerts_table
+from cloud_receiver.storage.schema import cameras, canteens, webhooks
 from cloud_receiver.storage.sqlite import utc_now
 from cloud_receiver.workflow import rectify
 
@@ -43,19 +47,20 @@ def _robot(wid: str, kind: str, url: str, secret_env: str | None) -> Robot | Non
     return Robot(wid, kind, url, secret)
 
 
-def robots_for(db: Any, canteen_id: str | None, jurisdiction: str | None) -> list[Robot]:
+def robots_for(db: Db, canteen_id: str | None, jurisdiction: str | None) -> list[Robot]:
     """Enabled robots responsible for this canteen (its id, or a prefix of its jurisdiction code).
 
     A DingTalk robot whose `secret_env` is not set in the environment is skipped with an error log.
     """
-    rows = db.execute("SELECT id, scope_kind, scope, kind, url, secret_env FROM webhooks WHERE enabled = 1"
-                      " ORDER BY id").fetchall()
-    found = (_robot(wid, kind, url, env) for wid, scope_kind, scope, kind, url, env in rows
-             if robot_matches(scope_kind, scope, canteen_id, jurisdiction))
+    w = webhooks.c
+    rows = db.all(sa.select(w.id, w.scope_kind, w.scope, w.kind, w.url, w.secret_env).where(w.enabled == 1)
+                  .order_by(w.id))
+    found = (_robot(r["id"], r["kind"], r["url"], r["secret_env"]) for r in rows
+             if robot_matches(r["scope_kind"], r["scope"], canteen_id, jurisdiction))
     return [r for r in found if r is not None]
 
 
-def notice_for(db: Any, row: dict[str, Any], settings: PushSettings, names: _Names | None = None) -> AlertNotice:
+def notice_for(db: Db, row: dict[str, Any], settings: PushSettings, names: _Names | None = None) -> AlertNotice:
     """The notice of a stored alert row."""
     names = names or _Names(db)
     canteen = names.canteen(row.get("canteen_id"))
@@ -73,35 +78,34 @@ def notice_for(db: Any, row: dict[str, Any], settings: PushSettings, names: _Nam
 class _Names:
     """Canteen and camera names, each read once (use one per burst)."""
 
-    def __init__(self, db: Any) -> None:
+    def __init__(self, db: Db) -> None:
         self.db = db
         self._canteens: dict[str | None, str | None] = {}
         self._cameras: dict[tuple[str, str], str | None] = {}
 
     def canteen(self, canteen_id: str | None) -> str | None:
         if canteen_id not in self._canteens:
-            found = self.db.execute("SELECT name FROM canteens WHERE id = ?", [canteen_id]).fetchone()
-            self._canteens[canteen_id] = found[0] if found else None
+            self._canteens[canteen_id] = self.db.scalar(sa.select(canteens.c.name).where(canteens.c.id == canteen_id))
         return self._canteens[canteen_id]
 
     def camera(self, device_id: str, camera_id: str) -> str | None:
         key = (device_id, camera_id)
         if key not in self._cameras:
-            found = self.db.execute("SELECT name FROM cameras WHERE device_id = ? AND camera_id = ?",
-                                    [device_id, camera_id]).fetchone()
-            self._cameras[key] = found[0] if found else None
+            self._cameras[key] = self.db.scalar(sa.select(cameras.c.name).where(
+                cameras.c.device_id == device_id, cameras.c.camera_id == camera_id))
         return self._cameras[key]
 
 
-RESCAN_S = 60.0  # how often everything still owed is looked at again (robots re-enabled, failed reads)
+RESCAN_S = 60.0  # how often everything still owed is looked at again (robots re-enabled, failed reads,
+# rows whose receiver died: their lease runs out and this receiver claims them)
 
 
 @dataclasses.dataclass
 class Router:
-    """Hands this receiver's owed pushes to the pusher, each once while it is in the pusher's hands.
+    """Hands owed pushes to the pusher, each once while it is in the pusher's hands.
 
-    `route(after_id)` reads the rows above `after_id` (a burst's new rows; 0 = everything still
-    owed) and returns the highest id it read. A row is `handed` until its robot accepts it
+    `route(after_id)` claims the rows above `after_id` (a burst's new rows; 0 = everything still
+    owed: this receiver's, and those whose claim ran out) and returns the highest id it read. A row is `handed` until its robot accepts it
     (`sent`); a row that cannot be routed now (robot disabled or removed or without its secret, a
     bad alert row) is logged once and looked at again by the next full scan.
     """
@@ -113,8 +117,8 @@ class Router:
     reported: set[int] = dataclasses.field(default_factory=set)
 
     def route(self, after_id: int = 0) -> int:
-        db = self.storage.db
-        while owed := self.storage.pending_pushes(after_id):
+        db = self.storage.sql
+        while owed := claim(db, self.storage.push_owner, datetime.now(UTC), after_id):
             after_id = owed[-1].id
             todo = [o for o in owed if o.id not in self.handed]
             if todo:
@@ -123,15 +127,13 @@ class Router:
                 break
         return after_id
 
-    def _hand(self, db: Any, owed: list[Owed]) -> None:
-        ids = sorted({o.robot_id for o in owed})
-        hooks = {r[0]: r for r in db.execute(
-            f"SELECT id, kind, url, secret_env FROM webhooks WHERE enabled = 1 AND id IN ({','.join('?' * len(ids))})",
-            ids).fetchall()}
-        robots = {wid: _robot(*hook) for wid, hook in hooks.items()}
-        alert_ids = sorted({o.alert_id for o in owed})
-        alerts = {r["id"]: r for r in db.query(f"SELECT * FROM alerts WHERE id IN ({','.join('?' * len(alert_ids))})",
-                                               alert_ids)}
+    def _hand(self, db: Db, owed: list[Owed]) -> None:
+        w = webhooks.c
+        hooks = db.all(sa.select(w.id, w.kind, w.url, w.secret_env)
+                       .where(w.enabled == 1, w.id.in_(sorted({o.robot_id for o in owed}))))
+        robots = {h["id"]: _robot(h["id"], h["kind"], h["url"], h["secret_env"]) for h in hooks}
+        found = db.all(sa.select(alerts_table).where(alerts_table.c.id.in_(sorted({o.alert_id for o in owed}))))
+        alerts = {r["id"]: r for r in found}
         names = _Names(db)
         for o in owed:
             robot, row = robots.get(o.robot_id), alerts.get(o.alert_id)
@@ -151,28 +153,23 @@ class Router:
 
     def sent(self, ids: list[int]) -> None:
         self.handed.difference_update(ids)
-        self.storage.pushes_done(ids, utc_now())
+        mark_sent(self.storage.sql, ids, utc_now())
 
     def failed(self, ids: list[int], error: str) -> None:
-        self.storage.pushes_done(ids, utc_now(), error)  # still handed: the pusher retries them itself
+        mark_failed(self.storage.sql, ids, error)  # still handed: the pusher retries them itself
 
 
 @contextlib.asynccontextmanager
 async def push_ctx(context: Any, settings: PushSettings) -> AsyncIterator[Pusher | None]:
     """Route every new alert from `context.hub` to its robots while the app runs.
 
-    `context` has `storage` (with `.db`) and `hub`; the running Pusher is also set as `context.pusher`.
+    `context` has `storage` (with `.sql`) and `hub`; the running Pusher is also set as `context.pusher`.
     """
     if context.hub is None:
         yield None
         return
     sub = context.hub.subscribe()
     storage = context.storage
-    others = storage.db.execute("SELECT owner, count(*) FROM push_outbox WHERE sent_at IS NULL AND owner != ?"
-                                " GROUP BY owner", [storage.push_owner]).fetchall()
-    if others:  # a receiver retired or renamed (client id changed) leaves what it owed to nobody
-        log.warning("push_owed_by_other_receivers", pending={o: n for o, n in others}, this_receiver=storage.push_owner,
-                    hint="they are sent by the receiver with that mqtt.client_id; see docs/api.md")
     async with aiohttp.ClientSession() as session:
         router = Router(storage, settings, None)
         pusher = Pusher(session, settings, on_sent=router.sent, on_failed=router.failed)
@@ -180,13 +177,20 @@ async def push_ctx(context: Any, settings: PushSettings) -> AsyncIterator[Pusher
         context.pusher = pusher
 
         stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
 
         async def route() -> None:
             high = 0  # the highest outbox id read; 0 first: everything still owed
             full_scan = False
+            last_full = loop.time()
             while not stopping.is_set():
+                # a full scan at least every RESCAN_S, even under a steady flood of new alerts: it renews
+                # this receiver's claims and takes over rows whose receiver died
+                full_scan = full_scan or loop.time() - last_full >= RESCAN_S
                 try:
                     high = max(high, router.route(0 if full_scan else high))
+                    if full_scan:
+                        last_full = loop.time()
                 except Exception:  # noqa: BLE001 - e.g. the database locked: log, try again later
                     log.exception("push_route_failed", after_id=0 if full_scan else high)
                 # The rows themselves are in the outbox: an announcement is only the wake-up. asyncio.wait,
@@ -215,16 +219,17 @@ async def push_ctx(context: Any, settings: PushSettings) -> AsyncIterator[Pusher
             await pusher.close()
 
 
-def add_webhook(db: Any, webhook_id: str, scope_kind: str, scope: str, kind: str, url: str,
+def add_webhook(db: Db, webhook_id: str, scope_kind: str, scope: str, kind: str, url: str,
                 secret_env: str | None = None) -> None:
     """Configure a robot (idempotent on id). The URL carries the robot's token: keep the DB private."""
     if scope_kind not in ("canteen", "jurisdiction") or kind not in ("wecom", "dingtalk"):
         raise ValueError("scope_kind must be canteen|jurisdiction and kind wecom|dingtalk")
     if not url.startswith(("https://", "http://")):
         raise ValueError("url must be an http(s) URL")
-    with db.conn:
-        db.execute("INSERT OR REPLACE INTO webhooks (id, scope_kind, scope, kind, url, secret_env, enabled)"
-                   " VALUES (?, ?, ?, ?, ?, ?, 1)", [webhook_id, scope_kind, scope, kind, url, secret_env])
+    values = {"scope_kind": scope_kind, "scope": scope, "kind": kind, "url": url, "secret_env": secret_env, "enabled": 1}
+    with db.write() as conn:
+        if conn.execute(webhooks.update().where(webhooks.c.id == webhook_id).values(**values)).rowcount == 0:
+            conn.execute(webhooks.insert().values(id=webhook_id, **values))
     log.info("webhook_configured", id=webhook_id, scope_kind=scope_kind, scope=scope, kind=kind)
 
 

@@ -8,21 +8,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import TypeAdapter
 
 from bk_contract import Alert, AlertBox
-
-
-def iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
+from cloud_receiver.storage.db import iso
 
 _BOXES = TypeAdapter(list[AlertBox])  # pydantic's serializer: a fifth of the cost of model_dump + json.dumps
 

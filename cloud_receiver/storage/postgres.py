@@ -3,12 +3,14 @@
 Same tables and semantics as the SQLite store: both are built by the same Alembic migrations from
 one declaration (cloud_receiver/storage/schema.py), with real types here (timestamptz, bigint
 identity), read back as the ISO-8601 text both stores hand out; each method is one transaction.
-Not wired into the app yet: the API's read queries (cloud_receiver.workflow.queries) use sqlite-utils. One connection per
-thread, like SqliteStorage.
+Selected by `storage.url: postgresql://…`; the API reads and writes through `sql` (SQLAlchemy Core).
+One connection per thread, like SqliteStorage.
 """
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -19,13 +21,23 @@ from psycopg.rows import dict_row
 
 from bk_contract import Alert, ChunkHeader, CommandResult, Status, Telemetry
 from cloud_receiver.errors import StorageError
-from cloud_receiver.storage.alert_rows import iso
+from cloud_receiver.storage.alert_rows import INSERT_ALERT, UPDATE_ALERT, iso
+from cloud_receiver.storage.db import Db
 from cloud_receiver.storage.migrate import migrate_postgres
-from cloud_receiver.storage.sqlite import AlertWrite, Outcome, _alert_fields, translate_errors, utc_now
+from cloud_receiver.storage.push_outbox import Queuer
+from cloud_receiver.storage.schema import metadata
+from cloud_receiver.storage.sqlite import AlertWrite, _alert_fields, translate_errors, utc_now
 
 log = structlog.get_logger(__name__)
 
-TABLES = ("canteens", "devices", "cameras", "alerts", "media", "media_chunks", "rejects", "telemetry", "command_results")
+def _pyformat(sql: str) -> str:
+    """`:name` parameters (sqlite3's named style) as psycopg's `%(name)s`."""
+    return re.sub(r":([a-z_0-9]+)", r"%(\1)s", sql)
+
+
+_INSERT_ALERT = _pyformat(INSERT_ALERT) + " RETURNING *"
+_UPDATE_ALERT = _pyformat(UPDATE_ALERT)
+TABLES = tuple(metadata.tables)
 
 
 class _IsoTimestamp(psycopg.types.datetime.TimestamptzLoader):
@@ -39,7 +51,11 @@ class _IsoTimestamp(psycopg.types.datetime.TimestamptzLoader):
 class PostgresStorage:
     """`Storage` on PostgreSQL via psycopg 3. psycopg errors leave as StorageError."""
 
-    def __init__(self, dsn: str, *, migrate: bool = True) -> None:
+    def __init__(self, dsn: str, *, migrate: bool = True, push_owner: str = "") -> None:
+        self.dsn = dsn  # a libpq conninfo string or a postgresql:// URL
+        self.push_owner = push_owner
+        self._push = Queuer(push_owner, "%s")
+        self._canteen_of: dict[str, str | None] = {}
         try:
             self.conn: psycopg.Connection[dict[str, Any]] = psycopg.connect(dsn, row_factory=dict_row)
         except psycopg.Error as err:
@@ -74,14 +90,21 @@ class PostgresStorage:
         row = self._one(f"SELECT count(*) AS n FROM {table}")
         return int(row["n"]) if row else 0
 
+    @functools.cached_property
+    def sql(self) -> Db:
+        """The same database through SQLAlchemy Core (the API's queries; pooled, thread-safe)."""
+        return Db.postgresql(self.dsn)
+
     def close(self) -> None:
+        if "sql" in self.__dict__:
+            self.sql.close()
         self.conn.close()
 
     def add_canteen(self, canteen_id: str, name: str = "", jurisdiction: str = "", public_json: str | None = None) -> None:
         with self.write() as c:
             c.execute("INSERT INTO canteens (id, name, jurisdiction, public_json) VALUES (%s, %s, %s, %s)"
                       " ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, jurisdiction = EXCLUDED.jurisdiction,"
-                      " public_json = EXCLUDED.public_json", (canteen_id, name, jurisdiction, public_json))
+                      " public_json = coalesce(EXCLUDED.public_json, canteens.public_json)", (canteen_id, name, jurisdiction, public_json))
 
     def get_canteen(self, canteen_id: str) -> dict[str, Any] | None:
         return self._one("SELECT * FROM canteens WHERE id = %s", (canteen_id,))
@@ -107,30 +130,36 @@ class PostgresStorage:
         return int(row["m"]) if row and row["m"] else 0
 
     def upsert_alert(self, alert: Alert, received_at: str) -> AlertWrite:
-        fields = _alert_fields(alert)
+        """Insert a new alert (and queue its pushes); a higher `rev` updates the event fields only.
+
+        Idempotent across receivers: INSERT … ON CONFLICT DO NOTHING decides who stored it first."""
+        row = _alert_fields(alert)
+        row["canteen_id"] = self._canteen_id(alert.device_id)
+        row["received_at"] = row["updated_at"] = received_at
         with self.write() as c:
-            old = c.execute("SELECT * FROM alerts WHERE id = %s FOR UPDATE", (alert.id,)).fetchone()
-            if old is None:
-                device = c.execute("SELECT canteen_id FROM devices WHERE id = %s", (alert.device_id,)).fetchone()
-                row = {**fields, "canteen_id": device["canteen_id"] if device else None,
-                       "received_at": received_at, "updated_at": received_at}
-                cols = ", ".join(row)
-                inserted = c.execute(f"INSERT INTO alerts ({cols}) VALUES ({', '.join(['%s'] * len(row))})"
-                                     " ON CONFLICT (id) DO NOTHING", tuple(row.values()))
-                if inserted.rowcount == 0:  # another receiver inserted it in the meantime
-                    return AlertWrite("unchanged", c.execute("SELECT * FROM alerts WHERE id = %s", (alert.id,)).fetchone())
-                outcome: Outcome = "inserted"
-            elif old["device_id"] != alert.device_id or alert.rev <= old["rev"]:
-                return AlertWrite("unchanged", old)
-            else:
-                fields.pop("id")
-                fields.pop("device_id")
-                fields["updated_at"] = received_at
-                sets = ", ".join(f"{k} = %s" for k in fields)
-                c.execute(f"UPDATE alerts SET {sets} WHERE id = %s", (*fields.values(), alert.id))
-                outcome = "updated"
-            new = c.execute("SELECT * FROM alerts WHERE id = %s", (alert.id,)).fetchone()
-        return AlertWrite(outcome, new)
+            new = c.execute(_INSERT_ALERT, row).fetchone()
+            if new is not None:
+                self._push.reset()
+                self._push.queue(c, alert.id, row["canteen_id"], received_at)
+                return AlertWrite("inserted", new)
+            updated = c.execute(_UPDATE_ALERT, row).fetchone()
+            if updated is not None:
+                return AlertWrite("updated", updated)
+            old = c.execute("SELECT * FROM alerts WHERE id = %s", (alert.id,)).fetchone()
+        return AlertWrite("unchanged", old)
+
+    def _canteen_id(self, device_id: str) -> str | None:
+        """The device's canteen (cached once known: a device's canteen never changes)."""
+        if device_id not in self._canteen_of:
+            found = self._one("SELECT canteen_id FROM devices WHERE id = %s", (device_id,))
+            if found is None:
+                return None
+            self._canteen_of[device_id] = found["canteen_id"]
+        return self._canteen_of[device_id]
+
+    def set_public_json(self, canteen_id: str, public_json: str) -> None:
+        with self.write() as c:
+            c.execute("UPDATE canteens SET public_json = %s WHERE id = %s", (public_json, canteen_id))
 
     def get_alert(self, alert_id: str) -> dict[str, Any] | None:
         return self._one("SELECT * FROM alerts WHERE id = %s", (alert_id,))

@@ -2,18 +2,27 @@
 
 When a new alert is stored, `Queuer.queue` adds one row per enabled robot whose scope matches the
 alert (its canteen, or a prefix of its canteen's jurisdiction code) inside the alert's own
-transaction: an alert is never stored without the pushes it is owed. The push router of the same
-receiver (`owner`: its MQTT client id, unique per receiver and stable across restarts) reads its
-pending rows when alerts are announced and when it starts, and marks them sent once the robot has
-accepted the message. A receiver stopped or killed with rows pending sends them after its restart.
-Later revisions of an alert owe nothing (the first one was pushed).
+transaction: an alert is never stored without the pushes it is owed. The row is claimed at once by
+the receiver that stored it (`owner`: its MQTT client id, unique per receiver and stable across
+restarts) for `LEASE_S`. A receiver's push router `claim`s rows to send: its own, and any whose
+lease ran out (their receiver died or was retired) — on PostgreSQL with `FOR UPDATE SKIP LOCKED`,
+so two receivers never take the same row; it renews the lease of what it still holds on every
+scan, and marks a row sent once the robot accepted it. Later revisions of an alert owe nothing.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from cloud_receiver.storage.db import Db, iso, parse_iso
+from cloud_receiver.storage.schema import push_outbox
+
+LEASE_S = 300.0  # a claim lasts this long unless renewed (the router renews at least every minute)
 
 
 def robot_matches(scope_kind: str, scope: str, canteen_id: str | None, jurisdiction: str | None) -> bool:
@@ -23,34 +32,46 @@ def robot_matches(scope_kind: str, scope: str, canteen_id: str | None, jurisdict
     return scope_kind == "jurisdiction" and bool(jurisdiction) and (jurisdiction or "").startswith(scope)
 
 
+def lease_end(at: str | datetime, lease_s: float = LEASE_S) -> str:
+    start = parse_iso(at) if isinstance(at, str) else at
+    return iso(start + timedelta(seconds=lease_s)) or ""
+
+
 class Queuer:
-    """Queues the pushes of new alerts. Caches the enabled robots and canteen jurisdictions for one
+    """Queues the pushes of new alerts on the ingest writer's own driver connection (sqlite3 or psycopg;
+    `placeholder` is its parameter mark). Caches the enabled robots and canteen jurisdictions for one
     transaction: call `reset()` when a transaction starts, so changes made meanwhile (a robot added by
     the CLI in another process) apply from the next transaction on."""
 
-    def __init__(self, owner: str) -> None:
+    def __init__(self, owner: str, placeholder: str = "?") -> None:
         self.owner = owner
+        q = placeholder
+        self._sql_hooks = "SELECT id, scope_kind, scope FROM webhooks WHERE enabled = 1 ORDER BY id"
+        self._sql_jurisdiction = f"SELECT jurisdiction FROM canteens WHERE id = {q}"
+        self._sql_insert = (f"INSERT INTO push_outbox (owner, robot_id, alert_id, created_at, claim_until)"
+                            f" VALUES ({q}, {q}, {q}, {q}, {q}) ON CONFLICT (robot_id, alert_id) DO NOTHING")
         self.reset()
 
     def reset(self) -> None:
-        self._hooks: list[tuple[str, str, str]] | None = None
+        self._hooks: list[tuple[Any, ...]] | None = None
         self._jurisdiction: dict[str, str | None] = {}
 
-    def queue(self, conn: sqlite3.Connection, alert_id: str, canteen_id: str | None, at: str) -> int:
+    def queue(self, conn: Any, alert_id: str, canteen_id: str | None, at: str) -> int:
         """Owe the alert to every responsible robot (inside the caller's transaction); how many rows were added."""
         if self._hooks is None:
-            self._hooks = conn.execute("SELECT id, scope_kind, scope FROM webhooks WHERE enabled = 1 ORDER BY id").fetchall()
+            self._hooks = [tuple(r.values()) if isinstance(r, dict) else tuple(r)
+                           for r in conn.execute(self._sql_hooks).fetchall()]
         if not self._hooks:
             return 0
         if canteen_id and canteen_id not in self._jurisdiction:
-            found = conn.execute("SELECT jurisdiction FROM canteens WHERE id = ?", (canteen_id,)).fetchone()
-            self._jurisdiction[canteen_id] = found[0] if found else None
+            found = conn.execute(self._sql_jurisdiction, (canteen_id,)).fetchone()
+            value = (found["jurisdiction"] if isinstance(found, dict) else found[0]) if found else None
+            self._jurisdiction[canteen_id] = value
         jurisdiction = self._jurisdiction.get(canteen_id) if canteen_id else None
         added = 0
         for robot_id, scope_kind, scope in self._hooks:
             if robot_matches(scope_kind, scope, canteen_id, jurisdiction):
-                added += conn.execute("INSERT OR IGNORE INTO push_outbox (owner, robot_id, alert_id, created_at)"
-                                      " VALUES (?, ?, ?, ?)", (self.owner, robot_id, alert_id, at)).rowcount
+                added += conn.execute(self._sql_insert, (self.owner, robot_id, alert_id, at, lease_end(at))).rowcount
         return added
 
 
@@ -62,17 +83,28 @@ class Owed:
     attempts: int
 
 
-def pending(conn: sqlite3.Connection, owner: str, after_id: int = 0, limit: int = 1000) -> list[Owed]:
-    """Unsent rows of `owner` with an id above `after_id`, oldest first."""
-    rows = conn.execute("SELECT id, robot_id, alert_id, attempts FROM push_outbox WHERE owner = ? AND sent_at IS NULL"
-                        " AND id > ? ORDER BY id LIMIT ?", (owner, after_id, limit)).fetchall()
-    return [Owed(*r) for r in rows]
+def claim(db: Db, owner: str, now: datetime, after_id: int = 0, limit: int = 1000,
+          lease_s: float = LEASE_S) -> list[Owed]:
+    """Claim (or renew) unsent rows above `after_id` that are `owner`'s or whose lease ran out, oldest first."""
+    o = push_outbox.c
+    free = sa.or_(o.owner == owner, o.claim_until.is_(None), o.claim_until < iso(now))
+    pick = (sa.select(o.id, o.robot_id, o.alert_id, o.attempts).where(o.sent_at.is_(None), o.id > after_id, free)
+            .order_by(o.id).limit(limit).with_for_update(skip_locked=True))
+    with db.write() as conn:
+        rows = db.all(pick, conn)
+        if rows:
+            conn.execute(push_outbox.update().where(o.id.in_([r["id"] for r in rows]))
+                         .values(owner=owner, claim_until=lease_end(now, lease_s)))
+    return [Owed(r["id"], r["robot_id"], r["alert_id"], r["attempts"]) for r in rows]
 
 
-def mark_sent(conn: sqlite3.Connection, ids: Sequence[int], at: str) -> None:
-    conn.executemany("UPDATE push_outbox SET sent_at = ?, attempts = attempts + 1 WHERE id = ?", [(at, i) for i in ids])
+def mark_sent(db: Db, ids: Sequence[int], at: str) -> None:
+    with db.write() as conn:
+        conn.execute(push_outbox.update().where(push_outbox.c.id.in_(list(ids)))
+                     .values(sent_at=at, attempts=push_outbox.c.attempts + 1))
 
 
-def mark_failed(conn: sqlite3.Connection, ids: Sequence[int], error: str) -> None:
-    conn.executemany("UPDATE push_outbox SET attempts = attempts + 1, last_error = ? WHERE id = ?",
-                     [(error[:500], i) for i in ids])
+def mark_failed(db: Db, ids: Sequence[int], error: str) -> None:
+    with db.write() as conn:
+        conn.execute(push_outbox.update().where(push_outbox.c.id.in_(list(ids)))
+                     .values(attempts=push_outbox.c.attempts + 1, last_error=error[:500]))

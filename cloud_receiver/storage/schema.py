@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from cloud_receiver.storage.db import IsoTimestamp
+
 metadata = sa.MetaData()
 
-Timestamp = sa.DateTime(timezone=True).with_variant(sa.Text(), "sqlite")
+Timestamp = IsoTimestamp()  # timestamptz on PostgreSQL, ISO text on SQLite; read back as ISO text on both
 RowId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # SQLite's rowid alias must be spelt INTEGER
 Real = sa.Double()
 
@@ -170,8 +172,17 @@ push_outbox = sa.Table(
     sa.Column("attempts", sa.Integer(), nullable=False, server_default=sa.text("0")),
     _text("last_error"),
     sa.Column("sent_at", Timestamp),
+    sa.Column("claim_until", Timestamp),  # the owner's claim lasts until then (storage/push_outbox.py)
     sa.UniqueConstraint("robot_id", "alert_id", name="push_outbox_robot_alert"),
     sa.Index("push_outbox_pending", "owner", "id", sqlite_where=sa.text("sent_at IS NULL"),
              postgresql_where=sa.text("sent_at IS NULL")),
     sqlite_autoincrement=True,
+)
+
+stream_tickets = sa.Table(
+    "stream_tickets", metadata,  # short-lived SSE tickets, valid on every receiver (admin/auth.py)
+    sa.Column("ticket_sha256", sa.Text(), primary_key=True),
+    _text("token_sha256", nullable=False),
+    sa.Column("expires_at", Timestamp, nullable=False),
+    sa.Index("stream_tickets_token", "token_sha256", "expires_at"),
 )

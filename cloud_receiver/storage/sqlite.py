@@ -6,7 +6,8 @@ with SQLITE_BUSY without waiting), unless it runs inside `batch()`: then it join
 transaction, which ingest uses to store many MQTT messages with one commit (group commit).
 A `SqliteStorage` holds one connection and must be used by one thread at a time: the MQTT
 ingest thread and the aiohttp loop each open their own.
-PostgreSQL: storage_pg.PostgresStorage implements the same protocol.
+PostgreSQL: storage.postgres.PostgresStorage implements the same protocol. Both offer `sql`, the
+same database through SQLAlchemy Core (`storage/db.py`), for everything but ingest.
 """
 
 from __future__ import annotations
@@ -30,11 +31,9 @@ from cloud_receiver.storage.alert_rows import (
     alert_fields as _alert_fields,  # its old name, for storage_pg and the benchmark
 )
 from cloud_receiver.storage.alert_rows import iso as iso  # re-exported: timestamps are the store's format
+from cloud_receiver.storage.db import Db
 from cloud_receiver.storage.migrate import migrate_sqlite
-from cloud_receiver.storage.push_outbox import Owed, Queuer
-from cloud_receiver.storage.push_outbox import mark_failed as push_mark_failed
-from cloud_receiver.storage.push_outbox import mark_sent as push_mark_sent
-from cloud_receiver.storage.push_outbox import pending as push_pending
+from cloud_receiver.storage.push_outbox import Queuer
 
 log = structlog.get_logger(__name__)
 
@@ -55,6 +54,8 @@ class AlertWrite:
 
 class Storage(Protocol):
     """What ingest, the CLI and the API need from a store. Every method is one transaction."""
+
+    push_owner: str  # who claims the pushes of the alerts stored here
 
     def add_canteen(self, canteen_id: str, name: str = "", jurisdiction: str = "", public_json: str | None = None) -> None: ...
     def get_canteen(self, canteen_id: str) -> dict[str, Any] | None: ...
@@ -77,7 +78,11 @@ class Storage(Protocol):
     def chunk_data(self, device_id: str, media_id: str) -> list[bytes]: ...
     def finish_media(self, device_id: str, media_id: str, header: ChunkHeader, path: str, received_at: str) -> None: ...
     def discard_chunks(self, device_id: str, media_id: str) -> int: ...
+    def set_public_json(self, canteen_id: str, public_json: str) -> None: ...
+    def discard_stale_chunks(self, older_than: str) -> int: ...
     def count(self, table: str) -> int: ...
+    @property
+    def sql(self) -> Db: ...
     def close(self) -> None: ...
 
 
@@ -114,6 +119,7 @@ class SqliteStorage:
         except (OSError, sqlite3.Error) as err:
             raise StorageError(f"cannot open database {self.path}: {err}") from err
         self.db = Database(conn)
+        self._busy_timeout_ms = busy_timeout_ms
         self._depth = 0  # > 0 while a write transaction (or batch) is open
         self._canteen_of: dict[str, str | None] = {}  # device id -> canteen id; devices never move
         self._alert_defaults: dict[str, Any] | None = None  # column -> default, for columns ingest does not write
@@ -182,7 +188,14 @@ class SqliteStorage:
             raise StorageError(f"no table {table!r}")
         return int(self.db.execute(f"SELECT count(*) FROM [{table}]").fetchone()[0])
 
+    @functools.cached_property
+    def sql(self) -> Db:
+        """The same database through SQLAlchemy Core (the API's queries; thread-safe, own connections)."""
+        return Db.sqlite(self.path, self._busy_timeout_ms)
+
     def close(self) -> None:
+        if "sql" in self.__dict__:
+            self.sql.close()
         self.db.close()
 
     # -- canteens and devices -------------------------------------------------------------
@@ -265,18 +278,6 @@ class SqliteStorage:
             return None  # not cached: the device may be added later (by the CLI, in another process)
         self._canteen_of[device_id] = found[0]
         return found[0]
-
-    def pending_pushes(self, after_id: int = 0, limit: int = 1000) -> list[Owed]:
-        """This receiver's unsent push_outbox rows above `after_id` (see cloud_receiver/storage/push_outbox.py)."""
-        return push_pending(self.db.conn, self.push_owner, after_id, limit)
-
-    def pushes_done(self, ids: list[int], at: str, error: str | None = None) -> None:
-        """Record a send of these outbox rows: sent at `at`, or failed with `error` (they stay pending)."""
-        with self.write():
-            if error is None:
-                push_mark_sent(self.db.conn, ids, at)
-            else:
-                push_mark_failed(self.db.conn, ids, error)
 
     def get_alert(self, alert_id: str) -> dict[str, Any] | None:
         return self._one("SELECT * FROM alerts WHERE id = ?", (alert_id,))

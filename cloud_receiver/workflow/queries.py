@@ -1,8 +1,8 @@
-"""Read queries of the API and the workflow write, on top of `storage.SqliteStorage`.
+"""Read queries of the API and the workflow write, on either engine (`storage.db.Db`, SQLAlchemy Core).
 
 Every query is filtered by what the principal may see (`visibility`), so a row outside a token's
-scope never leaves the database. Timestamps compare as text: the store writes one format,
-`YYYY-MM-DDTHH:MM:SS.mmmZ` (`storage.iso`), and inputs are normalised to it.
+scope never leaves the database. Timestamps are bound and read as ISO-8601 UTC text
+(`YYYY-MM-DDTHH:MM:SS.mmmZ`); the column type turns them into each engine's own.
 """
 
 from __future__ import annotations
@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlite_utils import Database
+import sqlalchemy as sa
 
 from bk_contract.violations import type_name
 from cloud_receiver.admin.auth import Principal
-from cloud_receiver.storage.sqlite import SqliteStorage, iso
+from cloud_receiver.storage.db import Db, iso, local_text, parse_iso, plus_hours, starts_with
+from cloud_receiver.storage.schema import alerts, cameras, canteens, devices, media, transitions
 from cloud_receiver.workflow import rectify
 
 LIMIT_MAX = 200
@@ -36,22 +37,22 @@ class Conflict(Exception):
     """The row changed under us (another reviewer acted first)."""
 
 
-def visibility(p: Principal, column: str = "a.canteen_id") -> tuple[str, list[Any]]:
-    """SQL condition limiting rows (by their canteen id column) to what `p` may see."""
+def visibility(p: Principal, column: sa.ColumnElement[Any] = alerts.c.canteen_id) -> sa.ColumnElement[bool]:
+    """Condition limiting rows (by their canteen id column) to what `p` may see."""
     if p.role == "admin":
-        return "1 = 1", []
+        return sa.true()
     if p.role == "regulator":
-        return f"{column} IN (SELECT id FROM canteens WHERE substr(jurisdiction, 1, ?) = ?)", [len(p.scope), p.scope]
+        return column.in_(sa.select(canteens.c.id).where(starts_with(canteens.c.jurisdiction, p.scope)))
     if p.role == "canteen":
-        return f"{column} = ?", [p.scope]
-    return "0 = 1", []
+        return column == p.scope
+    return sa.false()
 
 
-def deadline_sql(default_hours: float | None) -> str:
-    """SQL expression of an alert's effective deadline (stored one, else started_at + default)."""
+def effective_deadline(db: Db, default_hours: float | None) -> sa.ColumnElement[Any]:
+    """An alert's effective deadline: the stored one, else started_at + the default."""
     if default_hours is None:
-        return "a.deadline"
-    return f"COALESCE(a.deadline, strftime('%Y-%m-%dT%H:%M:%fZ', a.started_at, '+{float(default_hours)} hours'))"
+        return alerts.c.deadline
+    return sa.func.coalesce(alerts.c.deadline, plus_hours(db, alerts.c.started_at, default_hours))
 
 
 def encode_cursor(started_at: str, alert_id: str) -> str:
@@ -66,6 +67,10 @@ def decode_cursor(cursor: str) -> tuple[str, str]:
         raise QueryError("cursor is not one this API returned") from err
     if not isinstance(started_at, str) or not isinstance(alert_id, str):
         raise QueryError("cursor is not one this API returned")
+    try:
+        parse_iso(started_at)
+    except ValueError as err:
+        raise QueryError("cursor is not one this API returned") from err
     return started_at, alert_id
 
 
@@ -98,130 +103,130 @@ def alert_view(row: dict[str, Any], now: datetime, default_hours: float | None) 
     }
 
 
-ALERT_SELECT = "SELECT a.*, c.name AS canteen_name, c.jurisdiction FROM alerts a LEFT JOIN canteens c ON c.id = a.canteen_id"
+ALERT_SELECT = sa.select(alerts, canteens.c.name.label("canteen_name"), canteens.c.jurisdiction).select_from(
+    alerts.outerjoin(canteens, canteens.c.id == alerts.c.canteen_id))
 
 
-def list_alerts(db: Database, p: Principal, f: AlertFilter, *, now: datetime, limit: int = 50,
+def list_alerts(db: Db, p: Principal, f: AlertFilter, *, now: datetime, limit: int = 50,
                 cursor: str | None = None, default_hours: float | None = None) -> tuple[list[dict[str, Any]], str | None]:
     """One page of alerts, newest first, ordered by (started_at, id); returns (rows, next cursor)."""
     if not 1 <= limit <= LIMIT_MAX:
         raise QueryError(f"limit must be between 1 and {LIMIT_MAX}")
-    where, params = visibility(p)
-    conds, args = [where], list(params)
+    conds = [visibility(p)]
+    a = alerts.c
     if f.since:
-        conds.append("a.started_at >= ?")
-        args.append(iso(f.since))
+        conds.append(a.started_at >= iso(f.since))
     if f.until:
-        conds.append("a.started_at < ?")
-        args.append(iso(f.until))
+        conds.append(a.started_at < iso(f.until))
     if f.types:
-        conds.append(f"a.type IN ({', '.join('?' * len(f.types))})")
-        args.extend(f.types)
+        conds.append(a.type.in_(f.types))
     if f.canteen_id:
-        conds.append("a.canteen_id = ?")
-        args.append(f.canteen_id)
+        conds.append(a.canteen_id == f.canteen_id)
     if f.status:
-        sql, extra = _status_condition(f.status, iso(now) or "", default_hours)
-        conds.append(sql)
-        args.extend(extra)
+        conds.append(_status_condition(db, f.status, iso(now) or "", default_hours))
     if cursor:
         started_at, alert_id = decode_cursor(cursor)
-        conds.append("(a.started_at < ? OR (a.started_at = ? AND a.id < ?))")
-        args.extend([started_at, started_at, alert_id])
-    sql = f"{ALERT_SELECT} WHERE {' AND '.join(conds)} ORDER BY a.started_at DESC, a.id DESC LIMIT ?"
-    rows = list(db.query(sql, [*args, limit + 1]))
+        conds.append(sa.or_(a.started_at < started_at, sa.and_(a.started_at == started_at, a.id < alert_id)))
+    rows = db.all(ALERT_SELECT.where(*conds).order_by(a.started_at.desc(), a.id.desc()).limit(limit + 1))
     nxt = encode_cursor(rows[limit - 1]["started_at"], rows[limit - 1]["id"]) if len(rows) > limit else None
     return [alert_view(r, now, default_hours) for r in rows[:limit]], nxt
 
 
-def _status_condition(status: str, now: str, default_hours: float | None) -> tuple[str, list[Any]]:
-    deadline = deadline_sql(default_hours)
+def _status_condition(db: Db, status: str, now: str, default_hours: float | None) -> sa.ColumnElement[bool]:
+    deadline = effective_deadline(db, default_hours)
+    pending = alerts.c.status == rectify.WorkflowStatus.PENDING.value
     if status == rectify.WorkflowStatus.OVERDUE:
-        return f"(a.status = '待整改' AND {deadline} IS NOT NULL AND {deadline} < ?)", [now]
+        return sa.and_(pending, deadline.is_not(None), deadline < now)
     if status == rectify.WorkflowStatus.PENDING:
-        return f"(a.status = '待整改' AND ({deadline} IS NULL OR {deadline} >= ?))", [now]
+        return sa.and_(pending, sa.or_(deadline.is_(None), deadline >= now))
     if status == rectify.WorkflowStatus.REJECTED:
-        return ("(a.status = '待整改' AND EXISTS (SELECT 1 FROM transitions t WHERE t.alert_id = a.id"
-                " AND t.to_status = '驳回'))", [])
+        rejected = sa.select(transitions.c.id).where(transitions.c.alert_id == alerts.c.id,
+                                                     transitions.c.to_status == "驳回")
+        return sa.and_(pending, rejected.exists())
     if status in (rectify.WorkflowStatus.SUBMITTED, rectify.WorkflowStatus.APPROVED):
-        return "a.status = ?", [status]
+        return alerts.c.status == status
     raise QueryError(f"status {status!r} is not one of {', '.join(rectify.STATUSES)}")
 
 
-def get_alert_row(db: Database, p: Principal, alert_id: str) -> dict[str, Any]:
+def get_alert_row(db: Db, p: Principal, alert_id: str, conn: sa.Connection | None = None) -> dict[str, Any]:
     """The alert row if it exists and `p` may see it; NotFound otherwise (no existence leak)."""
-    where, params = visibility(p)
-    rows = list(db.query(f"{ALERT_SELECT} WHERE a.id = ? AND {where}", [alert_id, *params]))
-    if not rows:
+    row = db.one(ALERT_SELECT.where(alerts.c.id == alert_id, visibility(p)), conn)
+    if row is None:
         raise NotFound(f"alert {alert_id!r} not found")
-    return rows[0]
+    return row
 
 
-def transitions(db: Database, alert_id: str) -> list[dict[str, Any]]:
-    return list(db.query("SELECT from_status, to_status, actor, role, note, photo_sha256, at FROM transitions"
-                         " WHERE alert_id = ? ORDER BY id", [alert_id]))
+def transitions_of(db: Db, alert_id: str) -> list[dict[str, Any]]:
+    t = transitions.c
+    return db.all(sa.select(t.from_status, t.to_status, t.actor, t.role, t.note, t.photo_sha256, t.at)
+                  .where(t.alert_id == alert_id).order_by(t.id))
 
 
-def apply_action(storage: SqliteStorage, p: Principal, alert_id: str, action: rectify.Action, *, now: datetime,
+def apply_action(db: Db, p: Principal, alert_id: str, action: rectify.Action, *, now: datetime,
                  default_hours: float | None, note: str = "", photo_sha256: str | None = None,
                  new_deadline: datetime | None = None) -> dict[str, Any]:
     """Run one workflow action and record it, in one transaction; returns the updated row."""
-    with storage.write() as db:
-        row = get_alert_row(db, p, alert_id)
+    with db.write() as conn:
+        row = get_alert_row(db, p, alert_id, conn)
         deadline = rectify.effective_deadline(parse_ts(row["deadline"]), parse_ts(row["started_at"]), default_hours)
         out = rectify.apply(action, status=row["status"], deadline=deadline, actor=p.name, role=p.role, now=now,
                             note=note, photo_sha256=photo_sha256, new_deadline=new_deadline)
-        cur = db.execute("UPDATE alerts SET status = ?, deadline = ? WHERE id = ? AND status = ?",
-                         [out.status, iso(out.deadline), alert_id, row["status"]])
-        if cur.rowcount != 1:
+        done = conn.execute(alerts.update().where(alerts.c.id == alert_id, alerts.c.status == row["status"])
+                            .values(status=out.status, deadline=iso(out.deadline)))
+        if done.rowcount != 1:
             raise Conflict(f"alert {alert_id!r} changed while it was being updated; reload and retry")
-        for t in out.transitions:
-            db.execute("INSERT INTO transitions (alert_id, from_status, to_status, actor, role, note, photo_sha256, at)"
-                       " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                       [alert_id, t.from_status, t.to_status, t.actor, t.role, t.note, t.photo_sha256, iso(t.at)])
-        return get_alert_row(db, p, alert_id)
+        if out.transitions:
+            conn.execute(transitions.insert(), [
+                {"alert_id": alert_id, "from_status": t.from_status, "to_status": t.to_status, "actor": t.actor,
+                 "role": t.role, "note": t.note, "photo_sha256": t.photo_sha256, "at": iso(t.at)}
+                for t in out.transitions])
+        return get_alert_row(db, p, alert_id, conn)
 
 
-def list_devices(db: Database, p: Principal) -> list[dict[str, Any]]:
-    where, params = visibility(p, "d.canteen_id")
-    return list(db.query(
-        "SELECT d.id, d.canteen_id, c.name AS canteen_name, d.name, d.online, d.last_seen, d.version, d.created_at"
-        f" FROM devices d LEFT JOIN canteens c ON c.id = d.canteen_id WHERE {where} ORDER BY d.id", params))
+def list_devices(db: Db, p: Principal) -> list[dict[str, Any]]:
+    d = devices.c
+    return db.all(sa.select(d.id, d.canteen_id, canteens.c.name.label("canteen_name"), d.name, d.online, d.last_seen,
+                            d.version, d.created_at)
+                  .select_from(devices.outerjoin(canteens, canteens.c.id == d.canteen_id))
+                  .where(visibility(p, d.canteen_id)).order_by(d.id))
 
 
-def list_cameras(db: Database, p: Principal, device_id: str | None = None) -> list[dict[str, Any]]:
-    where, params = visibility(p, "d.canteen_id")
-    extra = " AND cam.device_id = ?" if device_id else ""
-    return list(db.query(
-        "SELECT cam.device_id, cam.camera_id, cam.name, cam.state, cam.fps, cam.reconnects, cam.error,"
-        " cam.updated_at, d.canteen_id FROM cameras cam JOIN devices d ON d.id = cam.device_id"
-        f" WHERE {where}{extra} ORDER BY cam.device_id, cam.camera_id", [*params, *([device_id] if device_id else [])]))
+def list_cameras(db: Db, p: Principal, device_id: str | None = None) -> list[dict[str, Any]]:
+    cam = cameras.c
+    stmt = (sa.select(cam.device_id, cam.camera_id, cam.name, cam.state, cam.fps, cam.reconnects, cam.error,
+                      cam.updated_at, devices.c.canteen_id)
+            .select_from(cameras.join(devices, devices.c.id == cam.device_id))
+            .where(visibility(p, devices.c.canteen_id)).order_by(cam.device_id, cam.camera_id))
+    if device_id:
+        stmt = stmt.where(cam.device_id == device_id)
+    return db.all(stmt)
+
+
+def list_canteens(db: Db, p: Principal) -> list[dict[str, Any]]:
+    c = canteens.c
+    return db.all(sa.select(c.id, c.name, c.jurisdiction).where(visibility(p, c.id)).order_by(c.id))
 
 
 UPLOAD_DEVICE = "api-upload"  # `media.device_id` of rectification photos uploaded through the API
 
 
-def media_for(db: Database, p: Principal, sha256: str) -> dict[str, Any]:
+def media_for(db: Db, p: Principal, sha256: str) -> dict[str, Any]:
     """The media row of `sha256` if `p` may see a canteen that uploaded it, else NotFound.
 
     Access follows the uploader, never the alerts that name a hash (a box can name any hash): a box's
     upload belongs to the box's canteen; a rectification photo to the canteen of the alert it was
     submitted for (only that canteen's token can submit it). Anyone may read a snapshot its own
     canteen put on its public page."""
-    where, params = visibility(p, "d.canteen_id")
-    twhere, tparams = visibility(p)
-    rows = list(db.query(
-        "SELECT m.* FROM media m JOIN devices d ON d.id = m.device_id"
-        f" WHERE m.sha256 = ? AND m.complete = 1 AND {where}"
-        " UNION ALL SELECT m.* FROM media m JOIN transitions t ON t.photo_sha256 = m.sha256"
-        " JOIN alerts a ON a.id = t.alert_id"
-        f" WHERE m.sha256 = ? AND m.complete = 1 AND m.device_id = ? AND {twhere} LIMIT 1",
-        [sha256, *params, sha256, UPLOAD_DEVICE, *tparams]))
-    if not rows:
-        rows = public_snapshot_media(db, sha256)
-    if not rows:
+    complete = sa.and_(media.c.sha256 == sha256, media.c.complete == 1)
+    from_box = (sa.select(media).select_from(media.join(devices, devices.c.id == media.c.device_id))
+                .where(complete, visibility(p, devices.c.canteen_id)).limit(1))
+    photo = (sa.select(media).select_from(media.join(transitions, transitions.c.photo_sha256 == media.c.sha256)
+                                          .join(alerts, alerts.c.id == transitions.c.alert_id))
+             .where(complete, media.c.device_id == UPLOAD_DEVICE, visibility(p)).limit(1))
+    row = db.one(from_box) or db.one(photo) or public_snapshot_media(db, sha256)
+    if row is None:
         raise NotFound(f"media {sha256} not found")
-    return rows[0]
+    return row
 
 
 def public_profile(row: dict[str, Any]) -> dict[str, Any]:
@@ -243,32 +248,42 @@ def public_profile(row: dict[str, Any]) -> dict[str, Any]:
             "sampling": items("sampling"), "snapshots": snaps}
 
 
-def public_snapshot_media(db: Database, sha256: str) -> list[dict[str, Any]]:
-    """The media rows of `sha256` uploaded by a box of a canteen whose public page shows it."""
-    rows = list(db.query("SELECT m.*, d.canteen_id AS owner FROM media m JOIN devices d ON d.id = m.device_id"
-                         " WHERE m.sha256 = ? AND m.complete = 1", [sha256]))
+def public_snapshot_media(db: Db, sha256: str) -> dict[str, Any] | None:
+    """The media row of `sha256` uploaded by a box of a canteen whose public page shows it."""
+    rows = db.all(sa.select(media, canteens.c.public_json.label("owner_public"))
+                  .select_from(media.join(devices, devices.c.id == media.c.device_id)
+                               .outerjoin(canteens, canteens.c.id == devices.c.canteen_id))
+                  .where(media.c.sha256 == sha256, media.c.complete == 1))
     for row in rows:
-        canteen = db.execute("SELECT public_json FROM canteens WHERE id = ?", [row.pop("owner")]).fetchone()
-        profile = public_profile({"public_json": canteen[0] if canteen else None})
+        profile = public_profile({"public_json": row.pop("owner_public")})
         if any(s["sha256"] == sha256 for s in profile["snapshots"]):
-            return [row]
-    return []
+            return row
+    return None
 
 
-def stats(db: Database, p: Principal, since: datetime, until: datetime, tz_hours: int = 8) -> dict[str, Any]:
+def own_pictures(db: Db, canteen_id: str, shas: list[str]) -> set[str]:
+    """Those of `shas` that a box of this canteen uploaded."""
+    if not shas:
+        return set()
+    stmt = (sa.select(media.c.sha256).distinct().select_from(media.join(devices, devices.c.id == media.c.device_id))
+            .where(devices.c.canteen_id == canteen_id, media.c.sha256.in_(shas)))
+    return {r["sha256"] for r in db.all(stmt)}
+
+
+def stats(db: Db, p: Principal, since: datetime, until: datetime, tz_hours: int = 8) -> dict[str, Any]:
     """Alert counts by type, canteen and local day in [since, until), and the device online rate."""
-    where, params = visibility(p)
-    base = f"FROM alerts a WHERE {where} AND a.started_at >= ? AND a.started_at < ?"
-    args = [*params, iso(since), iso(until)]
-    by_type = {r[0]: r[1] for r in db.execute(f"SELECT a.type, count(*) {base} GROUP BY a.type", args).fetchall()}
-    by_canteen = {r[0] or "": r[1] for r in db.execute(f"SELECT a.canteen_id, count(*) {base} GROUP BY a.canteen_id",
-                                                      args).fetchall()}
-    by_day = {r[0]: r[1] for r in db.execute(
-        f"SELECT date(a.started_at, '{int(tz_hours):+d} hours') AS day, count(*) {base} GROUP BY day ORDER BY day",
-        args).fetchall()}
-    dwhere, dparams = visibility(p, "d.canteen_id")
-    total, online = db.execute(f"SELECT count(*), coalesce(sum(d.online), 0) FROM devices d WHERE {dwhere}",
-                               dparams).fetchone()
+    a = alerts.c
+    where = (visibility(p), a.started_at >= iso(since), a.started_at < iso(until))
+    n = sa.func.count().label("n")
+    by_type = {r["type"]: r["n"] for r in db.all(sa.select(a.type, n).where(*where).group_by(a.type))}
+    by_canteen = {r["canteen_id"] or "": r["n"] for r in db.all(
+        sa.select(a.canteen_id, n).where(*where).group_by(a.canteen_id))}
+    day = local_text(db, a.started_at, tz_hours, "day").label("day")
+    by_day = {r["day"]: r["n"] for r in db.all(sa.select(day, n).where(*where).group_by(day).order_by(day))}
+    d = devices.c
+    dev = db.one(sa.select(sa.func.count().label("total"), sa.func.coalesce(sa.func.sum(d.online), 0).label("online"))
+                 .where(visibility(p, d.canteen_id))) or {"total": 0, "online": 0}
+    total, online = int(dev["total"]), int(dev["online"])
     return {"since": iso(since), "until": iso(until), "total": sum(by_type.values()), "by_type": by_type,
             "by_canteen": by_canteen, "by_day": by_day,
             "devices": {"total": total, "online": online, "online_rate": round(online / total, 4) if total else None}}

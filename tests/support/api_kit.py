@@ -1,8 +1,9 @@
-"""A small world for the API tests: the real app factory on a real SQLite file, rows inserted
+"""A small world for the API tests: the real app factory on a real SQLite file or PostgreSQL schema, rows inserted
 through the receiver's own storage functions, and tokens for every role."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -19,7 +20,8 @@ from cloud_receiver.app.factory import create_app
 from cloud_receiver.appkeys import ALERT_HUB, STORAGE
 from cloud_receiver.config import ReceiverConfig, StorageConfig
 from cloud_receiver.storage.media_store import write_media_file
-from cloud_receiver.storage.sqlite import SqliteStorage, iso
+from cloud_receiver.storage.sqlite import Storage, iso
+from support.requirements import pg_schema
 
 # canteen id -> (name, jurisdiction)
 CANTEENS = {"C1": ("第一中学食堂", "64050201"), "C2": ("第二小学食堂", "64050202"), "C3": ("中宁一中食堂", "64052101")}
@@ -35,8 +37,10 @@ def jpeg(tag: str) -> bytes:
 @dataclass
 class World:
     client: TestClient
-    storage: SqliteStorage
+    storage: Storage
     media_dir: Path
+    exit: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+    cfg: ReceiverConfig = field(default_factory=ReceiverConfig)
     tokens: dict[str, str] = field(default_factory=dict)
     seq: int = 0
     public_sha: str = ""  # C1's public kitchen snapshot
@@ -70,8 +74,16 @@ class World:
         return row
 
 
-async def make_world(tmp_path: Path, **setup: Any) -> World:
-    cfg = ReceiverConfig(storage=StorageConfig(path=tmp_path / "receiver.db", media_dir=tmp_path / "media"))
+    async def close(self) -> None:
+        await self.client.close()
+        self.exit.close()
+
+
+async def make_world(tmp_path: Path, engine: str = "sqlite", **setup: Any) -> World:
+    """The app on a fresh database of `engine` (sqlite, or postgresql: a throw-away schema); `World.close` ends it."""
+    exit = contextlib.ExitStack()
+    url = exit.enter_context(pg_schema("bk_api")) if engine == "postgresql" else None
+    cfg = ReceiverConfig(storage=StorageConfig(url=url, path=tmp_path / "receiver.db", media_dir=tmp_path / "media"))
     app = create_app(cfg, subscriber=False)
     from cloud_receiver.api import API_SETTINGS, PUSH_SETTINGS
     if "settings" in setup:
@@ -82,12 +94,12 @@ async def make_world(tmp_path: Path, **setup: Any) -> World:
         app[key] = value
     client = TestClient(TestServer(app, host="127.0.0.1"))
     await client.start_server()
-    world = World(client, app[STORAGE], cfg.storage.media_dir)
+    world = World(client, app[STORAGE], cfg.storage.media_dir, exit, cfg)
     world.tokens, world.public_sha, world.private_sha = seed(world.storage, world.media_dir)
     return world
 
 
-def add_media(storage: SqliteStorage, media_dir: Path, data: bytes, media_id: str, device_id: str,
+def add_media(storage: Storage, media_dir: Path, data: bytes, media_id: str, device_id: str,
               content_type: str = "image/jpeg") -> str:
     """Store `data` as a finished upload of `device_id` (file + `media` row), as ingest does; returns its sha256."""
     sha = hashlib.sha256(data).hexdigest()
@@ -97,7 +109,7 @@ def add_media(storage: SqliteStorage, media_dir: Path, data: bytes, media_id: st
     return sha
 
 
-def seed(storage: SqliteStorage, media_dir: Path) -> tuple[dict[str, str], str, str]:
+def seed(storage: Storage, media_dir: Path) -> tuple[dict[str, str], str, str]:
     """Canteens C1, C2 (jurisdiction 640502) and C3 (640521), a box each, C1's public page and its
     camera's health, and a token per role. Returns (tokens, public snapshot sha, private snapshot sha)."""
     pub_sha = add_media(storage, media_dir, jpeg("public-kitchen"), "pub1", DEVICES["C1"])
@@ -116,13 +128,18 @@ def seed(storage: SqliteStorage, media_dir: Path) -> tuple[dict[str, str], str, 
                                  cameras=[CameraHealth(id="cam1", name="后厨1", state="online", fps=5.0)]),
                           iso(datetime.now(UTC)) or "")
     tokens = {
-        "admin": auth.create_token(storage.db, "admin", "", "ops"),
-        "reg": auth.create_token(storage.db, "regulator", "640502", "shapotou-regulator"),
-        "city": auth.create_token(storage.db, "regulator", "6405", "zhongwei-regulator"),
-        "c1": auth.create_token(storage.db, "canteen", "C1", "c1-manager"),
-        "c3": auth.create_token(storage.db, "canteen", "C3", "c3-manager"),
+        "admin": auth.create_token(storage.sql, "admin", "", "ops"),
+        "reg": auth.create_token(storage.sql, "regulator", "640502", "shapotou-regulator"),
+        "city": auth.create_token(storage.sql, "regulator", "6405", "zhongwei-regulator"),
+        "c1": auth.create_token(storage.sql, "canteen", "C1", "c1-manager"),
+        "c3": auth.create_token(storage.sql, "canteen", "C3", "c3-manager"),
     }
     return tokens, pub_sha, priv_sha
+
+
+def when(value: str | datetime) -> datetime:
+    """A timestamp as read back by literal SQL (ISO text on SQLite, a datetime on PostgreSQL), as a datetime."""
+    return value if isinstance(value, datetime) else datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 def now() -> datetime:

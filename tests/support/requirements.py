@@ -3,7 +3,11 @@ that says what to provide (never a silent skip). scripts/setup.sh provides each 
 
 from __future__ import annotations
 
+import contextlib
+import os
 import resource
+import secrets
+from collections.abc import Iterator
 
 import pytest
 
@@ -30,3 +34,23 @@ def require_postgres(dsn: str) -> None:
     except psycopg.OperationalError as err:
         pytest.fail(f"this test needs PostgreSQL at {dsn!r} (BK_TEST_PG_DSN overrides; scripts/setup.sh starts the "
                     f"local cluster): {err}".strip())
+
+
+PG_URL_DEFAULT = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@contextlib.contextmanager
+def pg_schema(prefix: str = "bk_test") -> Iterator[str]:
+    """A throw-away schema in the test PostgreSQL; yields a `postgresql://` URL whose search_path is it."""
+    import psycopg
+
+    base = os.environ.get("BK_TEST_PG_URL", PG_URL_DEFAULT)
+    require_postgres(base)
+    schema = f"{prefix}_{secrets.token_hex(4)}"
+    with psycopg.connect(base, autocommit=True) as admin:
+        admin.execute(f"CREATE SCHEMA {schema}")
+        try:
+            sep = "&" if "?" in base else "?"
+            yield f"{base}{sep}options=-csearch_path%3D{schema}"
+        finally:
+            admin.execute(f"DROP SCHEMA {schema} CASCADE")
