@@ -6,6 +6,7 @@ loader (`bk_common.yamlconf`). Depends only on pydantic and PyYAML.
 from bk_contract.chunks import ChunkHeader, decode_chunk, encode_chunk, split_media
 from bk_contract.media_types import MEDIA_TYPES, media_type_problem, sniff_media_type
 from bk_contract.payloads import (
+    COMMAND_NAMES,
     Alert,
     AlertBox,
     CameraHealth,
@@ -18,6 +19,7 @@ from bk_contract.payloads import (
 from bk_contract.topics import PREFIX, TopicError, parse_topic, topic
 
 __all__ = [
+    "COMMAND_NAMES",
     "MEDIA_TYPES",
     "PREFIX",
     "Alert",

@@ -113,21 +113,33 @@ class Telemetry(Payload):
     outbox_dropped_by_priority: dict[str, Count] = Field(default_factory=dict)
     outbox_refused: Count = 0
     budget_bps: float = 0.0
+    live_bps: dict[str, float] = Field(default_factory=dict, description="Cameras sending live video: their bit/s.")
+    ring_hours: dict[str, float] = Field(default_factory=dict, description="Hours of recording (回放) kept per camera.")
+
+
+COMMAND_NAMES = ("status", "snapshot_now", "live_start", "live_stop", "playback", "reload", "config_push")
+CommandName = Literal["status", "snapshot_now", "live_start", "live_stop", "playback", "reload", "config_push"]
+CameraId = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
 
 
 class Command(Payload):
-    """`bk/v1/{device_id}/cmd` (cloud → device)."""
+    """`bk/v1/{device_id}/cmd` (cloud → device). Only the receivers may publish here (the broker's ACL):
+    that is its proof of origin. The box refuses a command past `expires_at`, one whose `id` it has
+    already seen, and one it does not know, answering on `cmd/result` with the reason."""
 
     id: str = Id
-    name: Literal["live_start", "live_stop", "snapshot", "reload"]
-    camera_id: str | None = None
+    name: CommandName
+    issuer: str = Field(min_length=1, max_length=64, description="Who asked (user or token name), for the box's log.")
+    issued_at: Time
     expires_at: Time
-    args: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    camera_id: str | None = CameraId
+    args: dict[str, str | int | float | bool] = Field(default_factory=dict, max_length=32)
 
 
 class CommandResult(Payload):
-    """`bk/v1/{device_id}/cmd/result`."""
+    """`bk/v1/{device_id}/cmd/result`: the outcome of one command; `data` what it produced (e.g. status)."""
 
     id: str = Id
     ok: bool
     error: str = Field("", max_length=500)
+    data: dict[str, str | int | float | bool | None] = Field(default_factory=dict, max_length=64)

@@ -19,6 +19,18 @@ VIOLATION_NAMES: dict[str, str] = {
 }
 
 
+# alerts the receiver raises from the canteens' own ledgers (cloud_receiver/ledgers/rules.py), not sent by boxes
+LEDGER_ALERT_NAMES: dict[str, str] = {
+    "health_cert_expired": "健康证过期",
+    "health_cert_expiring": "健康证即将过期",
+    "morning_check_missing": "未晨检",
+    "supplier_licence_expired": "供货商许可证过期",
+    "sample_missing": "未留样",
+    "sample_too_short": "留样时间不足",
+}
+ALERT_TYPE_NAMES: dict[str, str] = {**VIOLATION_NAMES, **LEDGER_ALERT_NAMES}  # every type an alert row may have
+
+
 def type_name(code: str) -> str:
-    """Chinese name of a violation type code (the code itself if unknown)."""
-    return VIOLATION_NAMES.get(code, code)
+    """Chinese name of an alert type code (the code itself if unknown)."""
+    return ALERT_TYPE_NAMES.get(code, code)

@@ -10,11 +10,15 @@ from __future__ import annotations
 from aiohttp import web
 
 from cloud_receiver.config import ReceiverConfig
+from cloud_receiver.control.publisher import CommandPublisher
 from cloud_receiver.ingest.hub import AlertHub
 from cloud_receiver.ingest.subscriber import Subscriber
+from cloud_receiver.live.relay import LiveRelay
 from cloud_receiver.storage.sqlite import Storage
 
 CONFIG = web.AppKey("config", ReceiverConfig)
 STORAGE = web.AppKey("storage", Storage)
 ALERT_HUB = web.AppKey("alert_hub", AlertHub)
 SUBSCRIBER = web.AppKey("subscriber", Subscriber)
+COMMAND_PUBLISHER = web.AppKey("command_publisher", CommandPublisher)  # set with the subscriber
+LIVE_RELAY = web.AppKey("live_relay", LiveRelay)  # set with the subscriber

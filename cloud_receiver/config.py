@@ -7,8 +7,9 @@ variable (`*_env`), read at run time by `resolve_secret` (or a systemd credentia
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
@@ -145,14 +146,59 @@ class ApiConfig(Section):
 
 class PushConfig(Section):
     public_base_url: str = Field("", pattern=r"^(https?://\S+)?$",
-                                 description="Public address of this receiver (e.g. https://bk.example.gov.cn), for snapshot links in "
-                                 "robot messages; empty = no link.")
+                                 description="Public address of this receiver (e.g. https://bk.example.gov.cn): robot messages "
+                                 "link to the alert's console page (/alerts/{id}, after login); empty = no link.")
     limit: int = Field(20, ge=1, description="Messages per robot per window (WeCom and DingTalk accept 20 a minute).")
     window_s: float = Field(60.0, gt=0, description="Length of the rolling rate-limit window.")
     merge_when_left: int = Field(5, ge=0, description="Merge waiting alerts into one summary message once this few sends are left in the window.")
     retry_base_s: float = Field(2.0, gt=0, description="First delay after a failed send; doubles up to retry_max_s.")
     retry_max_s: float = Field(300.0, gt=0, description="Longest delay between attempts of a failed send.")
     timeout_s: float = Field(10.0, gt=0, description="HTTP timeout of one send.")
+    claim_lease_s: float = Field(300.0, ge=1, description="Several receivers on one PostgreSQL: how long a receiver's claim on the "
+                                 "pushes it owes lasts unless renewed (it renews every quarter lease, at most every 60 s); "
+                                 "after it, another receiver takes the pushes of a receiver that died over.")
+
+
+class ExportConfig(Section):
+    key_env: str | None = Field("BK_EXPORT_KEY", description="Environment variable (or systemd credential) holding the key "
+                                "(at least 16 bytes) that signs every answer of /api/v1/export with HMAC-SHA256; while it is "
+                                "unset the export endpoints answer 503 (docs/api.md, \"Export for an upper platform\").")
+    key_id: str = Field("1", pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Name of that key, sent as X-BK-Key-Id so the "
+                        "upper platform knows which key to verify with; give the new key a new name when rotating it.")
+
+
+Meal = Literal["早", "午", "晚"]
+LocalTime = Annotated[str, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
+
+
+class LedgersConfig(Section):
+    rules: bool = Field(True, description="Run the ledger rules periodically (alerts from the canteens' 自律 ledgers, "
+                        "docs/ledgers.md); they also run after each ledger write they concern.")
+    rules_interval_s: float = Field(300.0, gt=0, description="How often the ledger rules run; the first run comes one "
+                                    "interval after the start.")
+    lookback_days: int = Field(3, ge=1, le=31, description="Days each run checks, today included, so days missed while "
+                               "the receiver was stopped are checked after its restart.")
+    tz_hours: int = Field(8, ge=-12, le=14, description="UTC offset of the canteens' local time (China Standard Time: 8): "
+                          "local days and the times of day below.")
+    school_days: list[int] = Field([1, 2, 3, 4, 5], description="ISO weekdays (1 = Monday) on which meals are served "
+                                   "and morning checks are due.")
+    holidays: list[date] = Field([], description="Dates without school: no morning check or sample is due.")
+    morning_check_by: LocalTime = Field("09:00", description="Local time by which a school day's 晨检 must be recorded "
+                                        "(for canteens with active staff); later without one: `morning_check_missing`.")
+    meals: list[Meal] = Field(["午"], description="Meals served on a school day (早, 午, 晚), each needing a 留样 sample.")
+    canteen_meals: dict[str, list[Meal]] = Field({}, description="Meals served, per canteen id, instead of `meals`.")
+    sample_due: dict[Meal, LocalTime] = Field({"早": "10:00", "午": "14:00", "晚": "20:00"},
+                                              description="Local time by which a served meal's sample must be recorded "
+                                              "(for canteens that keep the sample ledger); later: `sample_missing`.")
+    health_cert_warn_days: int = Field(30, ge=0, le=365, description="A 健康证 expiring within this many days of a "
+                                       "morning check raises `health_cert_expiring`.")
+
+    @field_validator("school_days")
+    @classmethod
+    def _weekdays(cls, v: list[int]) -> list[int]:
+        if any(not 1 <= d <= 7 for d in v):
+            raise ValueError("ISO weekdays are 1 (Monday) to 7 (Sunday)")
+        return v
 
 
 class ReceiverConfig(Section):
@@ -168,6 +214,9 @@ class ReceiverConfig(Section):
     api: ApiConfig = Field(default_factory=ApiConfig, description="HTTP API behaviour (docs/api.md).")
     push: PushConfig = Field(default_factory=PushConfig, description="WeCom / DingTalk robot push (docs/api.md); robots themselves are "
                              "configured with `cloud-receiver webhook add`.")
+    export: ExportConfig = Field(default_factory=ExportConfig, description="Signed data export to an upper platform (docs/api.md).")
+    ledgers: LedgersConfig = Field(default_factory=LedgersConfig, description="The canteens' 自律 ledgers and the alerts "
+                                   "raised from them (docs/ledgers.md).")
 
 
 def load_config(path: Path | str) -> ReceiverConfig:

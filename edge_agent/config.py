@@ -41,6 +41,8 @@ class DeviceConfig(Section):
     name: str = Field("", description="Human name of the box, e.g. the canteen's name.")
     canteen_id: str = Field("", description="Canteen this box belongs to, as known to the cloud.")
     timezone: str = Field("Asia/Shanghai", description="IANA time zone used by rule schedules.")
+    config_trial_s: float = Field(90.0, ge=5, le=3600, description="A pushed config is rolled back when its cameras "
+                                  "have not all come online within this long after the restart.")
 
     @field_validator("id")
     @classmethod
@@ -55,8 +57,21 @@ class StorageConfig(Section):
     quota_mb: float = Field(2048, gt=0, description="Disk quota of the outbox; lowest-priority messages are dropped first beyond it.")
 
 
+class RecordingConfig(Section):
+    enabled: bool = Field(True, description="Keep each camera's main stream on disk for 回放 (packets as they are, "
+                          "never re-encoded).")
+    dir: Path | None = Field(None, description="Folder of the recordings (default: `recordings` beside storage.path).")
+    segment_s: float = Field(60.0, ge=2, le=600, description="Length of one file; a file starts at a keyframe.")
+    quota_mb_per_camera: float = Field(2048, gt=0, description="Disk kept per camera; the oldest files go first.")
+    keep_h: float = Field(24.0, gt=0, description="Hours kept at most.")
+    playback_max_s: float = Field(600.0, gt=0, le=3600, description="Longest range one `playback` command may ask for.")
+
+
 class DetectorConfig(Section):
-    type: Literal["tflite"] = Field("tflite", description="Detector plugin.")
+    type: Literal["tflite", "onnx", "auto"] = Field("tflite", description="Detector runtime: `tflite` (ai_edge_litert), "
+                                                  "`onnx` (onnxruntime, the `onnx` extra) or `auto` (what the model's "
+                                                  "manifest names). The output family (nanodet, yolov5, yolov8, ssd) "
+                                                  "always comes from the manifest (docs/models.md).")
     model: Path = Field(Path("models/nanodet-coco-int8.tflite"), validate_default=True,
                         description="Model file; its manifest is the .json beside it. A relative path is looked up "
                         "beside the config file, then among the models shipped in the package (edge_agent/assets).")
@@ -310,6 +325,7 @@ class AgentConfig(Section):
     motion: MotionConfig = Field(default_factory=MotionConfig, description="Motion gate.")
     uplink: UplinkConfig = Field(default_factory=UplinkConfig, description="MQTT uplink to the cloud.")
     gb28181: GbConfig = Field(default_factory=GbConfig, description="GB/T 28181 SIP server.")
+    recording: RecordingConfig = Field(default_factory=RecordingConfig, description="On-disk recording for 回放.")
     status_port: int = Field(0, ge=0, le=65535, description="Port of the local status endpoint on 127.0.0.1: "
                              "GET /healthz and Prometheus GET /metrics (0 = off).")
     cameras: list[CameraConfig] = Field(default_factory=list, description="Cameras of this box.")

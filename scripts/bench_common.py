@@ -4,8 +4,9 @@
 - `percentile()`, `rate()`: pure arithmetic for the result tables.
 - `cpu_seconds(pid)`: user + system CPU time of a process (all its threads), from /proc.
 - `ReceiverProcess`: `cloud-receiver -c FILE serve` as a subprocess, the way production runs it.
-- `provision()`, `fresh_db()`, `write_receiver_config()`, `wait_rows()`: a receiver's database with a
-  canteen, provisioned devices and an admin token; its config file; polling its alerts table.
+- `provision()`, `fresh_db()`, `write_receiver_config()`, `wait_rows()`: a receiver's database (an
+  SQLite file, or a `postgresql://` URL) with a canteen, provisioned devices and an admin token; its
+  config file; polling its alerts table. `pg_schema()`: a throw-away PostgreSQL schema, dropped after.
 - `make_alert()`: a valid `bk_contract.Alert`; `summarise()`: the median of several rounds.
 - `print_table()`: a plain-text table.
 
@@ -26,6 +27,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -36,6 +38,8 @@ for _p in (ROOT,):
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 
+
+from bench_machine import cpu_facts  # noqa: E402
 
 from bk_contract import Alert  # noqa: E402
 from bk_contract.payloads import AlertBox  # noqa: E402
@@ -105,8 +109,10 @@ def machine_facts(work_dir: Path) -> dict[str, Any]:
         mem_gib = round(int(m.group(1)) / 1024 / 1024, 1) if m else None
     import aiohttp
     import paho.mqtt
+    facts = cpu_facts()
     return {
         "cores": len(os.sched_getaffinity(0)), "cpu": cpu, "mem_gib": mem_gib,
+        "isa": facts["isa"], "avx2": "avx2" in facts["isa"], "avx512_vnni": facts["avx512_vnni"],
         "kernel": platform.release(), "python": platform.python_version(), "sqlite": sqlite3.sqlite_version,
         "mosquitto": _first_line([shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-h"]),
         "paho_mqtt": paho.mqtt.__version__, "aiohttp": aiohttp.__version__,
@@ -216,14 +222,26 @@ def make_alert(device_id: str, n: int, started_at: datetime, tag: str = "T") -> 
 
 @dataclass
 class World:
-    db_path: Path
+    db: Path | str  # the SQLite file, or the postgresql:// URL (search_path in it) of a throw-away schema
     devices: dict[str, str]  # device id -> password
     token: str
 
 
-def provision(broker: Broker, db_path: Path, n_devices: int) -> World:
+def is_pg(db: Path | str) -> bool:
+    return isinstance(db, str) and db.startswith("postgresql")
+
+
+def open_storage(db: Path | str) -> Any:
+    """The receiver's own store of `db` (migrated): SqliteStorage or PostgresStorage."""
+    if is_pg(db):
+        from cloud_receiver.storage.postgres import PostgresStorage
+        return PostgresStorage(str(db))
+    return SqliteStorage(db)
+
+
+def provision(broker: Broker, db: Path | str, n_devices: int) -> World:
     """Canteen, devices (broker accounts via dynsec + rows) and an admin API token in the receiver's DB."""
-    storage = SqliteStorage(db_path)
+    storage = open_storage(db)
     try:
         storage.add_canteen(*CANTEEN)
         devices = {}
@@ -234,7 +252,7 @@ def provision(broker: Broker, db_path: Path, n_devices: int) -> World:
         token = auth.create_token(storage.sql, "admin", "", "bench-admin")
     finally:
         storage.close()
-    return World(db_path, devices, token)
+    return World(db, devices, token)
 
 
 def fresh_db(path: Path, device_ids: list[str]) -> None:
@@ -248,37 +266,64 @@ def fresh_db(path: Path, device_ids: list[str]) -> None:
         storage.close()
 
 
-def write_receiver_config(path: Path, broker: Broker, db_path: Path, log_level: str) -> dict[str, str]:
+def write_receiver_config(path: Path, broker: Broker, db: Path | str, log_level: str,
+                          client_id: str = "bench-receiver-1") -> dict[str, str]:
+    """A receiver's config file; receivers of one benchmark differ by `client_id` (shared subscription)."""
     assert broker.receiver is not None
+    where = f"  url: {db}\n" if is_pg(db) else f"  path: {db}\n"
     path.write_text(
         f"http:\n  host: 127.0.0.1\n  port: {free_port()}\n"
-        f"mqtt:\n  host: {broker.host}\n  port: {broker.port}\n  client_id: bench-receiver-1\n"
+        f"mqtt:\n  host: {broker.host}\n  port: {broker.port}\n  client_id: {client_id}\n"
         f"  username: {broker.receiver[0]}\n  password_env: BK_BENCH_RECEIVER_PASSWORD\n"
-        f"storage:\n  path: {db_path}\n  media_dir: {db_path.parent / 'media'}\n"
+        f"storage:\n{where}  media_dir: {path.parent / 'media'}\n"
         f"log:\n  level: {log_level}\n  format: json\n", encoding="utf-8")
     return {"BK_BENCH_RECEIVER_PASSWORD": broker.receiver[1]}
 
 
-def scalar(db_path: Path, sql: str) -> Any:
-    """One value from a read-only connection."""
-    with contextlib.closing(sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5)) as conn:
-        return conn.execute(sql).fetchone()[0]
+PG_URL_DEFAULT = "postgresql://postgres@127.0.0.1:5432/test"
 
 
-def count_rows(conn: sqlite3.Connection, like: str) -> int:
-    return int(conn.execute("SELECT count(*) FROM alerts WHERE id LIKE ?", (like,)).fetchone()[0])
+@contextlib.contextmanager
+def pg_schema(base_url: str = PG_URL_DEFAULT, prefix: str = "bk_bench") -> Iterator[str]:
+    """A throw-away schema; yields a URL whose search_path is it. Dropped (CASCADE) on the way out."""
+    import secrets
+
+    import psycopg
+    schema = f"{prefix}_{secrets.token_hex(4)}"
+    with psycopg.connect(base_url, autocommit=True) as admin:
+        admin.execute(f"CREATE SCHEMA {schema}")
+        try:
+            yield f"{base_url}{'&' if '?' in base_url else '?'}options=-csearch_path%3D{schema}"
+        finally:
+            admin.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
-def wait_rows(db_path: Path, like: str, want: int, timeout: float, step: float = 0.01) -> tuple[float | None, int]:
-    """Poll a separate read-only connection until `want` alerts match `like`: (perf_counter then or None, count)."""
-    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5)
-    try:
+@contextlib.contextmanager
+def reader(db: Path | str) -> Iterator[Callable[[str, tuple[Any, ...]], Any]]:
+    """A separate read connection to `db`: yields `one(sql, params)` → the first value (`?` parameters)."""
+    if is_pg(db):
+        import psycopg
+        with psycopg.connect(str(db), autocommit=True) as conn:
+            yield lambda sql, params=(): conn.execute(sql.replace("?", "%s"), params).fetchone()[0]
+        return
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as lite:
+        yield lambda sql, params=(): lite.execute(sql, params).fetchone()[0]
+
+
+def scalar(db: Path | str, sql: str) -> Any:
+    """One value from a separate read connection."""
+    with reader(db) as one:
+        return one(sql, ())
+
+
+def wait_rows(db: Path | str, like: str, want: int, timeout: float, step: float = 0.01) -> tuple[float | None, int]:
+    """Poll a separate read connection until `want` alerts match `like`: (perf_counter then or None, count)."""
+    with reader(db) as one:
         deadline = time.perf_counter() + timeout
-        while (got := count_rows(conn, like)) < want and time.perf_counter() < deadline:
+        while (got := int(one("SELECT count(*) FROM alerts WHERE id LIKE ?", (like,)))) < want \
+                and time.perf_counter() < deadline:
             time.sleep(step)
         return (time.perf_counter() if got >= want else None), got
-    finally:
-        conn.close()
 
 
 def make_workload(device_ids: list[str], total: int, tag: str = "T") -> dict[str, list[Alert]]:

@@ -22,6 +22,7 @@ import importlib.util
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -37,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from devkit.localbroker import Broker, free_port, start_broker  # noqa: E402
 
+CONSOLE_PASSWORD = secrets.token_urlsafe(12)  # the demo console account's, made for this run and printed
 CANTEEN = ("canteen-0001", "沙坡头区第一小学食堂", "640502")
 
 
@@ -145,6 +147,9 @@ def start_stack(work: Path, camera: str | None = None, kind: str = "file", echo:
         device_id = re.search(r"device_id: (\d{20})", out).group(1)
         password = re.search(r"password: (\S+)", out).group(1)
         token = run([*cr, "token", "create", "--role", "admin", "--name", "demo-admin"], env).strip().splitlines()[-1]
+        console_env = dict(env, BK_DEMO_CONSOLE_PASSWORD=CONSOLE_PASSWORD)
+        run([*cr, "user", "add", "--name", "demo", "--role", "regulator", "--scope", CANTEEN[2][:6],
+             "--display-name", "演示监管员", "--password-env", "BK_DEMO_CONSOLE_PASSWORD"], console_env)
     except Exception:
         broker.stop()
         raise
@@ -209,12 +214,13 @@ def main() -> int:
     ap.add_argument("--workdir", type=Path, default=ROOT / "var" / "demo")
     args = ap.parse_args()
 
-    print("BrightKitchen demo: camera → edge agent → Mosquitto → cloud receiver (starting…)", flush=True)
+    print("BrightKitchen demo: camera → edge agent → Mosquitto → cloud receiver → console (starting…)", flush=True)
     stack = start_stack(args.workdir, args.rtsp or args.video, "rtsp" if args.rtsp else "file")
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     print(f"""
+  console   {stack.api.removesuffix("/api/v1")}/login   user demo, password {CONSOLE_PASSWORD}  (预警, 学校, 大数据, live video)
   broker    mqtt://127.0.0.1:{stack.broker.port} (dynamic security; device {stack.device_id})
   API       {stack.api}
   token     {stack.admin_token}   (admin; `cloud-receiver token create` makes regulator/canteen tokens)

@@ -127,7 +127,7 @@ def main() -> None:
     if (args.video is None) == (args.coco is None):
         parser.error("give a VIDEO or --coco JSON")
 
-    det = create_detector("tflite", args.model, resize=args.resize, classes=["person"], num_threads=args.threads)
+    det = create_detector("auto", args.model, resize=args.resize, classes=["person"], num_threads=args.threads)
     if args.threshold is None:
         args.threshold = float(det.thresholds[det.labels.index("person")])
     det.score_threshold = min(SWEEP + (args.threshold,))

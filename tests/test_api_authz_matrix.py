@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import pytest
 import pytest_asyncio
-from support.api_kit import DEVICES, make_world
+from support.api_kit import DEVICES, make_world, now
 from support.api_server import seed_alerts
 from support.authz_matrix import HIDDEN, MATRIX, PROBES, ROLES, SEEN, TARGETS, Target, cases
 
 from cloud_receiver.api import PREFIX
+from cloud_receiver.control import commands as control
 
 pytestmark = pytest.mark.unit
 
@@ -23,6 +24,9 @@ NOT_PROBED = {("GET", "/openapi.json"): "public document, the same for everyone"
 async def shared(tmp_path_factory, db_engine):
     w = await make_world(tmp_path_factory.mktemp("authz"), db_engine)
     w.alerts, w.snapshots = seed_alerts(w.storage, w.media_dir)
+    for device in DEVICES.values():  # what "get command" asks about
+        control.record(w.storage.sql, device, control.new_command("status", "ops", now()).model_copy(
+            update={"id": "probe-cmd"}))
     pages = {r["id"]: r["public_json"] for r in w.storage.sql.rows("SELECT id, public_json FROM canteens")}
     yield w, pages
     await w.close()
@@ -76,6 +80,7 @@ async def test_every_route_is_probed(world):
 def _template(path: str) -> str:
     """`/api/v1/alerts/{alert}/review?x=y` -> `/alerts/{id}/review` (the route's own placeholder names)."""
     path = path.split("?")[0][len(PREFIX):]
-    for ours, theirs in (("{alert}", "{id}"), ("{canteen}", "{id}"), ("{snapshot}", "{sha256}")):
+    for ours, theirs in (("{alert}", "{id}"), ("{canteen}", "{id}"), ("{snapshot}", "{sha256}"), ("{device}", "{id}"),
+                         ("probe-cmd", "{cid}"), ("/cam1", "/{camera}")):
         path = path.replace(ours, theirs)
     return path

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 
 import pytest
+import sqlalchemy as sa
 from support.api_kit import ago, make_world
 
 from cloud_receiver.api import ApiSettings
@@ -179,13 +181,55 @@ async def test_stream_ticket_opens_the_stream_without_a_header_until_its_token_i
     assert (await world.client.get(f"/api/v1/alerts/stream?ticket={fresh}")).status == 401
 
 
-def test_tickets_are_stored_as_digests_and_bounded():
+def _ticket_db(tmp_path):
+    """A migrated SQLite database for StreamTickets (its `sql`), and a clock that moves one second per reading."""
+    from cloud_receiver.storage.sqlite import SqliteStorage
+    storage = SqliteStorage(tmp_path / "tickets.db")
+    seconds = itertools.count(1_000_000)
+    return storage, lambda: float(next(seconds))
+
+
+def test_tickets_are_stored_as_digests_and_bounded(tmp_path):
+    """Only a ticket's digest reaches the database, and at most `max_tickets` live at once (the oldest go)."""
     from cloud_receiver.admin.auth import StreamTickets, token_digest
-    t = StreamTickets(ttl_s=60, clock=lambda: 0.0, max_tickets=3)
+    from cloud_receiver.storage.schema import stream_tickets
+    storage, clock = _ticket_db(tmp_path)
+    t = StreamTickets(storage.sql, ttl_s=60, clock=clock, max_tickets=3)
     made = [t.issue(f"sha{n}") for n in range(5)]
-    assert all(m not in repr(t._tickets) for m in made)  # noqa: SLF001 - only digests are kept
-    assert token_digest(made[4]) in t._tickets and len(t._tickets) == 3  # noqa: SLF001
+    rows = storage.sql.all(sa.select(stream_tickets))
+    assert len(rows) == 3 and all(m not in repr(rows) for m in made)
+    assert token_digest(made[4]) in {r["ticket_sha256"] for r in rows}
     assert [t.token_sha256(m) for m in made] == [None, None, "sha2", "sha3", "sha4"]
+    storage.close()
+
+
+def test_one_token_cannot_crowd_out_the_others_tickets(tmp_path):
+    """A token holding `per_token` tickets loses its oldest to a new one; another token's ticket stays."""
+    from cloud_receiver.admin.auth import StreamTickets
+    storage, clock = _ticket_db(tmp_path)
+    t = StreamTickets(storage.sql, clock=clock, max_tickets=100, per_token=5)
+    theirs = t.issue("victim")
+    mine = [t.issue("greedy") for _ in range(30)]
+    assert t.token_sha256(theirs) == "victim"
+    assert [t.token_sha256(m) for m in mine[-5:]] == ["greedy"] * 5 and t.token_sha256(mine[0]) is None
+    storage.close()
+
+
+def test_tickets_are_shared_through_the_database_and_expired_ones_purged(tmp_path):
+    """A ticket one receiver issued opens on another over the same database; an expired one is refused, then purged."""
+    from cloud_receiver.admin.auth import StreamTickets
+    from cloud_receiver.storage.schema import stream_tickets
+    storage, _ = _ticket_db(tmp_path)
+    now = [1_000_000.0]
+    a = StreamTickets(storage.sql, ttl_s=60, clock=lambda: now[0])
+    b = StreamTickets(storage.sql, ttl_s=60, clock=lambda: now[0])
+    ticket = a.issue("sha-a")
+    assert b.token_sha256(ticket) == "sha-a"
+    now[0] += 61
+    assert b.token_sha256(ticket) is None
+    b.issue("sha-b")
+    assert [r["token_sha256"] for r in storage.sql.all(sa.select(stream_tickets))] == ["sha-b"]
+    storage.close()
 
 
 async def test_odd_last_event_ids_resync_and_the_stream_goes_on(world):
@@ -225,12 +269,3 @@ async def test_events_for_others_still_move_the_resume_point(world):
     assert line.decode().strip() == f"id: {hub.epoch}-{hub.seq}"
     assert await resp.content.readline() == b"\n"  # no data: nothing is dispatched, only lastEventId moves
     resp.close()
-
-
-def test_one_token_cannot_crowd_out_the_others_tickets():
-    from cloud_receiver.admin.auth import StreamTickets
-    t = StreamTickets(clock=lambda: 0.0, max_tickets=100, per_token=5)
-    theirs = t.issue("victim")
-    mine = [t.issue("greedy") for _ in range(200)]
-    assert t.token_sha256(theirs) == "victim"
-    assert [t.token_sha256(m) for m in mine[-5:]] == ["greedy"] * 5 and t.token_sha256(mine[0]) is None

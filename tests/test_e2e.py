@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -82,6 +83,8 @@ def test_alert_reaches_the_api_with_the_snapshot_the_box_made(stack: Stack) -> N
     files = {hashlib.sha256(p.read_bytes()).hexdigest() for p in media if p.is_file()}
     assert set(stored.values()) <= files  # stored on disk by content hash
     assert all(a["type"] == "intrusion_off_hours" or a["type"] in {"phone_use", "animal"} for a in cloud_alerts(stack))
+    with urllib.request.urlopen(stack.api.removesuffix("/api/v1") + "/login", timeout=10) as page:  # the console
+        assert page.status == 200 and "明厨亮灶" in page.read().decode()
 
 
 def box_types(stack: Stack) -> list[tuple[str, str]]:

@@ -36,7 +36,7 @@ def test_pragmas_and_migrations(tmp_path):
     box = open_box(tmp_path)
     names = [r[0] for r in box.db.execute("SELECT name FROM _sqlite_migrations WHERE migration_set = ?",
                                           ["edge_agent.outbox.store"])]
-    assert names == ["m001_initial"]
+    assert names == ["m001_initial", "m002_commands_seen"]
     box.close()
 
 

@@ -60,7 +60,7 @@ async def test_new_alert_reaches_canteen_and_jurisdiction_robots(setup):
     assert kinds == ["dingtalk", "wecom"] and fake.bad_signatures == 0
     text = fake.received[0][2]
     assert text.startswith("【明厨亮灶预警】第一中学食堂 后厨1 检测到 未戴口罩")
-    assert text.endswith(f"前整改。查看：https://bk.example/api/v1/media/{row['snapshot_sha256']}")
+    assert text.endswith(f"前整改。查看：https://bk.example/alerts/{row['id']}")  # the console's page of the alert
     newer = Alert(id="PUSH1", device_id=row["device_id"], camera_id="cam1", type="no_mask", rev=1, state="end",
                   started_at=ago(minutes=5))
     w.client.app[API_CONTEXT].hub.publish(w.storage.upsert_alert(newer, "2099-01-01T00:00:00.000Z").row)

@@ -16,12 +16,13 @@ A browser's EventSource cannot send headers, so the SSE stream also takes a stre
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -30,7 +31,7 @@ from aiohttp import web
 
 from bk_common.logs import say
 from cloud_receiver.storage.db import Db
-from cloud_receiver.storage.schema import canteens, tokens
+from cloud_receiver.storage.schema import canteens, stream_tickets, tokens
 
 log = structlog.get_logger(__name__)
 
@@ -45,6 +46,7 @@ PRINCIPAL = web.RequestKey("principal", object)  # value is a Principal
 TOKEN_SHA256 = web.RequestKey("token_sha256", str)  # digest of the token behind the request (bearer or ticket)
 TICKET = web.RequestKey("ticket", str)  # the stream ticket, when the request came with one
 STREAM_PATH = "/api/v1/alerts/stream"
+LIVE_PATH = "/api/v1/live/"  # live video WebSockets: a browser cannot send headers there either
 TICKET_PREFIX = "bkt_"
 TICKET_TTL_S = 12 * 3600.0
 
@@ -127,37 +129,49 @@ def lookup_digest(db: Db, digest: str) -> Principal | None:
 
 
 class StreamTickets:
-    """Stream tickets, in memory only (a restart forgets them: the client asks for a new one).
+    """Stream tickets, kept in the database (`stream_tickets`), so a ticket one receiver issued opens the
+    stream on every receiver of the deployment.
 
     Kept as sha256(ticket) -> (sha256 of the issuing token, expiry); every use looks the token up
     again, so revoking the token ends its tickets (and open streams check again every keepalive).
-    At most `per_token` per token and `max_tickets` in all live at once (the oldest go).
+    At most `per_token` per token and `max_tickets` in all live at once (the oldest go); expired rows
+    are deleted whenever a ticket is issued. `clock` is wall-clock seconds (the expiry is a timestamp
+    every receiver compares with its own clock).
     """
 
-    def __init__(self, ttl_s: float = TICKET_TTL_S, clock: Callable[[], float] = time.monotonic,
+    def __init__(self, db: Db, ttl_s: float = TICKET_TTL_S, clock: Callable[[], float] = time.time,
                  max_tickets: int = 10_000, per_token: int = 20) -> None:
-        self.ttl_s, self.clock, self.max_tickets, self.per_token = ttl_s, clock, max_tickets, per_token
-        self._tickets: dict[str, tuple[str, float]] = {}
+        self.db, self.ttl_s, self.clock, self.max_tickets, self.per_token = db, ttl_s, clock, max_tickets, per_token
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self.clock(), UTC)
 
     def issue(self, token_sha256: str) -> str:
         """A new ticket; a token's oldest ticket goes when it holds `per_token` (one token cannot crowd out others)."""
-        now = self.clock()
-        self._tickets = {k: v for k, v in self._tickets.items() if v[1] > now}
-        mine = [k for k, v in self._tickets.items() if v[0] == token_sha256]
-        for k in mine[:max(0, len(mine) - self.per_token + 1)]:
-            del self._tickets[k]
-        while len(self._tickets) >= self.max_tickets:
-            del self._tickets[next(iter(self._tickets))]
-        ticket = TICKET_PREFIX + secrets.token_urlsafe(32)
-        self._tickets[token_digest(ticket)] = (token_sha256, now + self.ttl_s)
+        t = stream_tickets.c
+        now = self._now()
+        oldest_first = (t.expires_at, t.ticket_sha256)
+        with self.db.write() as conn:
+            conn.execute(stream_tickets.delete().where(t.expires_at <= now))
+            mine = sa.select(t.ticket_sha256).where(t.token_sha256 == token_sha256).order_by(*oldest_first)
+            drop = [r["ticket_sha256"] for r in self.db.all(mine, conn)]
+            drop = drop[:max(0, len(drop) - self.per_token + 1)]
+            total = self.db.scalar(sa.select(sa.func.count()).select_from(stream_tickets), conn) - len(drop)
+            if total >= self.max_tickets:
+                others = sa.select(t.ticket_sha256).where(t.ticket_sha256.not_in(drop)).order_by(*oldest_first)
+                drop += [r["ticket_sha256"] for r in self.db.all(others.limit(total - self.max_tickets + 1), conn)]
+            if drop:
+                conn.execute(stream_tickets.delete().where(t.ticket_sha256.in_(drop)))
+            ticket = TICKET_PREFIX + secrets.token_urlsafe(32)
+            conn.execute(stream_tickets.insert().values(ticket_sha256=token_digest(ticket), token_sha256=token_sha256,
+                                                        expires_at=now + timedelta(seconds=self.ttl_s)))
         return ticket
 
     def token_sha256(self, ticket: str) -> str | None:
         """The digest of the token that issued this ticket, or None if unknown or expired."""
-        found = self._tickets.get(token_digest(ticket))
-        if found is None or found[1] <= self.clock():
-            return None
-        return found[0]
+        t = stream_tickets.c
+        return self.db.scalar(sa.select(t.token_sha256).where(t.ticket_sha256 == token_digest(ticket),
+                                                              t.expires_at > self._now()))
 
 
 def bearer(header: str | None) -> str | None:
@@ -171,10 +185,17 @@ def bearer(header: str | None) -> str | None:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+# set by the web console: request -> (Principal, CSRF token) of its session cookie, or None
+SESSION_RESOLVER = web.AppKey("session_resolver", object)
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
 def auth_middleware(get_db: Callable[[web.Application], Db],
                     error: Callable[[int, str, str], web.Response],
                     get_tickets: Callable[[web.Application], StreamTickets | None] | None = None) -> Any:
-    """Middleware setting `request[PRINCIPAL]`; answers 401 for a missing or invalid token or ticket."""
+    """Middleware setting `request[PRINCIPAL]`; answers 401 for a missing or invalid token or ticket.
+    Without either, the web console's session cookie counts (`SESSION_RESOLVER`), for a write only with
+    the session's CSRF token in `X-CSRF-Token` (403 otherwise)."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -188,7 +209,7 @@ def auth_middleware(get_db: Callable[[web.Application], Db],
             principal = lookup_digest(get_db(request.app), request[TOKEN_SHA256])
             if principal is None:
                 return error(401, "invalid_token", "the bearer token is unknown or revoked")
-        elif path == STREAM_PATH and "ticket" in request.query and get_tickets is not None:
+        elif (path == STREAM_PATH or path.startswith(LIVE_PATH)) and "ticket" in request.query and get_tickets is not None:
             tickets = get_tickets(request.app)
             digest = tickets.token_sha256(request.query["ticket"]) if tickets is not None else None
             principal = lookup_digest(get_db(request.app), digest) if digest else None
@@ -197,6 +218,12 @@ def auth_middleware(get_db: Callable[[web.Application], Db],
             if principal is None:
                 return error(401, "invalid_ticket", "the stream ticket is unknown, expired or its token revoked; "
                              "get a new one with POST /api/v1/alerts/stream/tickets")
+        elif callable(resolve := request.app.get(SESSION_RESOLVER)) and (session := resolve(request)) is not None:
+            principal, csrf = session  # the console's session cookie; a write also needs its CSRF token
+            if request.method not in SAFE_METHODS and not hmac.compare_digest(
+                    request.headers.get("X-CSRF-Token", "").encode(), csrf.encode()):
+                return error(403, "csrf_required", "a request with the console's session cookie needs the "
+                             "session's `X-CSRF-Token` header")
         if principal is None:
             if not path.startswith(PUBLIC_PATHS + PUBLIC_OPTIONAL_PATHS):
                 return error(401, "unauthenticated", "this endpoint needs an `Authorization: Bearer <token>` header")

@@ -35,10 +35,12 @@ def device_role(device_id: str) -> str:
 
 
 def device_commands(device_id: str, password: str) -> list[dict[str, Any]]:
-    """Role + client of one device: publish under its own prefix, subscribe to its own cmd topic only."""
+    """Role + client of one device: publish under its own prefix (but not its own commands: only receivers
+    may, which is a command's proof of origin), subscribe to its own cmd topic only."""
     role = device_role(device_id)
     return [
         {"command": "createRole", "rolename": role, "textname": f"device {device_id}", "acls": [
+            {"acltype": "publishClientSend", "topic": f"bk/v1/{device_id}/cmd", "priority": 1, "allow": False},
             {"acltype": "publishClientSend", "topic": f"bk/v1/{device_id}/#", "priority": 0, "allow": True},
             {"acltype": "subscribeLiteral", "topic": f"bk/v1/{device_id}/cmd", "priority": 0, "allow": True},
         ]},
@@ -53,6 +55,7 @@ def receiver_commands(username: str, password: str, group: str = "receivers") ->
     acls = [{"acltype": "subscribeLiteral", "topic": t, "priority": 0, "allow": True} for t in topics]
     acls += [{"acltype": "unsubscribeLiteral", "topic": t, "priority": 0, "allow": True} for t in topics]
     acls.append({"acltype": "publishClientSend", "topic": "bk/v1/+/cmd", "priority": 0, "allow": True})
+    acls.append({"acltype": "subscribeLiteral", "topic": "bk/v1/+/live/+", "priority": 0, "allow": True})  # not shared
     return [
         {"command": "createRole", "rolename": RECEIVER_ROLE, "textname": "cloud receivers", "acls": acls},
         {"command": "createClient", "username": username, "password": password, "textname": "cloud receiver",

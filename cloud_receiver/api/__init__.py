@@ -14,12 +14,12 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from cloud_receiver.admin import auth
-from cloud_receiver.api import alerts, public_page, resources, stream
+from cloud_receiver.api import alerts, commands, export, ledgers, live, public_page, resources, stream
 from cloud_receiver.api.context import API_CONTEXT, ApiContext, ApiSettings, ctx
 from cloud_receiver.api.errors import error_middleware, json_error
 from cloud_receiver.api.http import json_response, security_headers
 from cloud_receiver.api.openapi import DOCUMENT
-from cloud_receiver.appkeys import ALERT_HUB, CONFIG, STORAGE
+from cloud_receiver.appkeys import ALERT_HUB, COMMAND_PUBLISHER, CONFIG, LIVE_RELAY, STORAGE
 from cloud_receiver.push.robots import PushSettings
 from cloud_receiver.push.wiring import push_ctx
 from cloud_receiver.storage.db import Db
@@ -38,6 +38,9 @@ ROUTES: tuple[tuple[str, str, object], ...] = (
     ("GET", "/canteens", resources.list_canteens),
     ("GET", "/devices", resources.list_devices),
     ("GET", "/cameras", resources.list_cameras),
+    ("POST", "/devices/{id}/commands", commands.send_command),
+    ("GET", "/devices/{id}/commands/{cid}", commands.get_command),
+    ("GET", "/live/{id}/{camera}", live.live_socket),
     ("GET", "/alerts", alerts.list_alerts),
     ("GET", "/alerts/stream", stream.alert_stream),  # before /alerts/{id}
     ("POST", "/alerts/stream/tickets", stream.create_ticket),
@@ -49,6 +52,9 @@ ROUTES: tuple[tuple[str, str, object], ...] = (
     ("GET", "/stats", resources.get_stats),
     ("GET", "/public/canteens/{id}", resources.public_canteen),
     ("PATCH", "/canteens/{id}/public", public_page.edit_public_page),
+    *ledgers.ROUTES,  # the canteens' ledgers (自律台账), docs/ledgers.md
+    ("GET", "/export/changes", export.export_changes),
+    ("GET", "/export/canteens", export.export_canteens),
 )
 
 
@@ -76,8 +82,10 @@ def setup_api(app: web.Application, *, settings: ApiSettings | None = None,
 
 async def _api_ctx(app: web.Application) -> AsyncIterator[None]:
     app[API_CONTEXT] = ApiContext(storage=app[STORAGE], hub=app.get(ALERT_HUB),
-                                  media_dir=app[CONFIG].storage.media_dir, settings=app[API_SETTINGS])
-    async with push_ctx(app[API_CONTEXT], app[PUSH_SETTINGS]):
+                                  media_dir=app[CONFIG].storage.media_dir, settings=app[API_SETTINGS],
+                                  publisher=app.get(COMMAND_PUBLISHER), live=app.get(LIVE_RELAY),
+                                  tickets=auth.StreamTickets(app[STORAGE].sql))  # in the database: good on every receiver
+    async with push_ctx(app[API_CONTEXT], app[PUSH_SETTINGS], lease_s=app[CONFIG].push.claim_lease_s):
         yield
 
 

@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter
 
+from bk_contract.payloads import CommandName
+from cloud_receiver.control.commands import TTL_DEFAULT_S, TTL_MAX_S
 from cloud_receiver.workflow.rectify import NOTE_MAX
 
 DATE_TIME = {"type": "string", "format": "date-time",
@@ -62,6 +64,24 @@ class RectificationJson(_Body):
     photo_base64: Annotated[str, AfterValidator(_jpeg_base64), Field(
         min_length=4, json_schema_extra={"pattern": JPEG_BASE64, "contentEncoding": "base64",
                                          "contentMediaType": "image/jpeg"})]
+
+
+class LedgerPhotoJson(_Body):
+    """A ledger photo (`POST /canteens/{id}/ledger-photos`) sent as JSON."""
+
+    photo_base64: Annotated[str, AfterValidator(_jpeg_base64), Field(
+        min_length=4, json_schema_extra={"pattern": JPEG_BASE64, "contentEncoding": "base64",
+                                         "contentMediaType": "image/jpeg"})]
+
+
+class CommandBody(_Body):
+    """A command to a box (`POST /devices/{id}/commands`)."""
+
+    name: CommandName
+    camera_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] | None = None
+    args: dict[Annotated[str, Field(max_length=64)], str | int | float | bool] = Field(default_factory=dict,
+                                                                                     max_length=32)
+    ttl_s: int = Field(TTL_DEFAULT_S, ge=5, le=TTL_MAX_S, description="How long the box may still act on it (s).")
 
 
 def schema_of(model: Any) -> dict[str, Any]:

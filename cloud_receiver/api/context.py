@@ -38,7 +38,9 @@ class ApiContext:
     canteens: dict[str, tuple[float, str, str]] = field(default_factory=dict)  # id -> (read at, name, jurisdiction)
     streams: dict[str, int] = field(default_factory=dict)  # token sha256 -> open alert streams
     pusher: Any = None  # cloud_receiver.push.robots.Pusher while the app runs
-    tickets: StreamTickets = field(default_factory=StreamTickets)  # SSE stream tickets (in memory)
+    publisher: Any = None  # cloud_receiver.control.publisher.CommandPublisher when the app has MQTT
+    live: Any = None  # cloud_receiver.live.relay.LiveRelay when the app has MQTT
+    tickets: StreamTickets | None = None  # SSE stream tickets, in the database (every receiver honours them)
 
     def now(self) -> datetime:
         from datetime import UTC

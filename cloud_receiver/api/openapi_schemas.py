@@ -9,9 +9,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from bk_contract.violations import VIOLATION_NAMES
-from cloud_receiver.api.bodies import DeadlineBody, RectificationJson, Review, Said, schema_of
+from bk_contract.violations import ALERT_TYPE_NAMES, VIOLATION_NAMES
+from cloud_receiver.api.bodies import (
+    CommandBody,
+    DeadlineBody,
+    LedgerPhotoJson,
+    RectificationJson,
+    Review,
+    Said,
+    schema_of,
+)
 from cloud_receiver.api.public_page import Licence, PublicPage, Sampling
+from cloud_receiver.ledgers.models import CORRECTIONS as LEDGER_CORRECTIONS
+from cloud_receiver.ledgers.models import KINDS as LEDGER_KINDS
+from cloud_receiver.ledgers.models import CommentBody, MorningCheckBatch
+from cloud_receiver.workflow.export_feed import KINDS
 from cloud_receiver.workflow.rectify import STATUSES
 
 
@@ -48,7 +60,7 @@ CANTEEN_ID = {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$"}
 
 _ALERT = {
     "id": STR, "device_id": STR, "canteen_id": nullable(STR), "canteen_name": nullable(STR), "camera_id": STR,
-    "type": {"enum": list(VIOLATION_NAMES)}, "type_name": {"type": "string", "description": "Chinese name."},
+    "type": {"enum": list(ALERT_TYPE_NAMES)}, "type_name": {"type": "string", "description": "Chinese name."},
     "level": {"enum": ["info", "warning", "critical"]}, "state": {"enum": ["start", "update", "end"]},
     "rev": INT, "started_at": TIME, "ended_at": nullable(TIME), "score": nullable({"type": "number"}),
     "boxes": {"type": "array", "items": {"type": "object"}}, "detail": STR,
@@ -85,6 +97,14 @@ SCHEMAS: dict[str, Any] = {
     "Licence": schema_of(Licence),
     "Sampling": schema_of(Sampling),
     "DeadlineBody": schema_of(DeadlineBody),
+    "CommandBody": schema_of(CommandBody),
+    "Command": obj({"id": STR, "device_id": STR, "name": STR, "camera_id": nullable(STR),
+                    "args": {"type": "object"}, "issuer": STR, "issued_at": TIME, "expires_at": TIME,
+                    "published_at": nullable(STR), "answered_at": nullable(STR),
+                    "state": {"enum": ["pending", "ok", "failed", "expired", "not_sent"]}, "error": STR,
+                    "data": {"type": "object"},
+                    "upload": nullable(obj({"done": {"type": "boolean"}, "received_bytes": INT,
+                                            "bytes": nullable(INT), "sha256": STR}))}),
     "ReviewBody": schema_of(Review),
     "RectificationJson": schema_of(RectificationJson),
     "RectificationForm": obj({
@@ -98,3 +118,70 @@ for _name, _model in (("PublicPageEdit", PublicPage),):
     SCHEMAS[_name] = _schema
 for _name in ("ReviewBody",):  # the union's members, referenced by its oneOf
     SCHEMAS.update(SCHEMAS[_name].pop("$defs", {}))
+
+# the export for an upper platform (api/export.py, workflow/export_feed.py)
+_RATE = nullable({"type": "number", "minimum": 0, "maximum": 1})
+_EXPORT_COUNTS = ("total", "pending", "overdue", "submitted", "approved")
+SCHEMAS.update({
+    "ExportChange": obj({
+        "seq": {**INT, "description": "Sequence number of the change: unique, increasing in feed order."},
+        "kind": {"enum": list(KINDS)}, "changed_at": TIME, "jurisdiction": nullable(STR),
+        "alert": {**ref("AlertDetail"), "description": "The alert as it is now (not as it was at the change)."}}),
+    "ExportChanges": obj({"items": {"type": "array", "items": ref("ExportChange")},
+                          "next_cursor": {**CURSOR, "description": "Where to go on from; keep it, also from a last page."},
+                          "has_more": {"type": "boolean", "description": "More changes are ready now: ask again at once."}}),
+    "ExportDevices": obj({"total": INT, "online": INT, "online_rate": _RATE, "last_seen": nullable(TIME)}),
+    "ExportAlerts": obj({**{k: INT for k in _EXPORT_COUNTS}, "rectification_rate": _RATE, "closure_rate": _RATE}),
+    "ExportCanteen": obj({"canteen_id": STR, "canteen_name": STR, "jurisdiction": STR, "devices": ref("ExportDevices"),
+                          "alerts": ref("ExportAlerts")}),
+    "ExportCanteens": obj({"as_of": TIME, "since": TIME, "until": TIME,
+                           "items": {"type": "array", "items": ref("ExportCanteen")},
+                           "totals": obj({"canteens": INT, "devices": ref("ExportDevices"), "alerts": ref("ExportAlerts")})}),
+})
+
+# the canteens' ledgers (api/ledgers.py, cloud_receiver/ledgers/, docs/ledgers.md)
+_LEDGER_MODELS = [k.model for k in LEDGER_KINDS.values()] + [MorningCheckBatch]
+for _model in [*_LEDGER_MODELS, *LEDGER_CORRECTIONS.values(), LedgerPhotoJson, CommentBody]:
+    _schema = schema_of(_model)
+    SCHEMAS.update(_schema.pop("$defs", {}))
+    SCHEMAS[_model.__name__] = _schema
+_DAY = {"type": "string", "format": "date"}
+_ENTRY = {"id": STR, "kind": {"enum": list(LEDGER_KINDS)}, "kind_name": {**STR, "description": "Chinese name."},
+          "canteen_id": STR, "day": _DAY, "revision": INT,
+          "data": {"type": "object", "description": "The entry's fields, as the ledger's model describes them."},
+          "created_by": STR, "created_role": {"enum": ["admin", "canteen"]}, "created_at": TIME,
+          "edited_by": nullable(STR), "edited_at": nullable(TIME), "reason": nullable(STR),
+          "current": {"type": "boolean", "description": "false: an older revision, corrected by a later one."},
+          "editable_until": {**TIME, "description": "Until then the canteen may still change it in place (PUT)."}}
+_SUPPLIER = {"supplier": {**nullable(ref("SupplierState")), "description": "Purchases only: the supplier and the "
+                                                                            "state of its licence on the delivery day."}}
+_N = nullable(STR)
+SCHEMAS.update({
+    "LedgerEntryBody": {"anyOf": [ref(m.__name__) for m in _LEDGER_MODELS[:-1]],
+                        "description": "The fields of an entry of the ledger named in the path."},
+    "LedgerCorrectionBody": {"anyOf": [ref(m.__name__) for m in LEDGER_CORRECTIONS.values()]},
+    "SupplierState": obj({"id": STR, "name": _N, "credit_code": _N, "licence_no": _N, "licence_expiry": nullable(_DAY),
+                          "licence_photo_sha256": _N, "active": {"type": "boolean"},
+                          "licence_state": {"enum": ["valid", "expiring", "expired", "unknown"]}}),
+    "LedgerEntry": obj(_ENTRY, _SUPPLIER),
+    "LedgerComment": obj({"id": INT, "author": STR, "role": STR, "text": STR, "at": TIME}),
+    "LedgerEntryDetail": obj({**_ENTRY, "revisions": {"type": "array", "items": ref("LedgerEntry")},
+                              "comments": {"type": "array", "items": ref("LedgerComment")}}, _SUPPLIER),
+    "LedgerPage": obj({"items": {"type": "array", "items": ref("LedgerEntry")}, "next_cursor": nullable(CURSOR)}),
+    "LedgerEntries": obj({"items": {"type": "array", "items": ref("LedgerEntry")}}),
+    "LedgerPhoto": obj({"sha256": SHA256, "url": STR}),
+    "LedgerPhotoForm": obj({"photo": {"type": "string", "format": "binary", "contentMediaType": "image/jpeg"}},
+                           additionalProperties=False),
+    "LedgerDay": obj({
+        "canteen": obj({"id": STR, "name": STR}), "day": _DAY,
+        "morning_checks": {"type": "array", "items": obj({**_ENTRY, "staff": nullable(obj({
+            "id": STR, "name": _N, "position": _N, "health_cert_no": _N, "health_cert_expiry": nullable(_DAY),
+            "health_cert_state": {"enum": ["valid", "expiring", "expired", "unknown"]}}))})},
+        "working": {"type": "array", "items": STR, "description": "Names of the people checked fit to work."},
+        "not_checked": {"type": "array", "items": obj({"id": STR, "name": _N, "position": _N})},
+        "purchases": {"type": "array", "items": ref("LedgerEntry")},
+        **{k: {"type": "array", "items": ref("LedgerEntry")}
+           for k in ("samples", "disinfection", "waste", "gatherings", "additives", "photos")},
+        "alerts": {"type": "array", "items": obj({"id": STR, "type": {"enum": list(ALERT_TYPE_NAMES)},
+                                                  "detail": _N, "status": STR, "started_at": TIME})}}),
+})

@@ -15,6 +15,7 @@ app stops. A token holds at most `sse_max_streams_per_token` open streams and th
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import re
@@ -23,7 +24,7 @@ import time
 import structlog
 from aiohttp import web
 
-from cloud_receiver.admin.auth import TICKET, TOKEN_SHA256, Principal, lookup_digest, principal_of
+from cloud_receiver.admin.auth import SESSION_RESOLVER, TICKET, TOKEN_SHA256, Principal, lookup_digest, principal_of
 from cloud_receiver.api.alerts import _require_login
 from cloud_receiver.api.context import ApiContext, ctx
 from cloud_receiver.api.errors import ApiError
@@ -59,6 +60,9 @@ BUSY_RETRY_S = 30  # `Retry-After` of a stream refused for too many open ones
 
 EVENT_SEQ = re.compile(r"[0-9]{1,18}")
 ID_EVERY = 100  # events not for this client in a row after which its resume point is moved on anyway
+RENDERED_MAX = 4096  # events kept rendered, so every stream that may see a row sends the same bytes made once
+RENDERED_FOR_S = 1.0  # how long a rendered event is reused (its status depends on the time: overdue)
+_rendered: collections.OrderedDict[tuple[str, int], tuple[float, bytes]] = collections.OrderedDict()
 
 
 def resume_point(last_event_id: str | None, epoch: str, current_seq: int) -> tuple[int | None, str | None]:
@@ -83,38 +87,53 @@ def resync_event(reason: str) -> bytes:
 
 
 def credential_valid(request: web.Request, c: ApiContext) -> bool:
-    """Whether the token (or ticket) that opened this request still holds: checked again while a stream is open."""
+    """Whether the token, ticket or console session that opened this request still holds: checked again
+    while a stream is open (a session ends on logout, disable, password change or expiry)."""
     digest = request.get(TOKEN_SHA256)
-    if digest is None or lookup_digest(c.storage.sql, digest) is None:
+    if digest is None:
+        resolve = request.app.get(SESSION_RESOLVER)
+        return callable(resolve) and resolve(request) is not None
+    if lookup_digest(c.storage.sql, digest) is None:
         return False
     ticket = request.get(TICKET)
     return ticket is None or c.tickets.token_sha256(ticket) == digest
 
 
 class _Stream:
-    """One client's stream: what it was sent, and its resume point (the seq in the last `id:` it got)."""
+    """One client's stream: what it was sent, and its resume point (the seq in the last `id:` it got).
+
+    `offer` and `mark` collect the bytes to send; `flush` writes them in one go (a burst of alerts is one
+    write, not one per event: a stream keeps up with a flood)."""
 
     def __init__(self, resp: web.StreamResponse, c: ApiContext, p: Principal, epoch: str) -> None:
         self.resp, self.c, self.p, self.epoch = resp, c, p, epoch
         self.taken = 0  # last seq taken from the hub
         self.marked = 0  # last seq the client was given as an id
         self.skipped = 0  # events in a row not for this client
+        self._out: list[bytes] = []
 
-    async def offer(self, seq: int, row: dict) -> None:
+    def offer(self, seq: int, row: dict) -> None:
         self.taken = seq
-        if await _send(self.resp, self.c, self.p, self.epoch, seq, row):
+        event = _event(self.c, self.p, self.epoch, seq, row)
+        if event is not None:
+            self._out.append(event)
             self.marked, self.skipped = seq, 0
             return
         self.skipped += 1
         if self.skipped >= ID_EVERY:  # a busy hub with nothing for us: keep the resume point near
-            await self.mark(b"")
+            self.mark(b"")
 
-    async def mark(self, comment: bytes) -> None:
+    def mark(self, comment: bytes) -> None:
         """A comment, with an id-only line when the resume point moved (it updates lastEventId, dispatches nothing)."""
         line = f"id: {self.epoch}-{self.taken}\n".encode() if self.taken > self.marked else b""
         if line or comment:
-            await self.resp.write(comment + line + b"\n")
+            self._out.append(comment + line + b"\n")
         self.marked, self.skipped = max(self.marked, self.taken), 0
+
+    async def flush(self) -> None:
+        if self._out:
+            data, self._out = b"".join(self._out), []
+            await self.resp.write(data)
 
 
 def _admit(c: ApiContext, digest: str) -> None:
@@ -167,7 +186,8 @@ async def _serve_stream(request: web.Request, c: ApiContext, p: Principal, hub: 
             else:
                 out.taken = out.marked = after
                 for seq, row in missed:
-                    await out.offer(seq, row)
+                    out.offer(seq, row)
+                await out.flush()
                 after = out.taken
         if reason is not None:
             log.info("sse_resync", principal=p.name, reason=reason)
@@ -190,16 +210,20 @@ async def _serve_stream(request: web.Request, c: ApiContext, p: Principal, hub: 
                     with contextlib.suppress(asyncio.CancelledError):
                         await get
                     if not c.stop.is_set():
-                        await out.mark(b": keepalive\n")
+                        out.mark(b": keepalive\n")
+                        await out.flush()
                     continue
+                burst = [get.result()]  # and what else is waiting: one write for all of it
+                while not sub.queue.empty():
+                    burst.append(sub.queue.get_nowait())
                 if sub.lost != lost:  # we fell behind and the hub dropped rows for us
                     lost = sub.lost
                     log.warning("sse_resync", principal=p.name, reason="client_too_slow", lost=lost)
                     await resp.write(resync_event("client_too_slow"))
-                seq, row = get.result()
-                if after is not None and seq <= after:
-                    continue  # already sent by the replay
-                await out.offer(seq, row)
+                for seq, row in burst:
+                    if after is None or seq > after:  # else already sent by the replay
+                        out.offer(seq, row)
+                await out.flush()
         finally:
             stop.cancel()
     except ConnectionResetError as err:  # the client went away: ordinary, one line
@@ -225,13 +249,20 @@ async def create_ticket(request: web.Request) -> web.Response:
                               "url": f"/api/v1/alerts/stream?ticket={ticket}"})
 
 
-async def _send(resp: web.StreamResponse, c: ApiContext, p: Principal, epoch: str, seq: int, row: dict) -> bool:
-    """Write the event if this client may see it; whether it did."""
+def _event(c: ApiContext, p: Principal, epoch: str, seq: int, row: dict) -> bytes | None:
+    """The event of this row, or None when this client may not see it."""
     canteen = canteen_of(c, row.get("canteen_id"))
     if not p.can_see(row.get("canteen_id"), canteen[1] if canteen else None):
-        return False
+        return None
+    key, now = (epoch, seq), time.monotonic()  # the hub's epoch is random per run: one key, one row
+    made = _rendered.get(key)
+    if made is not None and now - made[0] < RENDERED_FOR_S:
+        return made[1]
     event = "alert" if row.get("received_at") == row.get("updated_at") else "alert_update"
     view = queries.alert_view({**row, "canteen_name": canteen[0] if canteen else None}, c.now(),
                               c.settings.default_deadline_hours)
-    await resp.write(sse_event(event, f"{epoch}-{seq}", view))
-    return True
+    data = sse_event(event, f"{epoch}-{seq}", view)
+    _rendered[key] = (now, data)
+    if len(_rendered) > RENDERED_MAX:
+        _rendered.popitem(last=False)
+    return data

@@ -196,11 +196,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_token_commands(sub: Any) -> None:
-    """`token …` (cloud_receiver.admin.auth) and `webhook …` (push robots): they act on the database."""
+    """`token …` (cloud_receiver.admin.auth), `user …` (console accounts, .admin.accounts) and `webhook …`
+    (push robots): they act on the database."""
+    from cloud_receiver.admin.accounts import register_user_cli
     from cloud_receiver.admin.auth import register_token_cli
     from cloud_receiver.push.wiring import register_webhook_cli
     before = set(sub.choices)
     register_token_cli(sub)
+    register_user_cli(sub)
     register_webhook_cli(sub)
     for name in set(sub.choices) - before:
         sub.choices[name].set_defaults(run=_run_token)

@@ -1,7 +1,8 @@
 """The aiohttp application factory: storage, MQTT subscriber, alert hub and the API routes.
 
 Typed state lives in `cloud_receiver.appkeys`. STORAGE and SUBSCRIBER are set during startup by
-cleanup contexts, in this order: storage, subscriber, housekeeping, then whatever `setup_api` adds.
+cleanup contexts, in this order: storage, the alert listener (PostgreSQL only), subscriber, housekeeping,
+then whatever `setup_api` adds.
 """
 
 from __future__ import annotations
@@ -17,15 +18,21 @@ from aiohttp import web
 from cloud_receiver.api import ApiSettings, setup_api
 from cloud_receiver.api.http import json_response
 from cloud_receiver.app.metrics import is_admin, setup_metrics
-from cloud_receiver.appkeys import ALERT_HUB, CONFIG, STORAGE, SUBSCRIBER
+from cloud_receiver.appkeys import ALERT_HUB, COMMAND_PUBLISHER, CONFIG, LIVE_RELAY, STORAGE, SUBSCRIBER
 from cloud_receiver.config import ReceiverConfig, resolve_secret
+from cloud_receiver.control import commands as control
+from cloud_receiver.control.publisher import CommandPublisher
 from cloud_receiver.ingest.handler import Ingestor
 from cloud_receiver.ingest.hub import AlertHub
+from cloud_receiver.ingest.pg_notify import alert_listener
 from cloud_receiver.ingest.subscriber import Subscriber
+from cloud_receiver.ledgers.runner import rules_running
+from cloud_receiver.live.relay import LiveRelay
 from cloud_receiver.push.robots import PushSettings
 from cloud_receiver.storage.db import url_with_password
-from cloud_receiver.storage.postgres import PostgresStorage
-from cloud_receiver.storage.sqlite import SqliteStorage, Storage, iso
+from cloud_receiver.storage.opening import open_store
+from cloud_receiver.storage.sqlite import Storage, iso
+from cloud_receiver.web import setup_console
 
 log = structlog.get_logger(__name__)
 
@@ -40,10 +47,10 @@ def storage_url(cfg: ReceiverConfig) -> str:
 def open_configured_storage(cfg: ReceiverConfig) -> Storage:
     """The configured store, migrated. The pushes its alerts owe are claimed by this receiver (its MQTT
     client id: unique per receiver, stable across restarts)."""
-    if cfg.storage.engine == "postgresql":
-        return PostgresStorage(storage_url(cfg), push_owner=cfg.mqtt.client_id)
-    return SqliteStorage(cfg.storage.sqlite_path, busy_timeout_ms=cfg.storage.busy_timeout_ms,
-                         push_owner=cfg.mqtt.client_id)
+    s = cfg.storage
+    return open_store(url=s.url, password_env=s.password_env, sqlite_path=s.sqlite_path,
+                      busy_timeout_ms=s.busy_timeout_ms, push_owner=cfg.mqtt.client_id,
+                      push_lease_s=cfg.push.claim_lease_s)
 
 
 async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -60,9 +67,11 @@ async def _subscriber_ctx(app: web.Application) -> AsyncIterator[None]:
     hub = app[ALERT_HUB]
     hub.bind_loop(loop)
 
-    def make_ingestor() -> Ingestor:  # called in the MQTT thread; rows are announced after their commit
-        return Ingestor(open_configured_storage(cfg), cfg.storage.media_dir, cfg.limits,
-                        on_alert=hub.publish_threadsafe)
+    # called in the MQTT thread; rows are announced after their commit (on PostgreSQL by the alert listener)
+    on_alert = None if cfg.storage.engine == "postgresql" else hub.publish_threadsafe
+
+    def make_ingestor() -> Ingestor:
+        return Ingestor(open_configured_storage(cfg), cfg.storage.media_dir, cfg.limits, on_alert=on_alert)
 
     sub = Subscriber(cfg.mqtt, make_ingestor, password=resolve_secret(cfg.mqtt.password_env),
                      summary_interval_s=cfg.log.summary_interval_s)
@@ -73,8 +82,30 @@ async def _subscriber_ctx(app: web.Application) -> AsyncIterator[None]:
         raise sub.failed
     app[SUBSCRIBER] = sub
     log.info("subscriber started", host=cfg.mqtt.host, port=cfg.mqtt.port, group=cfg.mqtt.group)
+    relay = LiveRelay(lambda device, camera, name: _send_live(app, device, camera, name))
+    relay.bind_loop(loop)
+    publisher = CommandPublisher(cfg.mqtt, resolve_secret(cfg.mqtt.password_env), on_live=relay.feed_threadsafe)
+    publisher.start()
+    app[COMMAND_PUBLISHER] = publisher
+    app[LIVE_RELAY] = relay
     yield
+    await loop.run_in_executor(None, publisher.stop)
     await loop.run_in_executor(None, sub.stop)
+
+
+async def _alert_listener_ctx(app: web.Application) -> AsyncIterator[None]:
+    """On PostgreSQL, the alerts every receiver stores reach this one's hub by LISTEN/NOTIFY (docs/receiver.md)."""
+    if app[CONFIG].storage.engine != "postgresql":
+        yield
+        return
+    async with alert_listener(storage_url(app[CONFIG]), app[ALERT_HUB]):
+        yield
+
+
+async def _send_live(app: web.Application, device_id: str, camera_id: str, name: str) -> None:
+    """A live command from the relay (its viewers are the issuers), recorded like any other command."""
+    cmd = control.new_command(name, "live-relay", datetime.now(UTC), camera_id=camera_id, ttl_s=30)
+    await control.deliver(app[STORAGE].sql, app[COMMAND_PUBLISHER], device_id, cmd)
 
 
 async def _housekeeping_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -95,6 +126,13 @@ async def _housekeeping_ctx(app: web.Application) -> AsyncIterator[None]:
         await task
 
 
+async def _ledger_rules_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The ledger rules every `ledgers.rules_interval_s` (docs/ledgers.md); their alerts go to the hub."""
+    hub = app[ALERT_HUB]
+    async with rules_running(app[STORAGE], app[CONFIG].ledgers, lambda row: hub.publish(row, once=True)):
+        yield
+
+
 async def _health(request: web.Request) -> web.Response:
     """Up (200) or down (503) for anyone; the MQTT state and ingest counts only for an admin token."""
     sub = request.app.get(SUBSCRIBER)
@@ -113,12 +151,15 @@ def create_app(cfg: ReceiverConfig, *, subscriber: bool = True) -> web.Applicati
     app[ALERT_HUB] = AlertHub()
     app[HOUSEKEEPING_INTERVAL_S] = float(min(3600, cfg.limits.incomplete_media_ttl_s / 4))
     app.cleanup_ctx.append(_storage_ctx)
+    app.cleanup_ctx.append(_alert_listener_ctx)  # LISTENs before the subscriber stores anything
     if subscriber:
         app.cleanup_ctx.append(_subscriber_ctx)
     app.cleanup_ctx.append(_housekeeping_ctx)
+    app.cleanup_ctx.append(_ledger_rules_ctx)
     app.router.add_get("/healthz", _health)
     setup_metrics(app)
     setup_api(app, settings=api_settings(cfg), push_settings=push_settings(cfg))
+    setup_console(app)
     return app
 
 

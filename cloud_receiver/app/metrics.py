@@ -19,7 +19,7 @@ from prometheus_client.registry import Collector
 
 from cloud_receiver.admin import auth
 from cloud_receiver.api.http import json_response
-from cloud_receiver.appkeys import ALERT_HUB, STORAGE, SUBSCRIBER
+from cloud_receiver.appkeys import ALERT_HUB, LIVE_RELAY, STORAGE, SUBSCRIBER
 from cloud_receiver.storage.schema import push_outbox
 from cloud_receiver.storage.schema import rejects as rejects_table
 
@@ -45,6 +45,14 @@ class ReceiverCollector(Collector):
         yield CounterMetricFamily("bk_sse_alerts_published", "Stored alerts announced to streams", value=hub.published)
         yield CounterMetricFamily("bk_sse_events_dropped", "Events dropped for streams too slow to read them",
                                   value=hub.dropped)
+        relay: Any = self.app.get(LIVE_RELAY)
+        viewers = GaugeMetricFamily("bk_live_viewers", "Browsers watching a camera live", labels=["camera"])
+        relayed = CounterMetricFamily("bk_live_bytes", "Live video bytes received from boxes", labels=["camera"])
+        for camera, s in (relay.stats() if relay is not None else {}).items():
+            viewers.add_metric([camera], s["viewers"])
+            relayed.add_metric([camera], s["bytes"])
+        yield viewers
+        yield relayed
         if STORAGE in self.app:
             db = self.app[STORAGE].sql
             owed = db.scalar(sa.select(sa.func.count()).select_from(push_outbox).where(push_outbox.c.sent_at.is_(None)))

@@ -10,6 +10,11 @@ random per start) and the last `history` rows are kept, so a stream that reconne
 what it missed (`since`). A slow subscriber loses its oldest queued rows rather than growing
 without bound; each subscription counts them in `lost` (and the hub in `dropped`), so the SSE
 stream can tell its client to reload. The database stays the record.
+
+On PostgreSQL several receivers share the database, and each one's hub is fed by its listener
+(`cloud_receiver/ingest/pg_notify.py`), which publishes with `once=True`: a row whose (id, rev) the
+hub announced recently (the last `remember` announcements) is not announced again, so a listener
+that catches up after a lost connection, or a row also published directly, reaches a stream once.
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ class AlertHub:
     published: int = 0
     dropped: int = 0
     wakeups: int = 0  # how often the ingest thread woke the loop (bursts, not rows)
+    remember: int = 100_000  # (id, rev) of this many recent announcements, for `publish(once=True)`
+    repeats: int = 0  # rows not announced again by `publish(once=True)`
 
     def __post_init__(self) -> None:
         self._subs: set[Subscription] = set()
@@ -49,6 +56,7 @@ class AlertHub:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inbox: collections.deque[dict[str, Any]] = collections.deque()
         self._inbox_lock = threading.Lock()
+        self._announced: collections.OrderedDict[tuple[Any, Any], None] = collections.OrderedDict()
 
     @property
     def streams(self) -> int:
@@ -64,12 +72,23 @@ class AlertHub:
     def unsubscribe(self, sub: Subscription) -> None:
         self._subs.discard(sub)
 
-    def publish(self, alert_row: dict[str, Any]) -> None:
-        """Hand a stored alert row (as in the `alerts` table) to every subscriber.
+    def publish(self, alert_row: dict[str, Any], *, once: bool = False) -> bool:
+        """Hand a stored alert row (as in the `alerts` table) to every subscriber; whether it was announced.
 
         Called for a new alert and for an update to a higher `rev` (e.g. state "end"); a repeat is
         never announced. Listeners that want only new events check `row["rev"]` or keep seen ids.
+        With `once`, a row whose (id, rev) was announced among the last `remember` is skipped.
         """
+        key = (alert_row.get("id"), alert_row.get("rev"))
+        if key in self._announced:
+            if once:
+                self.repeats += 1
+                return False
+            self._announced.move_to_end(key)
+        else:
+            self._announced[key] = None
+            if len(self._announced) > self.remember:
+                self._announced.popitem(last=False)
         self.seq += 1
         self.published += 1
         item = (self.seq, alert_row)
@@ -80,6 +99,7 @@ class AlertHub:
                 sub.lost += 1
                 self.dropped += 1
             sub.queue.put_nowait(item)
+        return True
 
     def since(self, seq: int) -> list[Announced] | None:
         """The rows published after `seq`, or None when they are not all held any more (or `seq` is unknown)."""

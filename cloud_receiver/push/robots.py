@@ -69,7 +69,7 @@ class PushSettings:
     retry_base_s: float = 2.0
     retry_max_s: float = 300.0
     timeout_s: float = 10.0
-    public_base_url: str = ""  # e.g. https://bk.example.gov.cn, for snapshot links
+    public_base_url: str = ""  # e.g. https://bk.example.gov.cn: pushes link to the console page of the alert
     default_deadline_hours: float | None = 24.0
 
 

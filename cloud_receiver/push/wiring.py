@@ -29,7 +29,7 @@ from bk_common.logs import say
 from cloud_receiver.config import resolve_secret
 from cloud_receiver.push.robots import AlertNotice, Pusher, PushSettings, Robot
 from cloud_receiver.storage.db import Db
-from cloud_receiver.storage.push_outbox import Owed, claim, mark_failed, mark_sent, robot_matches
+from cloud_receiver.storage.push_outbox import LEASE_S, Owed, claim, mark_failed, mark_sent, robot_matches
 from cloud_receiver.storage.schema import alerts as alerts_table
 from cloud_receiver.storage.schema import cameras, canteens, webhooks
 from cloud_receiver.storage.sqlite import utc_now
@@ -69,8 +69,8 @@ def notice_for(db: Db, row: dict[str, Any], settings: PushSettings, names: _Name
     stored = datetime.fromisoformat(row["deadline"].replace("Z", "+00:00")) if row.get("deadline") else None
     deadline = rectify.effective_deadline(stored, started, settings.default_deadline_hours)
     link = None
-    if settings.public_base_url and row.get("snapshot_sha256"):
-        link = f"{settings.public_base_url.rstrip('/')}/api/v1/media/{row['snapshot_sha256']}"
+    if settings.public_base_url:  # the alert's console page (after login, back to the alert)
+        link = f"{settings.public_base_url.rstrip('/')}/alerts/{row['id']}"
     return AlertNotice(row["id"], canteen or row.get("canteen_id") or "未知食堂",
                        camera or row["camera_id"], row["type"], started, deadline, link)
 
@@ -97,7 +97,12 @@ class _Names:
 
 
 RESCAN_S = 60.0  # how often everything still owed is looked at again (robots re-enabled, failed reads,
-# rows whose receiver died: their lease runs out and this receiver claims them)
+# rows whose receiver died: their lease runs out and this receiver claims them); at most a quarter of the
+# lease, so the claims this receiver holds are renewed well before they run out
+
+
+def rescan_s(lease_s: float) -> float:
+    return min(RESCAN_S, lease_s / 4)
 
 
 @dataclasses.dataclass
@@ -113,12 +118,13 @@ class Router:
     storage: Any
     settings: PushSettings
     pusher: Any
+    lease_s: float = LEASE_S  # how long a claim lasts unless renewed (config push.claim_lease_s)
     handed: set[int] = dataclasses.field(default_factory=set)
     reported: set[int] = dataclasses.field(default_factory=set)
 
     def route(self, after_id: int = 0) -> int:
         db = self.storage.sql
-        while owed := claim(db, self.storage.push_owner, datetime.now(UTC), after_id):
+        while owed := claim(db, self.storage.push_owner, datetime.now(UTC), after_id, lease_s=self.lease_s):
             after_id = owed[-1].id
             todo = [o for o in owed if o.id not in self.handed]
             if todo:
@@ -146,7 +152,7 @@ class Router:
                     self.reported.add(o.id)
                     log.error("push_not_routable", outbox_id=o.id, robot=o.robot_id, alert_id=o.alert_id,
                               reason=str(err) if isinstance(err, LookupError) else repr(err),
-                              retry_every_s=RESCAN_S)
+                              retry_every_s=rescan_s(self.lease_s))
                 continue
             self.handed.add(o.id)
             self.pusher.enqueue(robot, dataclasses.replace(notice, outbox_id=o.id))
@@ -160,10 +166,11 @@ class Router:
 
 
 @contextlib.asynccontextmanager
-async def push_ctx(context: Any, settings: PushSettings) -> AsyncIterator[Pusher | None]:
+async def push_ctx(context: Any, settings: PushSettings, lease_s: float = LEASE_S) -> AsyncIterator[Pusher | None]:
     """Route every new alert from `context.hub` to its robots while the app runs.
 
     `context` has `storage` (with `.sql`) and `hub`; the running Pusher is also set as `context.pusher`.
+    `lease_s`: how long this receiver's claims last unless renewed (every `rescan_s(lease_s)`).
     """
     if context.hub is None:
         yield None
@@ -171,7 +178,8 @@ async def push_ctx(context: Any, settings: PushSettings) -> AsyncIterator[Pusher
     sub = context.hub.subscribe()
     storage = context.storage
     async with aiohttp.ClientSession() as session:
-        router = Router(storage, settings, None)
+        router = Router(storage, settings, None, lease_s=lease_s)
+        every = rescan_s(lease_s)
         pusher = Pusher(session, settings, on_sent=router.sent, on_failed=router.failed)
         router.pusher = pusher
         context.pusher = pusher
@@ -184,9 +192,9 @@ async def push_ctx(context: Any, settings: PushSettings) -> AsyncIterator[Pusher
             full_scan = False
             last_full = loop.time()
             while not stopping.is_set():
-                # a full scan at least every RESCAN_S, even under a steady flood of new alerts: it renews
+                # a full scan at least every `every` seconds, even under a steady flood of new alerts: it renews
                 # this receiver's claims and takes over rows whose receiver died
-                full_scan = full_scan or loop.time() - last_full >= RESCAN_S
+                full_scan = full_scan or loop.time() - last_full >= every
                 try:
                     high = max(high, router.route(0 if full_scan else high))
                     if full_scan:
@@ -198,11 +206,11 @@ async def push_ctx(context: Any, settings: PushSettings) -> AsyncIterator[Pusher
                 get = asyncio.ensure_future(sub.queue.get())
                 stop = asyncio.ensure_future(stopping.wait())
                 try:
-                    done, _ = await asyncio.wait({get, stop}, timeout=RESCAN_S, return_when=asyncio.FIRST_COMPLETED)
+                    done, _ = await asyncio.wait({get, stop}, timeout=every, return_when=asyncio.FIRST_COMPLETED)
                 finally:
                     get.cancel()
                     stop.cancel()
-                full_scan = not done  # quiet for RESCAN_S: look at everything still owed
+                full_scan = not done  # quiet for a while: look at everything still owed
                 while not sub.queue.empty():  # the rest of the burst: one read of the outbox for all of it
                     sub.queue.get_nowait()
 

@@ -22,7 +22,8 @@ import sqlalchemy as sa
 from cloud_receiver.storage.db import Db, iso, parse_iso
 from cloud_receiver.storage.schema import push_outbox
 
-LEASE_S = 300.0  # a claim lasts this long unless renewed (the router renews at least every minute)
+LEASE_S = 300.0  # a claim lasts this long unless renewed (config push.claim_lease_s; the router renews it
+# at least four times per lease)
 
 
 def robot_matches(scope_kind: str, scope: str, canteen_id: str | None, jurisdiction: str | None) -> bool:
@@ -43,8 +44,8 @@ class Queuer:
     transaction: call `reset()` when a transaction starts, so changes made meanwhile (a robot added by
     the CLI in another process) apply from the next transaction on."""
 
-    def __init__(self, owner: str, placeholder: str = "?") -> None:
-        self.owner = owner
+    def __init__(self, owner: str, placeholder: str = "?", lease_s: float = LEASE_S) -> None:
+        self.owner, self.lease_s = owner, lease_s
         q = placeholder
         self._sql_hooks = "SELECT id, scope_kind, scope FROM webhooks WHERE enabled = 1 ORDER BY id"
         self._sql_jurisdiction = f"SELECT jurisdiction FROM canteens WHERE id = {q}"
@@ -71,7 +72,7 @@ class Queuer:
         added = 0
         for robot_id, scope_kind, scope in self._hooks:
             if robot_matches(scope_kind, scope, canteen_id, jurisdiction):
-                added += conn.execute(self._sql_insert, (self.owner, robot_id, alert_id, at, lease_end(at))).rowcount
+                added += conn.execute(self._sql_insert, (self.owner, robot_id, alert_id, at, lease_end(at, self.lease_s))).rowcount
         return added
 
 

@@ -13,6 +13,7 @@ migrations built is exactly this metadata. Dialect differences live in the colum
 from __future__ import annotations
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
 
 from cloud_receiver.storage.db import IsoTimestamp
 
@@ -74,8 +75,11 @@ alerts = sa.Table(
     sa.Column("updated_at", Timestamp, nullable=False),
     _text("status", nullable=False, default="待整改"),
     sa.Column("deadline", Timestamp),
-    sa.Index("alerts_started", "started_at"),
-    sa.Index("alerts_canteen", "canteen_id", "started_at"),
+    # the API's orders and filters (migration 0004, docs/performance.md): newest first by (started_at, id);
+    # by canteen, covering the counts of /stats; open work (status) newest first
+    sa.Index("alerts_started_id", "started_at", "id"),
+    sa.Index("alerts_canteen_type", "canteen_id", "started_at", "type"),
+    sa.Index("alerts_status", "status", "started_at", "id"),
     sa.Index("alerts_device", "device_id", "started_at"),
     sa.Index("alerts_snapshot_sha", "snapshot_sha256"),
     sa.Index("alerts_clip_sha", "clip_sha256"),
@@ -127,6 +131,7 @@ command_results = sa.Table(
     sa.Column("ok", sa.Integer(), nullable=False),
     _text("error"),
     sa.Column("at", Timestamp, nullable=False),
+    _text("data_json"),  # what the command produced (CommandResult.data)
 )
 
 tokens = sa.Table(
@@ -185,4 +190,111 @@ stream_tickets = sa.Table(
     _text("token_sha256", nullable=False),
     sa.Column("expires_at", Timestamp, nullable=False),
     sa.Index("stream_tickets_token", "token_sha256", "expires_at"),
+)
+
+# -- people's accounts and their console sessions (cloud_receiver/admin/accounts.py, cloud_receiver/web/) --
+users = sa.Table(
+    "users", metadata,  # disabled, never deleted: transitions name their actor
+    sa.Column("id", RowId, sa.Identity(), primary_key=True),
+    _text("name", nullable=False),
+    _text("password_hash", nullable=False),  # argon2id, PHC string
+    sa.Column("role", sa.Text(), sa.CheckConstraint("role IN ('admin', 'regulator', 'canteen')", name="users_role"),
+              nullable=False),
+    _text("scope", nullable=False, default=""),
+    _text("display_name", nullable=False, default=""),
+    sa.Column("disabled_at", Timestamp),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("password_changed_at", Timestamp, nullable=False),
+    sa.UniqueConstraint("name", name="users_name"),
+)
+
+sessions = sa.Table(
+    "sessions", metadata,  # only the sha256 of the session id (the cookie) is stored
+    sa.Column("id_sha256", sa.Text(), primary_key=True),
+    sa.Column("user_id", RowId, nullable=False),
+    _text("csrf_token", nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("last_seen", Timestamp, nullable=False),
+    sa.Column("expires_at", Timestamp, nullable=False),  # absolute end; the idle end is last_seen + idle timeout
+    sa.Index("sessions_user", "user_id"),
+)
+
+login_attempts = sa.Table(
+    "login_attempts", metadata,  # one row per failed login, kept for the throttle window (web/throttle.py)
+    sa.Column("id", RowId, sa.Identity(), primary_key=True),
+    sa.Column("kind", sa.Text(), sa.CheckConstraint("kind IN ('name', 'ip')", name="login_attempts_kind"),
+              nullable=False),
+    _text("key", nullable=False),
+    sa.Column("at", Timestamp, nullable=False),
+    sa.Index("login_attempts_key", "kind", "key", "at"),
+    sa.Index("login_attempts_at", "at"),
+)
+
+commands = sa.Table(
+    "commands", metadata,  # commands sent to boxes (cloud_receiver/control/commands.py); results in command_results
+    sa.Column("device_id", sa.Text(), primary_key=True),
+    sa.Column("id", sa.Text(), primary_key=True),
+    _text("name", nullable=False),
+    _text("camera_id"),
+    _text("args_json", nullable=False, default="{}"),
+    _text("issuer", nullable=False),
+    sa.Column("issued_at", Timestamp, nullable=False),
+    sa.Column("expires_at", Timestamp, nullable=False),
+    sa.Column("published_at", Timestamp),  # the broker acknowledged it
+    _text("publish_error"),
+    sa.Index("commands_issued", "device_id", "issued_at"),
+)
+
+alert_changes = sa.Table(
+    "alert_changes", metadata,  # the export feed (workflow/export_feed.py): a row per change of an alert, written with it
+    sa.Column("id", RowId, sa.Identity(), primary_key=True),  # the feed's order; AUTOINCREMENT on SQLite: never reused
+    _text("alert_id", nullable=False),
+    _text("kind", nullable=False),  # created, revised, or a workflow action (set_deadline, submit, approve, reject)
+    sa.Column("at", Timestamp, nullable=False),
+    sqlite_autoincrement=True,
+)
+
+# -- the canteens' own ledgers, 自律 (cloud_receiver/ledgers/, docs/ledgers.md) --
+LEDGER_KINDS = ("suppliers", "purchases", "staff", "morning_checks", "disinfection", "waste", "samples", "gatherings",
+                "additives", "photos")
+LedgerData = sa.JSON().with_variant(JSONB(), "postgresql")
+
+ledger_records = sa.Table(
+    "ledger_records", metadata,  # one row per revision of an entry; older revisions stay (is_current = 0)
+    sa.Column("id", sa.Text(), primary_key=True),  # this revision
+    _text("entry_id", nullable=False),  # the entry, as the API names it (unique within its canteen)
+    _text("canteen_id", nullable=False),
+    sa.Column("kind", sa.Text(), sa.CheckConstraint("kind IN ('" + "', '".join(LEDGER_KINDS) + "')",
+                                                    name="ledger_records_kind"), nullable=False),
+    _text("day", nullable=False),  # local date YYYY-MM-DD the entry is about
+    _text("subject"),  # staff entry (morning checks), supplier entry (purchases), meal (samples, gatherings)
+    sa.Column("data", LedgerData, nullable=False),
+    sa.Column("revision", sa.Integer(), nullable=False),
+    _text("supersedes"),  # id of the revision this one corrects
+    sa.Column("is_current", sa.Integer(), nullable=False, server_default=sa.text("1")),
+    _text("created_by", nullable=False), _text("created_role", nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+    _text("edited_by"), sa.Column("edited_at", Timestamp),  # last in-place edit (within 24 h of created_at)
+    _text("reason"),  # why this revision corrects the previous one
+    sa.UniqueConstraint("canteen_id", "entry_id", "revision", name="ledger_records_entry_revision"),
+    sa.Index("ledger_records_day", "canteen_id", "kind", "day"),
+    sa.Index("ledger_records_subject", "canteen_id", "kind", "subject"),
+)
+
+ledger_photos = sa.Table(
+    "ledger_photos", metadata,  # which canteen uploaded a ledger photo (media row: device_id 'api-upload')
+    sa.Column("canteen_id", sa.Text(), primary_key=True),
+    sa.Column("sha256", sa.Text(), primary_key=True),
+    _text("uploaded_by", nullable=False),
+    sa.Column("uploaded_at", Timestamp, nullable=False),
+    sa.Index("ledger_photos_sha", "sha256"),
+)
+
+ledger_comments = sa.Table(
+    "ledger_comments", metadata,  # regulators' remarks on an entry, and the canteen's replies
+    sa.Column("id", RowId, sa.Identity(), primary_key=True),
+    _text("canteen_id", nullable=False), _text("entry_id", nullable=False),
+    _text("author", nullable=False), _text("role", nullable=False), _text("text", nullable=False),
+    sa.Column("at", Timestamp, nullable=False),
+    sa.Index("ledger_comments_entry", "canteen_id", "entry_id", "id"),
 )

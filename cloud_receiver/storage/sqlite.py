@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -39,6 +40,8 @@ log = structlog.get_logger(__name__)
 
 # migration sets applied in this order; a module that does not exist yet is skipped
 Outcome = Literal["inserted", "updated", "unchanged"]
+# the export feed (workflow/export_feed.py): a change row in the alert's own transaction
+_ADD_CHANGE = "INSERT INTO alert_changes (alert_id, kind, at) VALUES (?, ?, ?)"
 
 
 def utc_now() -> str:
@@ -132,6 +135,7 @@ class SqliteStorage:
             migrate_sqlite(self.path, busy_timeout_ms)
         # a database without the API's tables (an old copy opened with migrate=False) owes no pushes
         self._push = Queuer(push_owner) if "push_outbox" in self.db.table_names() else None
+        self._feed = "alert_changes" in self.db.table_names()
         defaults = column_defaults(self.db.conn, "alerts")
         # the row of a new alert = what was inserted + these defaults (None: read it back instead)
         self._alert_defaults = None if defaults is None else {
@@ -254,6 +258,8 @@ class SqliteStorage:
         if conn.execute(INSERT_ALERT, row).rowcount == 1:
             if self._push is not None:  # in the same transaction: stored <=> its pushes are owed
                 self._push.queue(conn, alert.id, row["canteen_id"], received_at)
+            if self._feed:
+                conn.execute(_ADD_CHANGE, (alert.id, "created", received_at))
             if self._alert_defaults is None:
                 new = self._one("SELECT * FROM alerts WHERE id = ?", (alert.id,))
                 assert new is not None
@@ -263,6 +269,8 @@ class SqliteStorage:
         cur = conn.execute(UPDATE_ALERT, row)
         updated = cur.fetchall()  # to the end: a statement left running would block the COMMIT
         if updated:
+            if self._feed:
+                conn.execute(_ADD_CHANGE, (alert.id, "revised", received_at))
             cols = [d[0] for d in cur.description]
             return AlertWrite("updated", dict(zip(cols, updated[0], strict=True)))
         old = self._one("SELECT * FROM alerts WHERE id = ?", (alert.id,))
@@ -302,7 +310,9 @@ class SqliteStorage:
     def record_command_result(self, device_id: str, result: CommandResult, received_at: str) -> None:
         with self.write() as db:
             db["command_results"].upsert({"device_id": device_id, "command_id": result.id, "ok": int(result.ok),
-                                          "error": result.error, "at": received_at}, pk=("device_id", "command_id"))
+                                          "error": result.error, "at": received_at,
+                                          "data_json": json.dumps(result.data, ensure_ascii=False)},
+                                         pk=("device_id", "command_id"))
 
     def record_reject(self, device_id: str | None, topic: str, reason: str, at: str) -> None:
         with self.write() as db:

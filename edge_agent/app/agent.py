@@ -23,11 +23,15 @@ from edge_agent import __version__
 from edge_agent.analysis.planner import CameraDemand, ChannelPlan, plan_channels
 from edge_agent.analysis.tracker import IouTracker
 from edge_agent.app.camera_worker import CameraWorker, SampledFrame
+from edge_agent.app.command_handlers import agent_handlers, live_profile, recorder_for, telemetry_extras
+from edge_agent.app.commands import CommandDispatcher
+from edge_agent.app.config_push import ConfigControl
 from edge_agent.app.supervisor import Supervisor
 from edge_agent.capture.sources import FrameSource, open_source
 from edge_agent.capture.stream_reader import StreamReader
 from edge_agent.config import AgentConfig, CameraConfig
 from edge_agent.events.emitter import EventEmitter, EventStore
+from edge_agent.live.manager import LiveManager
 from edge_agent.rules.engine import Observation, OfflineMonitor, RuleEngine
 
 log = structlog.get_logger(__name__)
@@ -79,8 +83,10 @@ class Agent:
                  on_event: Callable[[Alert], None] | None = None,
                  source_factory: Callable[[CameraConfig, bool], FrameSource] | None = None,
                  tuning: PipelineTuning | None = None, wall: Callable[[], float] = time.time,
-                 variant_timer: Callable[..., float] | None = None) -> None:
+                 variant_timer: Callable[..., float] | None = None,
+                 config_control: ConfigControl | None = None) -> None:
         self.cfg = cfg
+        self.config_control = config_control  # remote configuration (edge-agent run gives one)
         self.variant_timer = variant_timer  # (model path, threads, runs) -> ms; tests inject timings
         self.model_path = cfg.detector.model
         self.variant = None  # VariantChoice when the variants were timed at start
@@ -94,6 +100,8 @@ class Agent:
         self.tuning = tuning or PipelineTuning()
         self.wall = wall
         self.uplink = None
+        self.commands: CommandDispatcher | None = None  # the cloud's commands, when the uplink is on
+        self.live: LiveManager | None = None  # live view sessions, when the uplink is on
         self.gb = None  # GbBridge when gb28181.enabled: the SIP server thread for GB/T 28181 cameras
         self.cameras: dict[str, CameraPipeline] = {}
         self._cond = threading.Condition()
@@ -152,6 +160,13 @@ class Agent:
             self.uplink = factory(cfg.uplink, device_id=cfg.device.id, outbox=self.outbox,
                                   n_cameras=len(self.cameras), status=self.health, version=__version__,
                                   inference_ms=lambda: self.inference_ms)
+            self.live = LiveManager(cfg.device.id, self.outbox, live_profile(cfg))
+            for cp in self.cameras.values():
+                cp.worker.live_offer = self.live.offer
+                cp.worker.recorder = recorder_for(cfg, cp.worker.cam.id)
+            self.uplink.telemetry_extras = lambda: telemetry_extras(self)
+            self.commands = CommandDispatcher(cfg.device.id, self.outbox, agent_handlers(self))
+            self.uplink.on_command = self.commands.submit  # the uplink subscribes to `cmd` once this is set
 
     def _new_detector(self):  # noqa: ANN202 - a Detector plugin
         from edge_agent.analysis.detector import create_detector
@@ -223,8 +238,14 @@ class Agent:
         """Start every thread, then supervise them here (housekeeping, stuck threads, systemd's
         watchdog) until `stop`; then join everything."""
         self._build()
+        if self.config_control is not None:
+            self.config_control.stop_agent = stop.set
+        if self.uplink is not None and self.config_control is not None:
+            self.uplink.extra_problems = self.config_control.problems
         if self.gb is not None:
             self.gb.start()  # a bind failure is logged and shown in the GB cameras' health
+        if self.commands is not None:
+            self.commands.start()
         if self.uplink is not None:
             self.uplink.start()
         for cp in self.cameras.values():
@@ -263,6 +284,10 @@ class Agent:
                 self.gb.stop(max(0.1, deadline - time.monotonic()))
             if self.uplink is not None:
                 self.uplink.stop(max(0.1, deadline - time.monotonic()))
+            if self.commands is not None:
+                self.commands.stop(max(0.1, deadline - time.monotonic()))
+            if self.live is not None:
+                self.live.close()
             if self._owns_outbox and self.outbox is not None:
                 self.outbox.close()
             self.log.info("agent_stopped")
@@ -345,6 +370,8 @@ class Agent:
 
     def _housekeeping(self) -> None:
         self._replan_if_moved()
+        if self.config_control is not None:
+            self.config_control.step({c: cp.worker.online()[0] for c, cp in self.cameras.items()}, time.monotonic())
         now = self.wall()
         for cp in self.cameras.values():
             online, since = cp.worker.online()

@@ -25,6 +25,7 @@ from bk_contract import CameraHealth
 from edge_agent.analysis.motion import MotionDetector
 from edge_agent.capture.clips import CLIP_POST_S, CLIP_PRE_S, CameraMedia
 from edge_agent.capture.packet_ring import MediaClock, PacketFeed, packet_feed, packet_seconds
+from edge_agent.capture.recording import SegmentRecorder
 from edge_agent.capture.sampler import FrameScaler, Sampler
 from edge_agent.capture.sources import FrameSource, open_source
 from edge_agent.capture.sources.av_io import decode_packets
@@ -72,6 +73,9 @@ class CameraWorker:
                                      alpha=motion_cfg.alpha, masks=motion_cfg.masks)
         self.last_full_check = float("-inf")
         self.latest_main: av.VideoFrame | None = None  # only for sources without packet access
+        self.latest_detect: av.VideoFrame | None = None  # the last frame decoded for detection
+        self.live_offer: Callable[[str, av.VideoFrame, float], None] | None = None  # LiveManager.offer
+        self.recorder: SegmentRecorder | None = None  # 回放 on disk (set by the Agent when recording is on)
         self.media = CameraMedia(cam.id, pre_s=clip_pre_s, post_s=clip_post_s)
         self.det_clock = MediaClock()
         self.main_clock = MediaClock()
@@ -120,6 +124,8 @@ class CameraWorker:
         for t in self.threads.values():
             t.join(max(0.0, deadline - time.monotonic()))
         media_done = self.media.join(max(0.0, deadline - time.monotonic()))
+        if self.recorder is not None:
+            self.recorder.close()
         return media_done and not any(t.is_alive() for t in self.threads.values())
 
     # --- reading -------------------------------------------------------------------------
@@ -145,6 +151,8 @@ class CameraWorker:
             t = clock.observe(media_t, time.monotonic()) if media_t is not None else time.monotonic()
             if keep:
                 self.media.ring.push(packet, t)
+                if self.recorder is not None and self.media.ring.template is not None:
+                    self.recorder.push(packet, self.media.ring.template, time.time() - (time.monotonic() - t))
             yield packet
 
     def _on_main_item(self, item: object) -> None:
@@ -165,7 +173,10 @@ class CameraWorker:
         return self.latest_main if self.latest_main is not None else frame
 
     def _on_detect_frame(self, frame: av.VideoFrame) -> None:
+        self.latest_detect = frame  # what `snapshot_now` shows (edge_agent/app/command_handlers.py)
         t_media = frame.time if frame.time is not None else time.monotonic()
+        if self.live_offer is not None:
+            self.live_offer(self.cam.id, frame, t_media)
         if not self.sampler.due(t_media):
             return
         self.sampled += 1

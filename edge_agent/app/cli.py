@@ -21,10 +21,12 @@ def _model_labels(model: Path) -> set[str]:
 
     manifest = model.with_suffix(".json")
     try:
-        return set(json.loads(manifest.read_text(encoding="utf-8"))["labels"])
+        raw = json.loads(manifest.read_text(encoding="utf-8"))
+        aliases = raw.get("rule_labels") or {}  # model label -> the label rules see (docs/models.md)
+        return {aliases.get(label, label) for label in raw["labels"]}
     except FileNotFoundError as err:
         raise ModelError(f"{manifest}: model manifest not found (expected beside {model.name})") from err
-    except (KeyError, ValueError) as err:
+    except (KeyError, ValueError, AttributeError, TypeError) as err:
         raise ModelError(f"{manifest}: manifest has no valid `labels` list") from err
 
 
@@ -59,9 +61,9 @@ def cmd_config_example(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from edge_agent.app.agent import Agent
-    from edge_agent.config import load_config
+    from edge_agent.app.config_push import ConfigControl, load_active
 
-    cfg = load_config(args.config)
+    cfg, control = load_active(Path(args.config), ConfigControl)
     stop = threading.Event()
 
     def _stop(signum: int, _frame: object) -> None:
@@ -76,8 +78,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             say(f"EVENT {alert.state:<6} {alert.type:<20} camera={alert.camera_id} id={alert.id} "
                   f"rev={alert.rev} score={alert.score:.2f} box={box}")
 
-    Agent(cfg, on_event=_print_event).run(stop)
-    return EXIT_OK
+    agent = Agent(cfg, on_event=_print_event, config_control=control)
+    agent.run(stop)
+    # 75 after a config push, reload or rollback: systemd (Restart=always) starts the agent again
+    return agent.config_control.exit_code if agent.config_control is not None else EXIT_OK
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -130,6 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=cmd_config_check)
     example = conf_sub.add_parser("example", help="print the shipped example config (edit it into /etc/brightkitchen/agent.yaml)")
     example.set_defaults(func=cmd_config_example)
+
+    from edge_agent.app.model_check import register as register_model
+
+    register_model(sub, say)
 
     try:
         from edge_agent.onvif.command import register as register_discover

@@ -61,7 +61,7 @@ def run_detect(args: argparse.Namespace) -> int:
     if not path.is_file():
         raise NeedsHuman(f"{path}: no such file")
     model = args.model or default_model_path("int8")
-    detector = create_detector("tflite", model, score_threshold=args.threshold, num_threads=args.threads)
+    detector = create_detector("auto", model, score_threshold=args.threshold, num_threads=args.threads)
     is_image = path.suffix.lower() in IMAGE_SUFFIXES
     frames = _image_frames(path) if is_image else _video_frames(path, args.every, args.max_frames)
     out = args.out or path.with_name(path.stem + ".detected.jpg")

@@ -72,6 +72,12 @@ def _m001_initial(db: Database) -> None:
     db.execute("CREATE TABLE drops (priority INTEGER PRIMARY KEY, messages INTEGER NOT NULL, bytes INTEGER NOT NULL)")
 
 
+@migrations(name="m002_commands_seen")
+def _m002_commands_seen(db: Database) -> None:
+    # ids of the cloud's commands until they expire: a replayed command is refused, even after a restart
+    db.execute("CREATE TABLE commands_seen (id TEXT PRIMARY KEY, expires REAL NOT NULL)")
+
+
 @dataclass(frozen=True, slots=True)
 class OutboxMessage:
     seq: int
@@ -147,6 +153,15 @@ class Outbox:
             self._enforce_quota()
         self.changes += 1
         return seq
+
+    def first_sight(self, command_id: str, expires: float, now: float) -> bool:
+        """Record a command id until `expires` (epoch s; ids expired at `now` are forgotten); False when it
+        was seen before (a replay)."""
+        with self._tx():
+            self.db.execute("DELETE FROM commands_seen WHERE expires < ?", [now])
+            cur = self.db.execute("INSERT OR IGNORE INTO commands_seen (id, expires) VALUES (?, ?)",
+                                  [command_id, expires])
+        return cur.rowcount == 1
 
     def add_media(self, data: bytes, content_type: str, *, priority: Priority = Priority.CLIP) -> bk_contract.MediaRef:
         """Queue a clip (or any media) as chunks under `media/{id}/{seq}`; returns its MediaRef."""

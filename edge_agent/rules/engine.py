@@ -20,9 +20,11 @@ from edge_agent.analysis.motion import points_in_polygon
 from edge_agent.analysis.tracker import median_score
 from edge_agent.analysis.types import Box, Track
 from edge_agent.config import (
+    REQUIRED_LABELS,
     AnimalRule,
     CrowdingRule,
     IntrusionRule,
+    ModelRule,
     PhoneUseRule,
     RuleBase,
     StationUnattendedRule,
@@ -148,7 +150,12 @@ def evaluate(rule: RuleBase, obs: Observation, tz: ZoneInfo, *, phone_min_score:
             return Finding(False)
         return Finding(True, statistics.fmean(median_score(t) for t in persons), tuple(map(_mark, persons)),
                        f"persons={len(persons)}")
-    return Finding(False)  # model-specific types: no model outputs their labels yet
+    if isinstance(rule, ModelRule):  # no_chef_hat, no_mask, ...: tracks of the label the type needs
+        found = [t for t in obs.tracks if t.label in REQUIRED_LABELS[rule.type] and qualifies(t, rule, w, h)]
+        if not found:
+            return Finding(False)
+        return Finding(True, max(median_score(t) for t in found), tuple(map(_mark, found)), f"{rule.type}={len(found)}")
+    return Finding(False)
 
 
 @dataclass(slots=True)

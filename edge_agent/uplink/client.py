@@ -28,6 +28,8 @@ from edge_agent.uplink.session import (
     AUTH_FAILED_CODES,
     Connack,
     Disconnected,
+    Event,
+    Message,
     MqttSession,
     Puback,
     Will,
@@ -49,8 +51,12 @@ class Uplink(StatusReporting):
                  window: int = 20, reconnect_min_s: float = 0.5, refused_retry_s: float = 3600.0,
                  connect_timeout_s: float = 5.0, budget: UploadBudget | None = None,
                  clock: Callable[[], float] = time.monotonic,
-                 inference_ms: Callable[[], float] | None = None) -> None:
+                 inference_ms: Callable[[], float] | None = None,
+                 on_command: Callable[[bytes], None] | None = None) -> None:
         self.cfg = cfg
+        self.on_command = on_command  # gets each `cmd` payload; must not block (hand it to a worker)
+        self.telemetry_extras: Callable[[], dict] | None = None  # live_bps / ring_hours per camera (the Agent's)
+        self.extra_problems: Callable[[], list[str]] | None = None  # e.g. a config rolled back (the Agent's)
         self.inference_ms = inference_ms  # the Agent's detector time, for telemetry
         self.device_id = device_id
         self.outbox = outbox
@@ -116,6 +122,7 @@ class Uplink(StatusReporting):
         with self._lock:
             reasons = needs_human_reasons(auth_failed=self.auth_failed, refused_total=stats["refused_total"],
                                           status_refused=self.status_refused)
+            reasons += self.extra_problems() if self.extra_problems else []
             return {
                 "connected": self._state == "connected",
                 "state": self._state,
@@ -193,9 +200,12 @@ class Uplink(StatusReporting):
         self._state = "connecting"
         self._connect_started = now
 
-    def _handle(self, event: Connack | Puback | Disconnected) -> None:
+    def _handle(self, event: Event) -> None:
         if isinstance(event, Puback):
             self._on_puback(event)
+        elif isinstance(event, Message):
+            if self.on_command is not None and event.topic == bk_contract.topic(self.device_id, "cmd"):
+                self.on_command(event.payload)
         elif isinstance(event, Connack):
             self._on_connack(event)
         elif isinstance(event, Disconnected) and self._session is not None and self._state != "auth_failed":
@@ -215,6 +225,8 @@ class Uplink(StatusReporting):
             self._next_refused_check = self.clock() + min(self.refused_retry_s, 60.0)
             retried = self.outbox.retry_refused(0.0)  # a new connection is a rare event: refused get one more try
             self._log.info("broker_connected", retried_refused=retried)
+            if self.on_command is not None and self._session is not None:
+                self._session.subscribe(bk_contract.topic(self.device_id, "cmd"))
             self._publish_status(online=True)
             return
         if ack.auth_failed:

@@ -25,14 +25,14 @@ def status_payload(device_id: str, version: str, *, online: bool,
 
 def telemetry_payload(device_id: str, cameras: list[bk_contract.CameraHealth], outbox_stats: dict, *,
                       cpu_percent: float, budget_bps: float, temperature_c: float | None,
-                      inference_ms: float = 0.0) -> bytes:
-    """JSON of one `Telemetry` reading."""
+                      inference_ms: float = 0.0, extras: dict | None = None) -> bytes:
+    """JSON of one `Telemetry` reading; `extras` adds the per-camera live and recording figures."""
     return bk_contract.Telemetry(
         device_id=device_id, ts=datetime.now(UTC), fps={c.id: c.fps for c in cameras},
         cpu_percent=round(cpu_percent, 1), temperature_c=temperature_c, inference_ms=round(inference_ms, 1),
         outbox_depth=outbox_stats["depth_total"], outbox_dropped=outbox_stats["dropped_total"],
         outbox_dropped_by_priority={k: v for k, v in outbox_stats["dropped"].items() if v},
-        outbox_refused=outbox_stats["refused_total"], budget_bps=budget_bps,
+        outbox_refused=outbox_stats["refused_total"], budget_bps=budget_bps, **(extras or {}),
     ).model_dump_json().encode()
 
 
@@ -134,7 +134,8 @@ class StatusReporting:
         self._cpu_mark = (cpu, wall)
         payload = telemetry_payload(self.device_id, cameras, stats, cpu_percent=cpu_pct,
                                     budget_bps=self.budget.rate * 8, temperature_c=temperature(),
-                                    inference_ms=self._inference_ms())
+                                    inference_ms=self._inference_ms(),
+                                    extras=self.telemetry_extras() if self.telemetry_extras else None)
         topic = bk_contract.topic(self.device_id, "telemetry")
         if not self.budget.try_take(publish_packet_size(topic, len(payload), 0), Priority.TELEMETRY):
             with self._lock:

@@ -63,7 +63,15 @@ class Disconnected:
     reason: str
 
 
-Event = Connack | Puback | Disconnected
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A PUBLISH from the broker (the box subscribes only to its own `cmd` topic)."""
+
+    topic: str
+    payload: bytes
+
+
+Event = Connack | Puback | Disconnected | Message
 
 
 def _varint_len(n: int) -> int:
@@ -111,6 +119,7 @@ class MqttSession:
         c.on_connect = self._on_connect
         c.on_publish = self._on_publish
         c.on_disconnect = self._on_disconnect
+        c.on_message = self._on_message
         self.client = c
         self.open = False
 
@@ -122,6 +131,15 @@ class MqttSession:
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.events.append(Disconnected(int(reason_code.value), str(reason_code)))
+
+    def _on_message(self, client, userdata, message) -> None:
+        self.events.append(Message(message.topic, bytes(message.payload)))
+
+    def subscribe(self, topic: str) -> None:
+        """Subscribe with QoS 1 (asked after the CONNACK; clean start forgets subscriptions)."""
+        result, _mid = self.client.subscribe(topic, qos=1)
+        if result != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            raise RetryLater(f"subscribe to {topic} failed: {mqtt.error_string(result)}")
 
     def connect(self) -> None:
         """TCP connect and send CONNECT; the CONNACK comes later through `poll()`."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,7 +19,7 @@ from bk_contract.payloads import CameraHealth
 from cloud_receiver.admin import auth
 from cloud_receiver.app.factory import create_app
 from cloud_receiver.appkeys import ALERT_HUB, STORAGE
-from cloud_receiver.config import ReceiverConfig, StorageConfig
+from cloud_receiver.config import ExportConfig, ReceiverConfig, StorageConfig
 from cloud_receiver.storage.media_store import write_media_file
 from cloud_receiver.storage.sqlite import Storage, iso
 from support.requirements import pg_schema
@@ -26,6 +27,10 @@ from support.requirements import pg_schema
 # canteen id -> (name, jurisdiction)
 CANTEENS = {"C1": ("第一中学食堂", "64050201"), "C2": ("第二小学食堂", "64050202"), "C3": ("中宁一中食堂", "64052101")}
 DEVICES = {"C1": "64050200001180000001", "C2": "64050200001180000002", "C3": "64052100001180000003"}
+# every test receiver (make_world, api_server) signs its /export answers with this key, read from the environment
+# as in production (export.key_env); tests of a missing key unset it with monkeypatch
+EXPORT_KEY_ENV, EXPORT_KEY = ExportConfig().key_env or "", "bk-test-export-key-0123456789abcdef"
+os.environ[EXPORT_KEY_ENV] = EXPORT_KEY
 JPEG = b"\xff\xd8\xff\xe0" + b"\x00\x10JFIF" + bytes(range(256)) * 4 + b"\xff\xd9"
 
 
@@ -83,7 +88,8 @@ async def make_world(tmp_path: Path, engine: str = "sqlite", **setup: Any) -> Wo
     """The app on a fresh database of `engine` (sqlite, or postgresql: a throw-away schema); `World.close` ends it."""
     exit = contextlib.ExitStack()
     url = exit.enter_context(pg_schema("bk_api")) if engine == "postgresql" else None
-    cfg = ReceiverConfig(storage=StorageConfig(url=url, path=tmp_path / "receiver.db", media_dir=tmp_path / "media"))
+    cfg = ReceiverConfig(storage=StorageConfig(url=url, path=tmp_path / "receiver.db", media_dir=tmp_path / "media"),
+                         **setup.get("config", {}))  # more config sections, e.g. {"ledgers": LedgersConfig(...)}
     app = create_app(cfg, subscriber=False)
     from cloud_receiver.api import API_SETTINGS, PUSH_SETTINGS
     if "settings" in setup:
@@ -134,7 +140,26 @@ def seed(storage: Storage, media_dir: Path) -> tuple[dict[str, str], str, str]:
         "c1": auth.create_token(storage.sql, "canteen", "C1", "c1-manager"),
         "c3": auth.create_token(storage.sql, "canteen", "C3", "c3-manager"),
     }
+    seed_ledgers(storage)
     return tokens, pub_sha, priv_sha
+
+
+def seed_ledgers(storage: Storage) -> None:
+    """Every canteen's staff ledger has entry `seed-staff` (written now, so still editable in place for 24 h)
+    with a morning check on 2024-05-06: what the ledger probes of the authorization matrix name."""
+    from cloud_receiver.ledgers import store
+    from cloud_receiver.ledgers.models import MorningCheck, Staff
+
+    admin = auth.Principal("admin", "", "seed")
+    person = Staff(name="王五", position="厨师", health_cert_no="NX2024-0100", health_cert_issued="2024-01-02",
+                   health_cert_expiry="2099-01-01")
+    check = MorningCheck(day="2024-05-06", staff_id="seed-staff", temperature_c=36.5, hand_wound=False, diarrhea=False,
+                         fever=False, cough=False, fit_to_work=True)
+    for canteen in CANTEENS:
+        store.create(storage.sql, admin, canteen, "staff", [person], now=datetime.now(UTC), tz_hours=8,
+                     entry_ids=["seed-staff"])
+        store.create(storage.sql, admin, canteen, "morning_checks", [check], now=datetime.now(UTC), tz_hours=8,
+                     entry_ids=["seed-check"])
 
 
 def when(value: str | datetime) -> datetime:
@@ -148,3 +173,31 @@ def now() -> datetime:
 
 def ago(**kw: float) -> datetime:
     return now() - timedelta(**kw)
+
+
+# -- console accounts (cloud_receiver.admin.accounts, cloud_receiver.web) --------------------------
+PASSWORD = "correct-horse-battery"  # test accounts' password: meets the policy (10+ characters)
+
+
+def add_user(world: World, name: str, role: str, scope: str = "", password: str = PASSWORD,
+             display_name: str = "") -> None:
+    """A console account in the world's database, made as `cloud-receiver user add` makes it."""
+    from cloud_receiver.admin.accounts import create_user
+    create_user(world.storage.sql, name, role, scope, password, display_name)
+
+
+def form_csrf(html: str) -> str:
+    """The hidden `csrf` field of the first form on a page."""
+    import re
+    found = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert found, "the page has no csrf field"
+    return found.group(1)
+
+
+async def login(client: TestClient, name: str, password: str = PASSWORD, next_path: str | None = None):
+    """Log in through the form as a browser does (GET /login for its token, then POST); the POST's response."""
+    page = await client.get("/login")
+    form = {"name": name, "password": password, "csrf": form_csrf(await page.text())}
+    if next_path is not None:
+        form["next"] = next_path
+    return await client.post("/login", data=form, allow_redirects=False)

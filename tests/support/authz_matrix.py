@@ -27,6 +27,8 @@ Expect = int | str
 ROLES = ("admin", "regulator", "canteen", "anonymous")
 TARGETS = {"own": "C1", "other_canteen": "C2", "other_region": "C3"}
 JPEG_B64 = "/9j/4AAQSkZJRgABAQAAAQABAAD/2wBDAAgGBgcGBQgHBwcJCQgKDA=="  # the start of a JPEG: enough for the check
+STAFF = {"name": "张三", "health_cert_no": "NX2024-0001", "health_cert_issued": "2024-01-02",
+         "health_cert_expiry": "2099-01-01"}  # a staff ledger entry
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,9 @@ class Target:
     device: str
     alert: str
     snapshot: str
+    kind: str = "staff"  # the ledger the ledger probes use (api_kit.seed gives every canteen these entries)
+    rid: str = "seed-staff"
+    day: str = "2024-05-06"
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,31 @@ PROBES: dict[str, Probe] = {
     "edit public rating": Probe("PATCH", "/api/v1/canteens/{canteen}/public", {"rating": "B"}),
     "public page": Probe("GET", "/api/v1/public/canteens/{canteen}"),
     "stream ticket": Probe("POST", "/api/v1/alerts/stream/tickets"),
+    # this world has no broker: a command the caller may send gets as far as publishing (503)
+    "send status command": Probe("POST", "/api/v1/devices/{device}/commands", {"name": "status"}),
+    "send config command": Probe("POST", "/api/v1/devices/{device}/commands",
+                                 {"name": "config_push", "args": {"config": "device: {}"}}),
+    "get command": Probe("GET", "/api/v1/devices/{device}/commands/probe-cmd"),  # seeded for every box
+    # the live WebSocket: who may watch is decided before the upgrade (no broker here: 503 for those who may)
+    "watch live": Probe("GET", "/api/v1/live/{device}/cam1"),
+    "export changes": Probe("GET", "/api/v1/export/changes?limit=1000",
+                            shows=lambda body, t: any(i["alert"]["id"] == t.alert for i in body["items"])),
+    "export canteens": Probe("GET", "/api/v1/export/canteens", shows=_items_have("canteen_id")),
+    # the canteens' ledgers (api/ledgers.py): every canteen has staff entry `seed-staff` (api_kit.seed)
+    "list ledger": Probe("GET", "/api/v1/canteens/{canteen}/ledgers/{kind}"),
+    "add ledger entry": Probe("POST", "/api/v1/canteens/{canteen}/ledgers/{kind}", STAFF),
+    "shift morning checks": Probe("POST", "/api/v1/canteens/{canteen}/morning-checks", {
+        "day": "2024-05-06", "checks": [{"staff_id": "seed-staff", "temperature_c": 36.5, "hand_wound": False,
+                                         "diarrhea": False, "fever": False, "cough": False, "fit_to_work": True}]}),
+    "ledger xlsx": Probe("GET", "/api/v1/canteens/{canteen}/ledgers/{kind}/export.xlsx"),
+    "get ledger entry": Probe("GET", "/api/v1/canteens/{canteen}/ledgers/{kind}/{rid}"),
+    "edit ledger entry": Probe("PUT", "/api/v1/canteens/{canteen}/ledgers/{kind}/{rid}", STAFF),
+    "correct ledger entry": Probe("POST", "/api/v1/canteens/{canteen}/ledgers/{kind}/{rid}/revisions",
+                                  {"reason": "健康证编号录错", "data": STAFF}),
+    "comment ledger entry": Probe("POST", "/api/v1/canteens/{canteen}/ledgers/{kind}/{rid}/comments",
+                                  {"text": "请补充健康证照片"}),
+    "upload ledger photo": Probe("POST", "/api/v1/canteens/{canteen}/ledger-photos", {"photo_base64": JPEG_B64}),
+    "ledger day": Probe("GET", "/api/v1/canteens/{canteen}/days/{day}"),
 }
 
 # endpoint, role -> (own canteen, other canteen, other region)
@@ -135,6 +165,71 @@ MATRIX: dict[tuple[str, str], tuple[Expect, Expect, Expect]] = {
     ("stream ticket", "regulator"): (200, 200, 200),
     ("stream ticket", "canteen"): (200, 200, 200),
     ("stream ticket", "anonymous"): (401, 401, 401),
+    ("send status command", "admin"): (503, 503, 503),
+    ("send status command", "regulator"): (503, 503, 404),
+    ("send status command", "canteen"): (503, 404, 404),
+    ("send status command", "anonymous"): (401, 401, 401),
+    ("send config command", "admin"): (503, 503, 503),
+    ("send config command", "regulator"): (403, 403, 404),  # configuration is the admin's
+    ("send config command", "canteen"): (403, 404, 404),
+    ("send config command", "anonymous"): (401, 401, 401),
+    ("get command", "admin"): (200, 200, 200),
+    ("get command", "regulator"): (200, 200, 404),
+    ("get command", "canteen"): (200, 404, 404),
+    ("get command", "anonymous"): (401, 401, 401),
+    ("watch live", "admin"): (503, 503, 503),
+    ("watch live", "regulator"): (503, 503, 404),
+    ("watch live", "canteen"): (503, 404, 404),
+    ("watch live", "anonymous"): (401, 401, 401),  # the public never sees live video (faces cannot be blurred)
+    ("export changes", "admin"): (SEEN, SEEN, SEEN),
+    ("export changes", "regulator"): (SEEN, SEEN, HIDDEN),
+    ("export changes", "canteen"): (403, 403, 403),  # the export is for the upper platform, not for a canteen
+    ("export changes", "anonymous"): (401, 401, 401),
+    ("export canteens", "admin"): (SEEN, SEEN, SEEN),
+    ("export canteens", "regulator"): (SEEN, SEEN, HIDDEN),
+    ("export canteens", "canteen"): (403, 403, 403),
+    ("export canteens", "anonymous"): (401, 401, 401),
+    # the ledgers: reading like a canteen's alerts, writing only by the canteen itself (and admin)
+    ("list ledger", "admin"): (200, 200, 200),
+    ("list ledger", "regulator"): (200, 200, 404),
+    ("list ledger", "canteen"): (200, 404, 404),
+    ("list ledger", "anonymous"): (401, 401, 401),
+    ("add ledger entry", "admin"): (200, 200, 200),
+    ("add ledger entry", "regulator"): (403, 403, 404),
+    ("add ledger entry", "canteen"): (200, 404, 404),
+    ("add ledger entry", "anonymous"): (401, 401, 401),
+    ("shift morning checks", "admin"): (200, 200, 200),
+    ("shift morning checks", "regulator"): (403, 403, 404),
+    ("shift morning checks", "canteen"): (200, 404, 404),
+    ("shift morning checks", "anonymous"): (401, 401, 401),
+    ("ledger xlsx", "admin"): (200, 200, 200),
+    ("ledger xlsx", "regulator"): (200, 200, 404),
+    ("ledger xlsx", "canteen"): (200, 404, 404),
+    ("ledger xlsx", "anonymous"): (401, 401, 401),
+    ("get ledger entry", "admin"): (200, 200, 200),
+    ("get ledger entry", "regulator"): (200, 200, 404),
+    ("get ledger entry", "canteen"): (200, 404, 404),
+    ("get ledger entry", "anonymous"): (401, 401, 401),
+    ("edit ledger entry", "admin"): (200, 200, 200),
+    ("edit ledger entry", "regulator"): (403, 403, 404),
+    ("edit ledger entry", "canteen"): (200, 404, 404),
+    ("edit ledger entry", "anonymous"): (401, 401, 401),
+    ("correct ledger entry", "admin"): (200, 200, 200),
+    ("correct ledger entry", "regulator"): (403, 403, 404),
+    ("correct ledger entry", "canteen"): (200, 404, 404),
+    ("correct ledger entry", "anonymous"): (401, 401, 401),
+    ("comment ledger entry", "admin"): (200, 200, 200),
+    ("comment ledger entry", "regulator"): (200, 200, 404),
+    ("comment ledger entry", "canteen"): (200, 404, 404),
+    ("comment ledger entry", "anonymous"): (401, 401, 401),
+    ("upload ledger photo", "admin"): (200, 200, 200),
+    ("upload ledger photo", "regulator"): (403, 403, 404),
+    ("upload ledger photo", "canteen"): (200, 404, 404),
+    ("upload ledger photo", "anonymous"): (401, 401, 401),
+    ("ledger day", "admin"): (200, 200, 200),
+    ("ledger day", "regulator"): (200, 200, 404),
+    ("ledger day", "canteen"): (200, 404, 404),
+    ("ledger day", "anonymous"): (401, 401, 401),
 }
 
 

@@ -95,6 +95,8 @@ class PageLog:
         self.console_errors.append(f"uncaught: {err}")
 
     def on_request_failed(self, request: Request) -> None:
+        if request.resource_type == "eventsource" and request.failure == "net::ERR_ABORTED":
+            return  # a page's open event stream is aborted when the page is left: not a failure
         self.failed_requests.append(f"{request.method} {request.url}: {request.failure}")
 
     def on_response(self, response: Response) -> None:

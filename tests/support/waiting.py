@@ -9,6 +9,7 @@ for a fixed time.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import Callable
 from typing import Any
@@ -33,13 +34,18 @@ def wait_for(pred: Callable[[], Any], timeout: float, what: str = "condition", s
 
 
 async def async_wait_until(pred: Callable[[], Any], timeout: float = 10.0, step: float = 0.02) -> Any:
+    """Like `wait_until`; `pred` may also be a coroutine function (e.g. one that asks the API)."""
+    async def value_of() -> Any:
+        value = pred()
+        return await value if inspect.isawaitable(value) else value
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        value = pred()
+        value = await value_of()
         if value:
             return value
         await asyncio.sleep(step)
-    return pred()
+    return await value_of()
 
 
 async def async_wait_for(pred: Callable[[], Any], timeout: float = 5.0, what: str = "condition",

@@ -1,4 +1,4 @@
-"""NanoDet (COCO) on a TFLite interpreter, behind the `Detector` interface (type "tflite")."""
+"""NanoDet (COCO) on a TFLite interpreter, behind the `Detector` interface (type "tflite", family_detector.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import av
 import numpy as np
 from av.video.reformatter import Interpolation, VideoReformatter
 
-from edge_agent.analysis.detector.base import Detector, DetectTiming, register_detector
+from edge_agent.analysis.detector.base import Detector, DetectTiming
 from edge_agent.analysis.detector.manifest import ModelManifest, load_manifest
 from edge_agent.analysis.detector.postprocess import (
     InputMap,
@@ -30,7 +30,6 @@ DEFAULT_SCORE_THRESHOLD = 0.35
 DEFAULT_IOU_THRESHOLD = 0.5
 
 
-@register_detector("tflite")
 class TfliteDetector(Detector):
     """NanoDet COCO detector; frames are scaled with area interpolation (libswscale) into the input.
 
@@ -65,7 +64,7 @@ class TfliteDetector(Detector):
         self.iou_threshold = iou_threshold
         self.resize: ResizeMode = resize
         self.max_detections = max_detections
-        self._labels = tuple(self.manifest.labels)
+        self._labels = tuple(self.manifest.reported_labels)
         self.score_threshold = score_threshold
         unknown = set(classes or ()) - set(self._labels)
         if unknown:

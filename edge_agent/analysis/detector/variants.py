@@ -52,7 +52,7 @@ def find_variants(model_path: Path) -> list[tuple[Path, ModelManifest]]:
     """The model and the other files beside it with the same `variant_group` (configured one first)."""
     main = load_manifest(model_path)
     found = [(model_path, main)]
-    for other in sorted(model_path.parent.glob("*.tflite")):
+    for other in sorted([*model_path.parent.glob("*.tflite"), *model_path.parent.glob("*.onnx")]):
         if other.resolve() == model_path.resolve():
             continue
         try:
@@ -66,9 +66,9 @@ def find_variants(model_path: Path) -> list[tuple[Path, ModelManifest]]:
 
 def time_detect_ms(model_path: Path, threads: int, runs: int) -> float:
     """Median ms of detect() (scaling, invoke, decoding) on a mid-grey 16:9 frame, after one warm-up."""
-    from edge_agent.analysis.detector.tflite import TfliteDetector
+    from edge_agent.analysis.detector.family_detector import open_detector
 
-    det = TfliteDetector(model_path, num_threads=threads)
+    det = open_detector(model_path, num_threads=threads)
     w, h = det.input_size
     frame = np.full((h * 9 // 16, w, 3), 128, np.uint8)
     det.detect(frame)

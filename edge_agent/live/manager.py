@@ -1,0 +1,137 @@
+"""Live sessions of a box: started and renewed by the cloud's `live_start`, ended by `live_stop` or by
+nobody renewing within `idle_timeout_s` (a viewer that went away costs no upload for long).
+
+The camera's decode thread offers each decoded frame (`offer`: a dictionary lookup when nobody
+watches); a session keeps only the newest frame waiting and encodes on its own thread, so a slow
+encoder drops frames instead of slowing decoding. Pieces go to the outbox as QoS 0 at live priority
+(after alerts, snapshots and clips in the upload budget) on `bk/v1/{device_id}/live/{camera_id}`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+import bk_contract
+from edge_agent.live.encoder import LiveEncoder, LiveProfile
+from edge_agent.outbox.priority import Priority
+
+log = structlog.get_logger(__name__)
+
+
+class LiveSession:
+    def __init__(self, manager: LiveManager, camera_id: str, until: float) -> None:
+        self.manager, self.camera_id, self.until = manager, camera_id, until
+        self.started = manager.clock()
+        self._frame: tuple[Any, float] | None = None
+        self._cond = threading.Condition()
+        self._stopped = False
+        self.encoder: LiveEncoder | None = None
+        self.error = ""
+        self.thread = threading.Thread(target=self._run, name=f"bk-live-{camera_id}", daemon=True)
+
+    def offer(self, frame: Any, t: float) -> None:
+        with self._cond:
+            self._frame = (frame, t)  # the newest wins: a frame the encoder did not take in time is dropped
+            self._cond.notify()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify()
+
+    def _run(self) -> None:
+        m = self.manager
+        topic = bk_contract.topic(m.device_id, "live", camera_id=self.camera_id)
+        try:
+            self.encoder = LiveEncoder(m.profile)
+            while True:
+                with self._cond:
+                    self._cond.wait_for(lambda: self._stopped or self._frame is not None, timeout=0.5)
+                    if self._stopped or m.clock() > self.until:
+                        break
+                    item, self._frame = self._frame, None
+                if item is None:
+                    continue
+                for piece in self.encoder.feed(*item):
+                    m.outbox.add_message(topic, piece, qos=0, priority=Priority.LIVE, group=f"live:{self.camera_id}")
+        except Exception as err:  # noqa: BLE001 - a broken encoder ends the session, not the box
+            self.error = repr(err)
+            log.exception("live_session_failed", camera=self.camera_id)
+        finally:
+            if self.encoder is not None:
+                self.encoder.close()
+            m.ended(self)
+
+
+class LiveManager:
+    def __init__(self, device_id: str, outbox: Any, profile: LiveProfile | None = None, *,
+                 idle_timeout_s: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.device_id, self.outbox = device_id, outbox
+        self.profile = profile or LiveProfile()
+        self.idle_timeout_s = idle_timeout_s
+        self.clock = clock
+        self._sessions: dict[str, LiveSession] = {}
+        self._lock = threading.Lock()
+        self.sessions_started = 0
+
+    def start(self, camera_id: str) -> dict[str, Any]:
+        """Start live for a camera, or renew it: it runs until `idle_timeout_s` after the last call."""
+        until = self.clock() + self.idle_timeout_s
+        with self._lock:
+            session = self._sessions.get(camera_id)
+            if session is not None and session.thread.is_alive():
+                session.until = until
+                return {"camera_id": camera_id, "renewed": True, "bitrate_bps": self.profile.bitrate_bps}
+            session = LiveSession(self, camera_id, until)
+            self._sessions[camera_id] = session
+            self.sessions_started += 1
+        session.thread.start()
+        log.info("live_started", camera=camera_id, width=self.profile.width, height=self.profile.height,
+                 fps=self.profile.fps, bitrate_bps=self.profile.bitrate_bps)
+        return {"camera_id": camera_id, "renewed": False, "bitrate_bps": self.profile.bitrate_bps}
+
+    def stop(self, camera_id: str) -> bool:
+        with self._lock:
+            session = self._sessions.pop(camera_id, None)
+        if session is None:
+            return False
+        session.stop()
+        return True
+
+    def offer(self, camera_id: str, frame: Any, t: float) -> None:
+        """From a decode thread: the frame, if someone watches this camera."""
+        session = self._sessions.get(camera_id)
+        if session is not None:
+            session.offer(frame, t)
+
+    def ended(self, session: LiveSession) -> None:
+        with self._lock:
+            if self._sessions.get(session.camera_id) is session:
+                del self._sessions[session.camera_id]
+        enc = session.encoder
+        log.info("live_stopped", camera=session.camera_id, frames=enc.frames if enc else 0,
+                 bytes=enc.bytes_out if enc else 0, error=session.error or None)
+
+    def status(self) -> dict[str, dict[str, Any]]:
+        """Per watched camera: seconds live, frames and bytes sent, the mean bitrate."""
+        now = self.clock()
+        out = {}
+        for cam, s in list(self._sessions.items()):
+            enc, age = s.encoder, max(1e-3, now - s.started)
+            out[cam] = {"live_s": round(age, 1), "frames": enc.frames if enc else 0,
+                        "bitrate_bps": round((enc.bytes_out if enc else 0) * 8 / age)}
+        return out
+
+    def close(self) -> None:
+        with self._lock:
+            sessions = list(self._sessions.values())
+            self._sessions.clear()
+        for s in sessions:
+            s.stop()
+        for s in sessions:
+            s.thread.join(2)

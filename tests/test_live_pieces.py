@@ -1,0 +1,121 @@
+"""Live video pieces: the fragmented-MP4 reader (bk_contract.fmp4), the box's encoder and the cloud's relay."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import struct
+
+import av
+import numpy as np
+import pytest
+
+from bk_contract import fmp4
+from cloud_receiver.live.relay import LiveRelay
+from edge_agent.live.encoder import LiveEncoder, LiveProfile
+
+pytestmark = pytest.mark.unit
+
+
+def box(kind: bytes, body: bytes = b"") -> bytes:
+    return struct.pack(">I4s", 8 + len(body), kind) + body
+
+
+def full(kind: bytes, flags: int, body: bytes) -> bytes:
+    return box(kind, struct.pack(">I", flags) + body)
+
+
+def fragment(first_flags: int | None, *, tfhd_default: int | None = None) -> bytes:
+    """moof(traf(tfhd, trun)) + mdat, with the first sample's flags given the three ways the format allows."""
+    tfhd = full(b"tfhd", 0x20 if tfhd_default is not None else 0,
+                struct.pack(">I", 1) + (struct.pack(">I", tfhd_default) if tfhd_default is not None else b""))
+    if first_flags is None:
+        trun = full(b"trun", 0x01, struct.pack(">Ii", 1, 0))
+    else:
+        trun = full(b"trun", 0x01 | 0x04, struct.pack(">IiI", 1, 0, first_flags))
+    return box(b"moof", box(b"traf", tfhd + trun)) + box(b"mdat", b"\x00" * 5)
+
+
+def test_keyframe_flags_read_the_three_ways():
+    """The first sample's flags come from trun's first_sample_flags, else tfhd's default, else trex's."""
+    assert fmp4.starts_with_keyframe(fragment(0x02000000))
+    assert not fmp4.starts_with_keyframe(fragment(0x01010000))
+    assert not fmp4.starts_with_keyframe(fragment(None, tfhd_default=fmp4.NON_SYNC))
+    assert fmp4.starts_with_keyframe(fragment(None, tfhd_default=0))
+    assert not fmp4.starts_with_keyframe(fragment(None), trex_flags=fmp4.NON_SYNC)
+
+
+def test_split_keeps_incomplete_tail_and_rejects_nonsense():
+    """Complete pieces are cut off the front, a partial box stays for later; a box of size 3 is an error."""
+    init = box(b"ftyp", b"isom") + box(b"moov", b"x")
+    frag = fragment(0)
+    pieces, rest = fmp4.split_pieces(init + frag + frag[:10])
+    assert pieces == [init, frag] and rest == frag[:10]
+    with pytest.raises(fmp4.Fmp4Error):
+        fmp4.split_pieces(struct.pack(">I4s", 3, b"moof") + b"\x00" * 8)
+    with pytest.raises(fmp4.Fmp4Error, match="claims"):
+        list(fmp4.boxes(struct.pack(">I4s", 100, b"moof")))
+
+
+def _frames(n: int, fps: float = 25.0):
+    for i in range(n):
+        img = np.zeros((720, 1280, 3), np.uint8)
+        img[:, (i * 20) % 1280:(i * 20) % 1280 + 100] = 250
+        frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+        yield frame, i / fps
+
+
+def test_encoder_emits_init_before_each_keyframe_at_the_profile_rate():
+    """Fed 25 fps for 3 s, the encoder keeps 12 fps, scales to 640x360, a keyframe each second with its init."""
+    enc = LiveEncoder(LiveProfile(fps=12, gop_s=1.0))
+    pieces = [p for frame, t in _frames(75) for p in enc.feed(frame, t)]
+    inits = [p for p in pieces if fmp4.is_init(p)]
+    frags = [p for p in pieces if not fmp4.is_init(p)]
+    keys = [i for i, p in enumerate(frags) if fmp4.starts_with_keyframe(p, fmp4.default_sample_flags(inits[0]))]
+    assert 34 <= enc.frames <= 37  # 12 fps of 3 s
+    assert keys[:3] == [0, 12, 24] and len(inits) == len(keys)
+    assert fmp4.codec_string(inits[0]).startswith("avc1.42")  # constrained baseline: no B-frames
+    stream = av.open(io.BytesIO(inits[0] + b"".join(frags[:12])))
+    video = stream.streams.video[0]
+    assert (video.codec_context.width, video.codec_context.height) == (640, 360)
+    stream.close()
+    enc.close()
+
+
+async def test_relay_gives_a_late_viewer_the_gop_and_then_live():
+    """A viewer who joins mid-GOP gets codec, init and the fragments since the keyframe at once, then new
+    ones; the box is asked for live once for two viewers and told to stop when the last leaves."""
+    sent: list[str] = []
+
+    async def send(device: str, camera: str, name: str) -> None:
+        sent.append(name)
+
+    relay = LiveRelay(send, renew_s=60)
+    relay.bind_loop(asyncio.get_running_loop())
+    enc = LiveEncoder(LiveProfile(fps=12, gop_s=1.0))
+    init, key, d1, d2, d3 = [p for frame, t in _frames(12) for p in enc.feed(frame, t)][:5]
+    enc.close()
+    assert fmp4.is_init(init) and fmp4.starts_with_keyframe(key) and not fmp4.starts_with_keyframe(d1)
+    relay.feed("D", "cam", d1)  # before any keyframe: useless, dropped
+
+    async def first(n: int) -> list:
+        out = []
+        async with contextlib.aclosing(relay.watch("D", "cam", timeout_s=2)) as items:
+            async for item in items:
+                out.append(item)
+                if len(out) == n:
+                    break
+        return out
+
+    early = asyncio.create_task(first(6))
+    await asyncio.sleep(0.01)
+    for piece in (init, key, d1, d2):
+        relay.feed("D", "cam", piece)
+    late = await asyncio.wait_for(first(5), 2)  # joins mid-GOP: has everything since the keyframe at once
+    assert late == [fmp4.codec_string(init), init, key, d1, d2]
+    relay.feed("D", "cam", d3)
+    assert await asyncio.wait_for(early, 2) == [fmp4.codec_string(init), init, key, d1, d2, d3]
+    await asyncio.sleep(0.01)
+    assert sent == ["live_start", "live_stop"]  # asked once for both viewers, stopped when the last left
+    assert relay.stats()["D/cam"]["viewers"] == 0
