@@ -28,7 +28,9 @@ LEDGER_ALERT_NAMES: dict[str, str] = {
     "sample_missing": "未留样",
     "sample_too_short": "留样时间不足",
 }
-ALERT_TYPE_NAMES: dict[str, str] = {**VIOLATION_NAMES, **LEDGER_ALERT_NAMES}  # every type an alert row may have
+# alerts the receiver raises from the public page's 投诉/举报 form (cloud_receiver/web/public_report.py)
+PUBLIC_ALERT_NAMES: dict[str, str] = {"public_report": "公众举报"}
+ALERT_TYPE_NAMES: dict[str, str] = {**VIOLATION_NAMES, **LEDGER_ALERT_NAMES, **PUBLIC_ALERT_NAMES}  # every type an alert row may have
 
 
 def type_name(code: str) -> str:

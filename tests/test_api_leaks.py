@@ -111,12 +111,14 @@ async def test_clips_and_snapshots_of_the_contract_types_are_stored(ingest):
 
 
 async def test_media_stored_before_the_check_is_never_served_as_html(world):
-    """An HTML file stored as text/html before types were checked, even on the public page, comes back as an
-    attachment of type application/octet-stream with nosniff and a sandboxing CSP."""
+    """An HTML file stored as text/html before types were checked comes back as an attachment of type
+    application/octet-stream with nosniff and a sandboxing CSP; on the public page it is not served at all."""
     sha = add_media(world.storage, world.media_dir, HTML, "old1", DEVICES["C1"], content_type="text/html")
     page = json.dumps({"snapshots": [{"sha256": sha, "taken_at": "2024-05-01T00:00:00Z"}]})
     world.storage.add_canteen("C1", CANTEENS["C1"][0], CANTEENS["C1"][1], page)
-    for who in (None, "c1"):
+    assert (await world.get(f"/media/{sha}")).status == 404  # the public gets blurred copies only, of pictures
+    assert (await world.client.get(f"/p/C1/snapshots/{sha}.jpg")).status == 404
+    for who in ("c1", "reg"):
         r = await world.get(f"/media/{sha}", who)
         assert r.status == 200 and await r.read() == HTML
         assert r.headers["Content-Type"] == "application/octet-stream"
@@ -131,7 +133,7 @@ async def test_media_stored_before_the_check_is_never_served_as_html(world):
 
 async def test_a_real_snapshot_is_served_inline_as_jpeg(world):
     """A checked JPEG keeps its type, inline, with its name, nosniff and the sandboxing CSP."""
-    r = await world.get(f"/media/{world.public_sha}")
+    r = await world.get(f"/media/{world.public_sha}", "c1")
     assert r.status == 200 and r.headers["Content-Type"] == "image/jpeg"
     assert r.headers["Content-Disposition"] == f'inline; filename="{world.public_sha}.jpg"'
     assert r.headers["X-Content-Type-Options"] == "nosniff"

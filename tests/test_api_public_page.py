@@ -37,8 +37,8 @@ async def test_canteen_sets_its_licences_and_own_snapshots_only(world):
     r = await _patch(world, "C3", "c3", body)
     assert r.status == 200
     page = await r.json()
-    assert page["licences"] == body["licences"] and page["snapshots"][0]["url"] == f"/api/v1/media/{own}"
-    assert (await world.client.get(f"/api/v1/media/{own}")).status == 200  # now public: no token needed
+    assert page["licences"] == body["licences"] and page["snapshots"][0]["url"] == f"/p/C3/snapshots/{own}.jpg"
+    assert (await world.client.get(f"/api/v1/media/{own}")).status == 404  # public: as a blurred copy only, never this
     r = await _patch(world, "C3", "c3", {"rating": "A"})
     assert r.status == 403 and "rating" in (await r.json())["error"]["message"]
     # another canteen's picture is refused

@@ -101,7 +101,8 @@ async def test_public_page_shows_public_data_only(world):
     assert [s["sha256"] for s in body["snapshots"]] == [world.public_sha]
     text = await r.text()
     assert "A00001" not in text and "jurisdiction" not in text and world.private_sha not in text
-    assert (await world.client.get(body["snapshots"][0]["url"])).status == 200
+    assert body["snapshots"][0]["url"] == f"/p/C1/snapshots/{world.public_sha}.jpg"  # the blurred copy
+    assert (await world.get(f"/media/{world.public_sha}")).status == 404  # never the original without a login
     assert (await world.get(f"/media/{world.private_sha}")).status == 404
     assert (await world.get("/public/canteens/NOPE")).status == 404
 

@@ -14,7 +14,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from bk_contract import ChunkHeader
 from bk_contract.media_types import JPEG, sniff_media_type
-from bk_contract.violations import VIOLATION_NAMES
+from bk_contract.violations import ALERT_TYPE_NAMES
 from cloud_receiver.admin.auth import Principal, principal_of
 from cloud_receiver.api.bodies import Approve, DeadlineBody, RectificationJson, Reject
 from cloud_receiver.api.context import ApiContext, ctx
@@ -38,10 +38,10 @@ async def list_alerts(request: web.Request) -> web.Response:
     _require_login(request)
     c, q, p = ctx(request), request.query, principal_of(request)
     types = tuple(q["type"].split(",")) if "type" in q else ()
-    unknown = [t for t in types if t not in VIOLATION_NAMES]
+    unknown = [t for t in types if t not in ALERT_TYPE_NAMES]
     if unknown:
         raise bad_request(f"type: unknown alert type(s) {', '.join(repr(t[:40]) for t in unknown[:5])}; "
-                          f"known: {', '.join(VIOLATION_NAMES)}")
+                          f"known: {', '.join(ALERT_TYPE_NAMES)}")
     cursor = q.get("cursor")
     if cursor is not None:
         if not CURSOR.match(cursor):

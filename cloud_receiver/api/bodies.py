@@ -14,6 +14,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter
 
 from bk_contract.payloads import CommandName
 from cloud_receiver.control.commands import TTL_DEFAULT_S, TTL_MAX_S
+from cloud_receiver.ledgers.models import count
 from cloud_receiver.workflow.rectify import NOTE_MAX
 
 DATE_TIME = {"type": "string", "format": "date-time",
@@ -81,7 +82,7 @@ class CommandBody(_Body):
     camera_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] | None = None
     args: dict[Annotated[str, Field(max_length=64)], str | int | float | bool] = Field(default_factory=dict,
                                                                                      max_length=32)
-    ttl_s: int = Field(TTL_DEFAULT_S, ge=5, le=TTL_MAX_S, description="How long the box may still act on it (s).")
+    ttl_s: count(5, TTL_MAX_S) = Field(TTL_DEFAULT_S, description="How long the box may still act on it (s).")
 
 
 def schema_of(model: Any) -> dict[str, Any]:

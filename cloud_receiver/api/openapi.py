@@ -155,7 +155,7 @@ PATHS: dict[str, dict[str, Any]] = {
         "responses": {**_ok("The updated alert.", ref("AlertDetail")), **WORKFLOW_ERRORS}}},
     "/media/{sha256}": {"get": {
         "summary": "Snapshot, clip or photo by content hash, for tokens that may see the canteen that uploaded it; "
-                   "without a token, only snapshots a canteen shows on its public page.",
+                   "without a token, nothing (404): the public page serves blurred copies at /p/{id}/snapshots/.",
         "security": [*BEARER, {}], "parameters": [_p("sha256", "sha256 hex digest.", SHA256)],
         "responses": {"200": MEDIA_FILE, **_errors(400, 404)}}},
     "/stats": {"get": {

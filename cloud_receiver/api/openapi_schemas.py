@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bk_contract.violations import ALERT_TYPE_NAMES, VIOLATION_NAMES
+from bk_contract.violations import ALERT_TYPE_NAMES
 from cloud_receiver.api.bodies import (
     CommandBody,
     DeadlineBody,
@@ -23,7 +23,7 @@ from cloud_receiver.api.public_page import Licence, PublicPage, Sampling
 from cloud_receiver.ledgers.models import CORRECTIONS as LEDGER_CORRECTIONS
 from cloud_receiver.ledgers.models import KINDS as LEDGER_KINDS
 from cloud_receiver.ledgers.models import CommentBody, MorningCheckBatch
-from cloud_receiver.workflow.export_feed import KINDS
+from cloud_receiver.workflow.export_feed import COUNTS, KINDS
 from cloud_receiver.workflow.rectify import STATUSES
 
 
@@ -52,7 +52,7 @@ TIME_OR_DATE = {"anyOf": [TIME, {"type": "string", "format": "date"}],
                 "description": "RFC 3339 time with a zone (e.g. 2024-05-01T08:00:00+08:00), or a date (2024-05-01), "
                                "which means the start of that day in China Standard Time (UTC+8). A time without a "
                                "zone is refused."}
-TYPES = "|".join(VIOLATION_NAMES)
+TYPES = "|".join(ALERT_TYPE_NAMES)  # camera and ledger (and public report) alert types
 TYPE_LIST = {"type": "string", "pattern": f"^({TYPES})(,({TYPES}))*$"}
 CURSOR = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,512}$"}
 ALERT_ID = {"type": "string", "pattern": "^[0-9A-Za-z_-]{1,64}$"}
@@ -121,7 +121,6 @@ for _name in ("ReviewBody",):  # the union's members, referenced by its oneOf
 
 # the export for an upper platform (api/export.py, workflow/export_feed.py)
 _RATE = nullable({"type": "number", "minimum": 0, "maximum": 1})
-_EXPORT_COUNTS = ("total", "pending", "overdue", "submitted", "approved")
 SCHEMAS.update({
     "ExportChange": obj({
         "seq": {**INT, "description": "Sequence number of the change: unique, increasing in feed order."},
@@ -131,7 +130,7 @@ SCHEMAS.update({
                           "next_cursor": {**CURSOR, "description": "Where to go on from; keep it, also from a last page."},
                           "has_more": {"type": "boolean", "description": "More changes are ready now: ask again at once."}}),
     "ExportDevices": obj({"total": INT, "online": INT, "online_rate": _RATE, "last_seen": nullable(TIME)}),
-    "ExportAlerts": obj({**{k: INT for k in _EXPORT_COUNTS}, "rectification_rate": _RATE, "closure_rate": _RATE}),
+    "ExportAlerts": obj({**{k: INT for k in COUNTS}, "rectification_rate": _RATE, "closure_rate": _RATE}),
     "ExportCanteen": obj({"canteen_id": STR, "canteen_name": STR, "jurisdiction": STR, "devices": ref("ExportDevices"),
                           "alerts": ref("ExportAlerts")}),
     "ExportCanteens": obj({"as_of": TIME, "since": TIME, "until": TIME,

@@ -8,7 +8,8 @@ withdraws the rating. Who may change what:
   regulator's findings);
 - canteen: its own `licences` and `snapshots` only.
 A snapshot must be a stored picture of one of the canteen's own boxes (`media` of its devices), so a
-page can never publish another canteen's kitchen.
+page can never publish another canteen's kitchen; the public gets it only as a blurred copy
+(`/p/{id}/snapshots/{sha256}.jpg`, docs/public.md).
 
 Reading is tolerant: each stored part is checked against the same models and what does not fit
 (a row written by hand, or before these checks) is left out and logged, so stored data can never
@@ -20,6 +21,7 @@ from __future__ import annotations
 import json
 from datetime import date
 from typing import Annotated, Any, Literal, TypeVar
+from urllib.parse import quote
 
 import structlog
 from aiohttp import web
@@ -145,4 +147,10 @@ def public_view(c: ApiContext, row: dict) -> dict:
             "rating": profile["rating"] if profile["rating"] in ("A", "B", "C") else None,
             "sampling": [x.model_dump(mode="json") for x in sampling],
             "snapshots": [{"sha256": s.sha256, "taken_at": s.model_dump(mode="json")["taken_at"], "caption": s.caption,
-                           "url": f"/api/v1/media/{s.sha256}"} for s in snaps if s.sha256 in own]}
+                           "url": public_snapshot_url(row["id"], s.sha256)} for s in snaps if s.sha256 in own]}
+
+
+def public_snapshot_url(canteen_id: str, sha256: str) -> str:
+    """Where the public gets a snapshot: its blurred copy (faces and heads obscured, cloud_receiver/privacy),
+    never the original, which /api/v1/media serves to logged-in people only."""
+    return f"/p/{quote(canteen_id, safe='')}/snapshots/{sha256}.jpg"

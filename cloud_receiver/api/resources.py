@@ -41,7 +41,7 @@ async def list_canteens(request: web.Request) -> web.Response:
 
 
 async def get_media(request: web.Request) -> web.StreamResponse:
-    """Media by sha256 for those who may see the canteen that uploaded it (or a public kitchen snapshot).
+    """Media by sha256 for those who may see the canteen that uploaded it (the public never: it gets blurred copies).
 
     Served as the type its bytes are (checked again here, so a file stored before types were checked
     cannot be served as HTML), with nosniff, a sandboxing CSP and a download name."""

@@ -298,3 +298,23 @@ ledger_comments = sa.Table(
     sa.Column("at", Timestamp, nullable=False),
     sa.Index("ledger_comments_entry", "canteen_id", "entry_id", "id"),
 )
+
+# -- the public page, 共治 (cloud_receiver/web/public_report.py, docs/public.md) --
+public_reports = sa.Table(
+    "public_reports", metadata,  # one row per accepted 投诉/举报, kept for the rate limit and the form's single use
+    sa.Column("id", RowId, sa.Identity(), primary_key=True),
+    _text("client", nullable=False),  # the sender's address (IPv6: its /64); deleted with the row after hours
+    _text("canteen_id", nullable=False),
+    _text("form_sha256", nullable=False),  # the form's signed challenge: each is used once
+    sa.Column("at", Timestamp, nullable=False),
+    sa.UniqueConstraint("form_sha256", name="public_reports_form"),
+    sa.Index("public_reports_client", "client", "at"),
+    sa.Index("public_reports_at", "at"),
+)
+
+site_keys = sa.Table(
+    "site_keys", metadata,  # secrets all receivers of this database share, made on first use (the report form's HMAC key)
+    sa.Column("name", sa.Text(), primary_key=True),
+    sa.Column("secret", sa.LargeBinary(), nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+)

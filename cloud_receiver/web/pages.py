@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from importlib.resources import files
@@ -158,6 +159,7 @@ def error_page(request: web.Request, err: PageError) -> web.Response:
 # -- middleware and headers -----------------------------------------------------------------------
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 NO_SESSION_POSTS = ("/login",)  # the login form carries its own pre-session token (login.py)
+PUBLIC_FORM = re.compile(r"^/p/[^/]+/report$")  # the public report form: its signed challenge (public_report.py)
 
 
 def is_console_path(path: str) -> bool:
@@ -172,7 +174,8 @@ async def console_middleware(request: web.Request, handler: Handler) -> web.Stre
     if not is_console_path(request.path):
         return await handler(request)
     try:
-        if request.method not in SAFE_METHODS and request.path not in NO_SESSION_POSTS:
+        if (request.method not in SAFE_METHODS and request.path not in NO_SESSION_POSTS
+                and not PUBLIC_FORM.match(request.path)):
             session = current_session(request)
             if session is None and request.path == "/logout":
                 raise web.HTTPSeeOther("/login")

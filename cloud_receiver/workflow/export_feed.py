@@ -37,6 +37,7 @@ from cloud_receiver.workflow import queries, rectify
 FEED_LIMIT_MAX = 1000
 # what a change is: a new alert, a higher revision, or the workflow action that was taken
 KINDS = ("created", "revised", *(a.value for a in rectify.Action))
+COUNTS = ("total", "pending", "overdue", "submitted", "approved")  # a canteen's alerts of a period, by status now
 _CURSOR_TEXT = re.compile(r"^c1\.([0-9]{1,19})$")
 _NOT_OURS = "not a cursor of this feed (give next_cursor as it was)"
 
@@ -178,7 +179,7 @@ def canteen_summary(db: Db, p: Principal, *, since: datetime, until: datetime, n
               "devices": _devices(boxes.get(r["id"])), "alerts": _alerts(counts.get(r["id"]))} for r in rows]
     dev_total = {k: sum(i["devices"][k] for i in items) for k in ("total", "online")}
     seen = [i["devices"]["last_seen"] for i in items if i["devices"]["last_seen"]]
-    alert_total = {k: sum(i["alerts"][k] for i in items) for k in ("total", "pending", "overdue", "submitted", "approved")}
+    alert_total = {k: sum(i["alerts"][k] for i in items) for k in COUNTS}
     return {"as_of": iso(now), "since": iso(since), "until": iso(until), "items": items,
             "totals": {"canteens": len(items),
                        "devices": _devices({**dev_total, "last_seen": max(seen) if seen else None}),
@@ -192,7 +193,6 @@ def _devices(row: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def _alerts(row: dict[str, Any] | None) -> dict[str, Any]:
-    keys = ("total", "pending", "overdue", "submitted", "approved")
-    n = {k: int(row[k]) if row else 0 for k in keys}
+    n = {k: int(row[k]) if row else 0 for k in COUNTS}
     return {**n, "rectification_rate": _rate(n["submitted"] + n["approved"], n["total"]),
             "closure_rate": _rate(n["approved"], n["total"])}

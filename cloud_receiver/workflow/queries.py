@@ -246,6 +246,7 @@ def list_canteens(db: Db, p: Principal) -> list[dict[str, Any]]:
 
 
 UPLOAD_DEVICE = "api-upload"  # `media.device_id` of rectification photos uploaded through the API
+PUBLIC_REPORT_DEVICE = "public-report"  # `device_id` of the public's 投诉/举报 alerts and of their photos
 
 
 def media_for(db: Db, p: Principal, sha256: str) -> dict[str, Any]:
@@ -254,8 +255,9 @@ def media_for(db: Db, p: Principal, sha256: str) -> dict[str, Any]:
     Access follows the uploader, never the alerts that name a hash (a box can name any hash): a box's
     upload belongs to the box's canteen; a rectification photo to the canteen of the alert it was
     submitted for (only that canteen's token can submit it); a ledger photo to the canteens that
-    uploaded it for their ledgers (`ledger_photos`). Anyone may read a snapshot its own canteen put on
-    its public page."""
+    uploaded it for their ledgers (`ledger_photos`); a photo sent with a public report to the canteen of
+    that report's alert (both written by the receiver itself, `PUBLIC_REPORT_DEVICE`). Nobody without a
+    login gets an original: the public page serves blurred copies (cloud_receiver/web/public_pages.py)."""
     complete = sa.and_(media.c.sha256 == sha256, media.c.complete == 1)
     from_box = (sa.select(media).select_from(media.join(devices, devices.c.id == media.c.device_id))
                 .where(complete, visibility(p, devices.c.canteen_id)).limit(1))
@@ -264,7 +266,10 @@ def media_for(db: Db, p: Principal, sha256: str) -> dict[str, Any]:
              .where(complete, media.c.device_id == UPLOAD_DEVICE, visibility(p)).limit(1))
     ledger = (sa.select(media).select_from(media.join(ledger_photos, ledger_photos.c.sha256 == media.c.sha256))
               .where(complete, media.c.device_id == UPLOAD_DEVICE, visibility(p, ledger_photos.c.canteen_id)).limit(1))
-    row = db.one(from_box) or db.one(photo) or db.one(ledger) or public_snapshot_media(db, sha256)
+    report = (sa.select(media).select_from(media.join(alerts, alerts.c.snapshot_sha256 == media.c.sha256))
+              .where(complete, media.c.device_id == PUBLIC_REPORT_DEVICE, alerts.c.device_id == PUBLIC_REPORT_DEVICE,
+                     visibility(p)).limit(1))
+    row = db.one(from_box) or db.one(photo) or db.one(ledger) or db.one(report)
     if row is None:
         raise NotFound(f"media {sha256} not found")
     return row
@@ -289,12 +294,13 @@ def public_profile(row: dict[str, Any]) -> dict[str, Any]:
             "sampling": items("sampling"), "snapshots": snaps}
 
 
-def public_snapshot_media(db: Db, sha256: str) -> dict[str, Any] | None:
-    """The media row of `sha256` uploaded by a box of a canteen whose public page shows it."""
+def public_snapshot_media(db: Db, sha256: str, canteen_id: str) -> dict[str, Any] | None:
+    """The media row of `sha256` uploaded by a box of `canteen_id` whose public page shows it (the
+    original, for the public page to blur: never served as it is)."""
     rows = db.all(sa.select(media, canteens.c.public_json.label("owner_public"))
                   .select_from(media.join(devices, devices.c.id == media.c.device_id)
-                               .outerjoin(canteens, canteens.c.id == devices.c.canteen_id))
-                  .where(media.c.sha256 == sha256, media.c.complete == 1))
+                               .join(canteens, canteens.c.id == devices.c.canteen_id))
+                  .where(media.c.sha256 == sha256, media.c.complete == 1, canteens.c.id == canteen_id))
     for row in rows:
         profile = public_profile({"public_json": row.pop("owner_public")})
         if any(s["sha256"] == sha256 for s in profile["snapshots"]):

@@ -21,7 +21,9 @@ from support.api_server import LiveApi
 
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 ST = Path(sys.executable).with_name("st")
-EXCLUDE = "^/alerts/stream"
+# the event stream never ends; sending a command and the live WebSocket need the MQTT connection this
+# test's receiver does not have (documented 503; tests/test_commands_api.py checks their input handling)
+EXCLUDE = r"^/alerts/stream|^/devices/\{id\}/commands$|^/live/"
 ROLE_TOKENS = {"admin": "admin", "regulator": "reg", "canteen": "c1"}
 
 
