@@ -13,7 +13,7 @@ city) for:
 - `GET /api/v1/alerts`, first page (50), as admin and as the county's regulator;
 - the same filtered by type + canteen + since (90 days), and by status=逾期 (overdue);
 - `GET /api/v1/stats` over the last 365 days for the city's regulator (and, for information, for
-  the admin: every canteen).
+  the county's regulator and for the admin: every canteen).
 
 The limit: the SQL statements the request ran (caught on the app's engine, the token check left
 out), executed again with the bare driver (sqlite3 / psycopg) on a connection of its own and
@@ -74,6 +74,7 @@ def queries(scopes: dict[str, str], now: datetime) -> list[tuple[str, str, str, 
         ("alerts status=逾期, regulator", "county", "/api/v1/alerts", {"status": "逾期"}, "list"),
         ("alerts status=逾期, admin", "admin", "/api/v1/alerts", {"status": "逾期"}, "list"),
         (f"stats 365 d, regulator {scopes['city']}", "city", "/api/v1/stats", year, "stats"),
+        (f"stats 365 d, regulator {scopes['county']}", "county", "/api/v1/stats", year, "info"),
         ("stats 365 d, admin (every canteen)", "admin", "/api/v1/stats", year, "info"),
     ]
 

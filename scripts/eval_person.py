@@ -34,6 +34,7 @@ from edge_agent.analysis.detector import (  # noqa: E402
     default_model_path,
 )
 from edge_agent.analysis.detector.bench import time_detect  # noqa: E402
+from edge_agent.analysis.detector.evaluate import LabelCounts, match_boxes  # noqa: E402
 from edge_agent.analysis.detector.postprocess import content_size  # noqa: E402
 from edge_agent.analysis.types import Box, Detection  # noqa: E402
 from edge_agent.capture.sampler import fit_size  # noqa: E402
@@ -42,31 +43,18 @@ DEFAULT_LABELS = Path(__file__).with_name("data") / "one-by-one-labels.json"
 SWEEP = (0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6)
 
 
-def match(dets: list[Detection], truth: list[Box], iou: float = 0.5) -> tuple[int, int, int]:
-    """(true positives, false positives, false negatives) of one frame, greedy by score."""
-    free = list(truth)
-    tp = 0
-    for det in sorted(dets, key=lambda d: -d.score):
-        best = max(free, key=det.box.iou, default=None)
-        if best is not None and det.box.iou(best) >= iou:
-            free.remove(best)
-            tp += 1
-    return tp, len(dets) - tp, len(free)
-
-
-def scores_at(per_frame: dict[int, tuple[list[Detection], list[Box]]], thr: float) -> dict:
-    tp = fp = fn = 0
+def scores_at(per_frame: dict[int, tuple[list[Detection], list[Box]]], thr: float) -> LabelCounts:
+    """Person counts over all frames, keeping detections scored at or above `thr`."""
+    counts = LabelCounts()
     for dets, truth in per_frame.values():
-        a, b, c = match([d for d in dets if d.score >= thr], truth)
-        tp, fp, fn = tp + a, fp + b, fn + c
-    return {
-        "threshold": thr,
-        "tp": tp,
-        "fp": fp,
-        "fn": fn,
-        "recall": tp / (tp + fn) if tp + fn else 1.0,
-        "precision": tp / (tp + fp) if tp + fp else 1.0,
-    }
+        tp, fp, fn = match_boxes([d for d in dets if d.score >= thr], truth)
+        counts.tp, counts.fp, counts.fn = counts.tp + tp, counts.fp + fp, counts.fn + fn
+    return counts
+
+
+def rates(c: LabelCounts) -> tuple[float, float]:
+    """(recall, precision), 1.0 where nothing was labelled or found."""
+    return (1.0 if c.recall is None else c.recall), (1.0 if c.precision is None else c.precision)
 
 
 def nearest_gather(img: np.ndarray, w: int, h: int) -> np.ndarray:
@@ -163,15 +151,16 @@ def main() -> None:
         f"detector frame {dst_w}x{dst_h}  pipeline {args.pipeline}  resize {args.resize}"
     )
     main_row = scores_at(per_frame, args.threshold)
+    recall, precision = rates(main_row)
     print(
-        f"at threshold {args.threshold}: recall {main_row['recall']:.3f}  "
-        f"precision {main_row['precision']:.3f}  (tp {main_row['tp']}, fp {main_row['fp']}, "
-        f"fn {main_row['fn']})"
+        f"at threshold {args.threshold}: recall {recall:.3f}  precision {precision:.3f}  "
+        f"(tp {main_row.tp}, fp {main_row.fp}, fn {main_row.fn})"
     )
     print("threshold  recall  precision  tp  fp  fn")
     for thr in SWEEP:
         r = scores_at(per_frame, thr)
-        print(f"{thr:9.2f}  {r['recall']:6.3f}  {r['precision']:9.3f}  {r['tp']:2d}  {r['fp']:2d}  {r['fn']:2d}")
+        recall, precision = rates(r)
+        print(f"{thr:9.2f}  {recall:6.3f}  {precision:9.3f}  {r.tp:2d}  {r.fp:2d}  {r.fn:2d}")
     det.score_threshold = args.threshold
     timing = time_detect(det, images, n=len(images))
     print(

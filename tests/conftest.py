@@ -62,6 +62,9 @@ def _deselect_by_effective_layer(config: pytest.Config, items: list[pytest.Item]
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
+    # done here: pytest's own `-m` filter would judge the PostgreSQL run of a unit module by the module's
+    # `unit` mark too, and drop it from `-m integration`
+    config.option.markexpr = ""
 
 
 @pytest.fixture(autouse=True)
@@ -79,6 +82,38 @@ def _no_services_in_unit_tests(request: pytest.FixtureRequest, monkeypatch: pyte
         return real_init(self, args, *a, **kw)
 
     monkeypatch.setattr(subprocess.Popen, "__init__", guarded)
+
+
+@pytest.fixture
+async def world(tmp_path, db_engine):
+    """The receiver app with the seeded world of support/api_kit.make_world, on each engine (modules that
+    need more in it define their own `world`)."""
+    from support.api_kit import make_world
+
+    w = await make_world(tmp_path, db_engine)
+    yield w
+    await w.close()
+
+
+@pytest.fixture
+def cheap_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """argon2 with small parameters, for tests about the console rather than the hash (test_console_accounts).
+
+    Use it with `pytest.mark.usefixtures("cheap_hashes")` in the module's `pytestmark`."""
+    from argon2 import PasswordHasher
+
+    from cloud_receiver.admin import accounts
+
+    monkeypatch.setattr(accounts, "PASSWORD_HASHER", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium, headless, shared by a module's browser tests (support/browser.py)."""
+    from support.browser import chromium_browser
+
+    with chromium_browser() as b:
+        yield b
 
 
 @pytest.fixture(autouse=True)

@@ -30,13 +30,6 @@ FUTURE = "2099-01-01T00:00:00+08:00"
 API_DOC = Path(__file__).resolve().parents[1] / "docs" / "api.md"
 
 
-@pytest.fixture
-async def world(tmp_path, db_engine):
-    w = await make_world(tmp_path, db_engine)
-    yield w
-    await w.close()
-
-
 def verify(key: bytes, headers, body: bytes, max_age_s: float = 300) -> bool:
     """What the upper platform does (the snippet in docs/api.md): recompute the HMAC, compare, check the age."""
     ts = headers["X-BK-Timestamp"]

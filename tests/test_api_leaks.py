@@ -8,7 +8,7 @@ import json
 from datetime import UTC, datetime
 
 import pytest
-from support.api_kit import CANTEENS, DEVICES, add_media, ago, jpeg, make_world
+from support.api_kit import CANTEENS, DEVICES, add_media, ago, jpeg
 
 from bk_contract import Alert, MediaRef, split_media, topic
 from cloud_receiver.admin import auth
@@ -19,13 +19,6 @@ from cloud_receiver.ingest.handler import Ingestor
 pytestmark = pytest.mark.unit
 
 HTML = b"<html><script>fetch('/api/v1/alerts',{credentials:'include'})</script></html>"
-
-
-@pytest.fixture
-async def world(tmp_path, db_engine):
-    w = await make_world(tmp_path, db_engine)
-    yield w
-    await w.close()
 
 
 @pytest.fixture

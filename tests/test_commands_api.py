@@ -3,16 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from support.api_kit import DEVICES, make_world
+from support.api_kit import DEVICES
 
 pytestmark = pytest.mark.unit
-
-
-@pytest.fixture
-async def world(tmp_path, db_engine):
-    w = await make_world(tmp_path, db_engine)
-    yield w
-    await w.close()
 
 
 @pytest.mark.parametrize(("body", "needle"), [

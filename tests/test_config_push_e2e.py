@@ -11,15 +11,14 @@ import threading
 from pathlib import Path
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from support.command_api import CommandApi
 from support.footage import clip_1080p
-from support.receiver_harness import receiver_config
+from support.receiver_harness import receiver_config, receiver_with_box
 from support.uplink_broker import child_env
 from support.waiting import async_wait_until
 
 from cloud_receiver.admin import auth
-from cloud_receiver.app.factory import create_app
-from cloud_receiver.appkeys import STORAGE, SUBSCRIBER
+from cloud_receiver.appkeys import STORAGE
 from devkit.localbroker import running_broker
 from edge_agent.app.config_push import EXIT_RESTART
 
@@ -77,35 +76,16 @@ async def test_push_roll_back_refuse_and_keep(tmp_path):
     """Bad camera → rolled back and reported; invalid YAML → refused naming the key; good → kept, version shown."""
     good_clip = str(clip_1080p("carphone_pristine.mp4"))
     with running_broker(tmp_path / "broker") as broker:
-        client = TestClient(TestServer(create_app(receiver_config(tmp_path, broker)), host="127.0.0.1"))
-        await client.start_server()
         config = tmp_path / "agent.yaml"
         original = agent_yaml(tmp_path, broker.port, good_clip)
         config.write_text(original, encoding="utf-8")
-        try:
-            assert await async_wait_until(lambda: client.app[SUBSCRIBER].subscribed.is_set(), 10)
+        async with receiver_with_box(receiver_config(tmp_path, broker), DEV) as client:
             storage = client.app[STORAGE]
-            storage.add_canteen("C1", "第一中学食堂", "64050201")
-            storage.add_device(DEV, "C1", "box")
-            admin = {"Authorization": f"Bearer {auth.create_token(storage.sql, 'admin', '', 'ops')}"}
+            box = CommandApi(client, auth.create_token(storage.sql, "admin", "", "ops"), DEV)
 
-            async def command(body: dict, timeout: float = 40) -> dict:
+            async def command(body: dict) -> dict:
                 """Send (retrying while the box is not connected) and wait for the box's answer."""
-                sent: list = []
-
-                async def delivered() -> bool:
-                    r = await client.post(f"/api/v1/devices/{DEV}/commands", json=body, headers=admin)
-                    sent.append(await r.json())
-                    return r.status == 200
-                assert await async_wait_until(delivered, timeout, step=0.5), sent[-1]
-                views: list = []
-
-                async def answered() -> bool:
-                    r = await client.get(f"/api/v1/devices/{DEV}/commands/{sent[-1]['id']}", headers=admin)
-                    views.append(await r.json())
-                    return views[-1]["state"] in ("ok", "failed")
-                assert await async_wait_until(answered, timeout, step=0.3), views[-1]
-                return views[-1]
+                return await box.run(body, done=lambda v: v["state"] in ("ok", "failed"), timeout=40)
 
             def status_problems() -> list[str]:
                 row = storage.sql.rows("SELECT status_json FROM devices WHERE id = :id", id=DEV)[0]
@@ -139,5 +119,3 @@ async def test_push_roll_back_refuse_and_keep(tmp_path):
                 assert await async_wait_until(kept_v4, 60, step=1), after[-1]
                 assert pushed_file.read_text(encoding="utf-8") == renamed and config.read_text() == original
                 assert await async_wait_until(lambda: status_problems() == [], 20, step=0.3), status_problems()
-        finally:
-            await client.close()

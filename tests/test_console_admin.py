@@ -14,8 +14,7 @@ from urllib.parse import unquote
 import pytest
 import sqlalchemy as sa
 import structlog
-from argon2 import PasswordHasher
-from support.api_kit import DEVICES, PASSWORD, add_user, form_csrf, login, make_world
+from support.api_kit import DEVICES, PASSWORD, add_console_users, add_user, form_csrf, login, make_world
 
 from bk_contract import CommandResult, Status
 from cloud_receiver.admin import accounts
@@ -25,7 +24,7 @@ from cloud_receiver.control.publisher import PublishFailed
 from cloud_receiver.storage.schema import commands, devices, metadata, tokens, users, webhooks
 from cloud_receiver.storage.sqlite import iso
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("cheap_hashes")]
 
 BOX = DEVICES["C1"]
 PAGES = ["/admin", "/admin/canteens", "/admin/devices", "/admin/users", "/admin/tokens", "/admin/webhooks",
@@ -55,18 +54,10 @@ class FakePublisher:
         self.sent.append((topic, payload))
 
 
-@pytest.fixture(autouse=True)
-def cheap_hashes(monkeypatch):
-    """argon2 with small parameters: these tests are about the pages, not the hash."""
-    monkeypatch.setattr(accounts, "PASSWORD_HASHER", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
-
-
 @pytest.fixture
 async def world(tmp_path, db_engine):
     w = await make_world(tmp_path, db_engine)
-    add_user(w, "boss", "admin", display_name="王管理")
-    add_user(w, "reg1", "regulator", "640502", display_name="李监管")
-    add_user(w, "kitchen1", "canteen", "C1")
+    add_console_users(w)
     w.storage.add_canteen("K9", "第九中学食堂", "640521")  # the seeded canteens' 8-digit codes issue no device ids
     yield w
     await w.close()
@@ -74,8 +65,8 @@ async def world(tmp_path, db_engine):
 
 @pytest.fixture
 async def admin(world):
-    """The world with `boss` logged in; `admin.csrf` is the session's token."""
-    assert (await login(world.client, "boss")).status == 303
+    """The world with `admin1` logged in; `admin.csrf` is the session's token."""
+    assert (await login(world.client, "admin1")).status == 303
     world.csrf = form_csrf(await (await world.client.get("/admin")).text())
     return world
 
@@ -224,7 +215,7 @@ async def test_admin_adds_disables_and_resets_users(admin, caplog):
     ("/admin/users", {"name": "li2", "role": "admin", "password": "short"}, "密码太短"),
     ("/admin/users", {"name": "reg1", "role": "admin", "password": PASSWORD}, "已存在"),
     ("/admin/users/reg1/password", {"password": "short"}, "密码太短"),
-    ("/admin/users/boss/disable", {}, "不能停用自己"),
+    ("/admin/users/admin1/disable", {}, "不能停用自己"),
     ("/admin/tokens", {"name": "", "role": "admin"}, "请填写令牌名称"),
     ("/admin/tokens", {"name": "t", "role": "root"}, "请选择角色"),
     ("/admin/webhooks", {"id": "w1", "kind": "wecom", "scope_kind": "jurisdiction", "scope": "6405", "url": "ftp://x"},
@@ -290,8 +281,8 @@ async def test_device_page_lists_status_cameras_and_commands(admin):
     sql, now = admin.storage.sql, datetime.now(UTC)
     admin.storage.record_status(Status(device_id=BOX, online=True, version="0.2.0", ts=now,
                                        problems=["config v2 rolled back: camera cam1 never came online"]), iso(now))
-    status = control.new_command("status", "boss", now)
-    push = control.new_command("config_push", "boss", now, args={"config": AGENT_YAML, "version": "v3"})
+    status = control.new_command("status", "admin1", now)
+    push = control.new_command("config_push", "admin1", now, args={"config": AGENT_YAML, "version": "v3"})
     for cmd in (status, push):
         control.record(sql, BOX, cmd)
     admin.storage.record_command_result(BOX, CommandResult(id=status.id, ok=True, data={
@@ -338,8 +329,8 @@ async def test_commands_go_the_api_way_and_the_page_follows_them(tmp_path, db_en
     publisher = FakePublisher()
     w = await make_world(tmp_path, db_engine, state={COMMAND_PUBLISHER: publisher})
     try:
-        add_user(w, "boss", "admin")
-        await login(w.client, "boss")
+        add_user(w, "admin1", "admin")
+        await login(w.client, "admin1")
         w.csrf = form_csrf(await (await w.client.get("/admin")).text())
         r = await post(w, f"/admin/devices/{BOX}/commands", {"name": "config_push", "version": "v7", "config": AGENT_YAML})
         assert r.status == 303

@@ -12,47 +12,27 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from support.browser import chromium_browser, distinct_colours, open_page, screenshot, serve_app
+from support.api_server import live_receiver
+from support.browser import CSP_WATCH, assert_fits, csp_violations, distinct_colours, log_in, open_page, screenshot
 
 from bk_contract import CommandResult
 from cloud_receiver.admin.accounts import create_user
-from cloud_receiver.app.factory import create_app, open_configured_storage
-from cloud_receiver.config import ReceiverConfig, StorageConfig
+from cloud_receiver.app.factory import open_configured_storage
+from cloud_receiver.config import ReceiverConfig
 from cloud_receiver.control import commands as control
 from cloud_receiver.storage.sqlite import iso
 
 pytestmark = pytest.mark.system
 
 PASSWORD = "correct-horse-battery"
-CSP_WATCH = ("window.__cspViolations = [];"
-             "document.addEventListener('securitypolicyviolation',"
-             " e => window.__cspViolations.push(e.violatedDirective + ' ' + e.blockedURI));")
 REFUSAL = "config refused: config_push:3: cameras[0].source.type: Input should be 'rtsp' or 'file'"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium_browser() as b:
-        yield b
 
 
 @pytest.fixture
 def receiver(tmp_path: Path) -> Iterator[tuple[str, ReceiverConfig]]:
     """A receiver (API and console, no MQTT) on a SQLite file with one admin account `wang`; (base URL, config)."""
-    cfg = ReceiverConfig(storage=StorageConfig(path=tmp_path / "receiver.db", media_dir=tmp_path / "media"))
-    storage = open_configured_storage(cfg)
-    try:
-        create_user(storage.sql, "wang", "admin", "", PASSWORD, "王管理")
-    finally:
-        storage.close()
-    with serve_app(create_app(cfg, subscriber=False)) as url:
-        yield url, cfg
-
-
-def _fits(page) -> None:
-    """Nothing sticks out sideways (on a phone, innerWidth grows with the content: compare with the screen)."""
-    width = page.evaluate("document.documentElement.scrollWidth")
-    assert width <= page.viewport_size["width"], f"{page.url} is wider than the screen: {width}"
+    with live_receiver(tmp_path, lambda s: create_user(s.sql, "wang", "admin", "", PASSWORD, "王管理")) as served:
+        yield served
 
 
 def _forget_the_refusal(log, path: str) -> None:
@@ -76,14 +56,10 @@ def test_admin_adds_a_canteen_and_a_device(browser, receiver, tmp_path: Path, vi
     base_url, cfg = receiver
     with open_page(browser, viewport) as (page, log):
         page.add_init_script(CSP_WATCH)
-        page.goto(base_url + "/login")
-        page.get_by_label("用户名").fill("wang")
-        page.get_by_label("密码").fill(PASSWORD)
-        page.get_by_role("button", name="登录").click()
-        page.wait_for_url(base_url + "/admin")
+        log_in(page, base_url, "wang", PASSWORD, lands_on="/admin")
         assert page.get_by_role("heading", level=1).inner_text() == "系统管理"
         assert page.evaluate("document.fonts.check('16px \"Noto Sans CJK SC\"')")
-        _fits(page)
+        assert_fits(page)
         _shot(page, f"admin-home-{viewport}", tmp_path)
 
         page.get_by_role("navigation", name="管理导航").get_by_role("link", name="食堂").click()
@@ -95,7 +71,7 @@ def test_admin_adds_a_canteen_and_a_device(browser, receiver, tmp_path: Path, vi
         error = page.locator("#f-jurisdiction-error")
         error.wait_for()
         assert "6 位数字" in error.inner_text() and page.get_by_label("名称").input_value() == "沙坡头区第一小学食堂"
-        _fits(page)
+        assert_fits(page)
         _shot(page, f"admin-canteen-error-{viewport}", tmp_path)
         _forget_the_refusal(log, "/admin/canteens")
         page.get_by_label("辖区代码").fill("640502")
@@ -103,7 +79,7 @@ def test_admin_adds_a_canteen_and_a_device(browser, receiver, tmp_path: Path, vi
         page.wait_for_url(base_url + "/admin/canteens?done=canteen_saved")
         assert page.get_by_role("status").inner_text() == "食堂已保存。"
         assert page.get_by_role("cell", name="沙坡头区第一小学食堂").is_visible()
-        _fits(page)
+        assert_fits(page)
         _shot(page, f"admin-canteens-{viewport}", tmp_path)
 
         page.get_by_role("link", name="添加设备").click()
@@ -116,7 +92,7 @@ def test_admin_adds_a_canteen_and_a_device(browser, receiver, tmp_path: Path, vi
         assert page.get_by_role("heading", level=1).inner_text() == "设备已添加"
         device_id = page.locator("#secret-1").inner_text()
         assert re.fullmatch(r"64050200001180\d{6}", device_id) and len(page.locator("#secret-2").inner_text()) >= 24
-        _fits(page)
+        assert_fits(page)
         _shot(page, f"admin-device-secret-{viewport}", tmp_path)
 
         storage = open_configured_storage(cfg)
@@ -135,13 +111,13 @@ def test_admin_adds_a_canteen_and_a_device(browser, receiver, tmp_path: Path, vi
                                ".textContent === '失败'", timeout=15_000)
         assert "cameras[0].source.type" in page.locator(f'td[data-summary-for="{cmd.id}"]').inner_text()
         assert page.get_by_label("配置内容 (YAML, agent.yaml 全文)").is_visible()
-        _fits(page)
+        assert_fits(page)
         _shot(page, f"admin-device-page-{viewport}", tmp_path)
 
         for section in ("users", "tokens", "webhooks", "devices"):
             page.goto(f"{base_url}/admin/{section}")
-            _fits(page)
+            assert_fits(page)
             _shot(page, f"admin-{section}-{viewport}", tmp_path)
         assert page.get_by_role("link", name=device_id).is_visible()
-        assert page.evaluate("window.__cspViolations") == []
+        assert csp_violations(page) == []
         log.assert_clean()

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from PIL import Image
-from support.browser import chromium_browser, open_page, screenshot, serve_app
+from support.browser import chromium_browser, log_in, open_page, screenshot, serve_app
 from support.receiver_harness import DeviceClient, make_alert, receiver_config
 from support.waiting import wait_for
 
@@ -23,14 +23,6 @@ pytestmark = pytest.mark.system
 
 DEV = "64050200001180000021"
 PASSWORD = "loop-test-password-1"
-
-
-def login(page, base: str, name: str, next_path: str) -> None:
-    page.goto(f"{base}/login?next={next_path}")
-    page.fill("#login-name", name)
-    page.fill("#login-password", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"**{next_path}")
 
 
 def test_alert_loop_in_the_browser(tmp_path):
@@ -51,7 +43,7 @@ def test_alert_loop_in_the_browser(tmp_path):
             create_user(storage.sql, "c1", "canteen", "C1", PASSWORD, "第一中学食堂管理员")
 
             reg, reg_log = stack.enter_context(open_page(browser, "desktop"))
-            login(reg, base, "reg1", "/alerts")
+            log_in(reg, base, "reg1", PASSWORD, "/alerts")
             reg.wait_for_function("() => document.getElementById('live-state').textContent.includes('已连接')")
             alert = make_alert(DEV, 1).model_copy(update={"started_at": datetime.now(UTC) - timedelta(minutes=1)})
             device = DeviceClient(broker, DEV)
@@ -73,7 +65,7 @@ def test_alert_loop_in_the_browser(tmp_path):
             screenshot(reg, "alert-deadline-desktop", tmp_path)
 
             can, can_log = stack.enter_context(open_page(browser, "phone"))
-            login(can, base, "c1", f"/alerts/{alert.id}")
+            log_in(can, base, "c1", PASSWORD, f"/alerts/{alert.id}")
             can.fill("#rectify-note", "已批评教育, 手机统一存放")
             can.set_input_files("#rectify-photo", str(photo))
             can.click('form[data-action="rectify"] button')

@@ -11,19 +11,17 @@ from urllib.parse import quote
 
 import pytest
 import sqlalchemy as sa
-from argon2 import PasswordHasher
 from openpyxl import load_workbook
-from support.api_kit import DEVICES, add_user, login, make_world
+from support.api_kit import DEVICES, add_console_users, add_user, login, make_world
 
 from bk_contract import Status
 from bk_contract.payloads import CameraHealth
 from bk_contract.violations import type_name
-from cloud_receiver.admin import accounts
 from cloud_receiver.storage.db import iso
 from cloud_receiver.storage.schema import alerts, cameras, canteens, devices
 from cloud_receiver.web import dashboard
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("cheap_hashes")]
 
 TZ = timedelta(hours=8)
 DEFAULT_HOURS = 24.0  # ApiSettings.default_deadline_hours
@@ -36,19 +34,11 @@ def at_local(day: date, hour: int, minute: int = 0) -> datetime:
     return datetime(day.year, day.month, day.day, hour, minute, tzinfo=UTC) - TZ
 
 
-@pytest.fixture(autouse=True)
-def cheap_hashes(monkeypatch):
-    """argon2 with small parameters: these tests are about the dashboard, not the hash."""
-    monkeypatch.setattr(accounts, "PASSWORD_HASHER", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
-
-
 @pytest.fixture
 async def world(tmp_path, db_engine):
     w = await make_world(tmp_path, db_engine)
-    add_user(w, "admin1", "admin")
-    add_user(w, "reg1", "regulator", "640502")
+    add_console_users(w)
     add_user(w, "city1", "regulator", "6405")
-    add_user(w, "kitchen1", "canteen", "C1")
     seed_alerts(w)
     yield w
     await w.close()

@@ -9,8 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import sqlalchemy as sa
-from argon2 import PasswordHasher
-from support.api_kit import PASSWORD, add_user, ago, form_csrf, login, make_world
+from support.api_kit import PASSWORD, add_console_users, ago, form_csrf, login, make_world
 
 from cloud_receiver.admin import accounts
 from cloud_receiver.storage.schema import login_attempts, sessions
@@ -18,21 +17,13 @@ from cloud_receiver.web.pages import PAGE_CSP
 from cloud_receiver.web.sessions import SESSION_SETTINGS, SessionSettings
 from cloud_receiver.web.throttle import LoginThrottle
 
-pytestmark = pytest.mark.unit
-
-
-@pytest.fixture(autouse=True)
-def cheap_hashes(monkeypatch):
-    """argon2 with small parameters: these tests are about the web, not the hash (tested in test_console_accounts)."""
-    monkeypatch.setattr(accounts, "PASSWORD_HASHER", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
+pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("cheap_hashes")]
 
 
 @pytest.fixture
 async def world(tmp_path, db_engine):
     w = await make_world(tmp_path, db_engine, state={SESSION_SETTINGS: SessionSettings(login_limit=5)})
-    add_user(w, "admin1", "admin", "", display_name="王管理")
-    add_user(w, "reg1", "regulator", "640502", display_name="李监管")
-    add_user(w, "kitchen1", "canteen", "C1", display_name="一中食堂")
+    add_console_users(w)
     w.add_alert("C1", started_at=ago(hours=3))  # A00001
     w.add_alert("C3", started_at=ago(hours=2))  # A00002: outside 640502
     yield w

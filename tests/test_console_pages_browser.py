@@ -8,44 +8,35 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.browser import chromium_browser, distinct_colours, open_page, screenshot, serve_app
+from support.api_server import live_receiver
+from support.browser import (
+    CSP_WATCH,
+    assert_fits,
+    csp_violations,
+    distinct_colours,
+    open_page,
+    screenshot,
+    submit_login,
+)
 
 from cloud_receiver.admin.accounts import create_user
-from cloud_receiver.app.factory import create_app, open_configured_storage
-from cloud_receiver.config import ReceiverConfig, StorageConfig
+from cloud_receiver.storage.sqlite import Storage
 
 pytestmark = pytest.mark.system
 
 PASSWORD = "correct-horse-battery"
-# recorded before any page script runs (Playwright's init scripts are not subject to the page's CSP)
-CSP_WATCH = ("window.__cspViolations = [];"
-             "document.addEventListener('securitypolicyviolation',"
-             " e => window.__cspViolations.push(e.violatedDirective + ' ' + e.blockedURI));")
 
 
-@pytest.fixture(scope="module")
-def browser():
-    with chromium_browser() as b:
-        yield b
+def _seed(storage: Storage) -> None:
+    storage.add_canteen("C1", "第一中学食堂", "64050201")
+    create_user(storage.sql, "li", "regulator", "640502", PASSWORD, "李监管")
 
 
 @pytest.fixture
 def base_url(tmp_path: Path) -> Iterator[str]:
     """A receiver (API and console, no MQTT) on a SQLite file with canteen C1 and regulator account `li`."""
-    cfg = ReceiverConfig(storage=StorageConfig(path=tmp_path / "receiver.db", media_dir=tmp_path / "media"))
-    storage = open_configured_storage(cfg)
-    try:
-        storage.add_canteen("C1", "第一中学食堂", "64050201")
-        create_user(storage.sql, "li", "regulator", "640502", PASSWORD, "李监管")
-    finally:
-        storage.close()
-    with serve_app(create_app(cfg, subscriber=False)) as url:
+    with live_receiver(tmp_path, _seed) as (url, _):
         yield url
-
-
-def _no_horizontal_scroll(page) -> None:
-    width = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
-    assert width[0] <= width[1], f"the page is wider than the screen: {width}"
 
 
 @pytest.mark.parametrize("viewport", ["desktop", "phone"])
@@ -58,26 +49,24 @@ def test_regulator_logs_in_and_out(browser, base_url: str, tmp_path: Path, viewp
         assert page.title() == "登录 · 明厨亮灶智慧监管"
         assert page.evaluate("document.fonts.check('16px \"Noto Sans CJK SC\"')")
         assert page.locator(".topbar").evaluate("e => getComputedStyle(e).backgroundColor") == "rgb(15, 45, 74)"
-        _no_horizontal_scroll(page)
+        assert_fits(page)
         login_png = screenshot(page, f"console-login-{viewport}", tmp_path)
         assert distinct_colours(login_png) > 50
 
-        page.get_by_label("用户名").fill("li")
-        page.get_by_label("密码").fill(PASSWORD)
-        page.get_by_role("button", name="登录").click()
+        submit_login(page, "li", PASSWORD)
         page.wait_for_url(base_url + "/alerts")
         assert page.get_by_role("heading", level=1).inner_text() == "预警"
         nav = page.get_by_role("navigation", name="主导航")
         if viewport == "phone":
             assert not nav.is_visible()  # folded behind the menu button
-            _no_horizontal_scroll(page)
+            assert_fits(page)
             screenshot(page, f"console-home-{viewport}", tmp_path)
             page.get_by_role("button", name="菜单").click()
             assert page.get_by_role("button", name="菜单").get_attribute("aria-expanded") == "true"
         assert nav.is_visible()
         assert nav.get_by_role("link").all_inner_texts() == ["预警", "学校", "大数据"]  # no 管理 for a regulator
         assert page.get_by_text("李监管").is_visible()
-        _no_horizontal_scroll(page)
+        assert_fits(page)
         home_png = screenshot(page, f"console-home{'-menu' if viewport == 'phone' else ''}-{viewport}", tmp_path)
         assert distinct_colours(home_png) > 50
 
@@ -85,5 +74,5 @@ def test_regulator_logs_in_and_out(browser, base_url: str, tmp_path: Path, viewp
         page.wait_for_url(base_url + "/login")
         page.goto(base_url + "/alerts")
         assert page.url.startswith(base_url + "/login")  # the session ended
-        assert page.evaluate("window.__cspViolations") == []
+        assert csp_violations(page) == []
         log.assert_clean()

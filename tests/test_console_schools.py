@@ -9,24 +9,16 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
 
 import pytest
-from argon2 import PasswordHasher
 from openpyxl import load_workbook
-from support.api_kit import DEVICES, add_user, ago, login, make_world
+from support.api_kit import DEVICES, add_console_users, ago, login, make_world
 
 from bk_contract import Status
 from bk_contract.payloads import CameraHealth
-from cloud_receiver.admin import accounts
 from cloud_receiver.storage.db import iso
 from cloud_receiver.storage.schema import alerts
 from cloud_receiver.web import schools
 
-pytestmark = pytest.mark.unit
-
-
-@pytest.fixture(autouse=True)
-def cheap_hashes(monkeypatch):
-    """argon2 with small parameters: these tests are about the page, not the hash."""
-    monkeypatch.setattr(accounts, "PASSWORD_HASHER", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
+pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("cheap_hashes")]
 
 
 @pytest.fixture
@@ -34,9 +26,7 @@ async def world(tmp_path, db_engine):
     """C1 online with cam1 (seed), C2's box offline with a camera it reported before, C3's box never seen;
     C1 has two open alerts (one overdue), one approved; C3 one open alert."""
     w = await make_world(tmp_path, db_engine)
-    add_user(w, "admin1", "admin")
-    add_user(w, "reg1", "regulator", "640502")
-    add_user(w, "kitchen1", "canteen", "C1")
+    add_console_users(w)
     now = datetime.now(UTC)
     w.storage.record_status(Status(device_id=DEVICES["C2"], online=False, ts=now,
                                    cameras=[CameraHealth(id="cam7", name="操作间", state="online")]), iso(now) or "")

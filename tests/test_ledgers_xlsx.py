@@ -7,7 +7,6 @@ import urllib.parse
 
 import pytest
 from openpyxl import load_workbook
-from support.api_kit import make_world
 
 from cloud_receiver.ledgers import xlsx
 from cloud_receiver.ledgers.models import KINDS
@@ -16,13 +15,6 @@ pytestmark = pytest.mark.unit
 
 SAMPLE = {"day": "2024-05-06", "meal": "午", "dish": "番茄炒蛋", "weight_g": 150, "kept_from": "2024-05-06T12:00:00+08:00",
           "kept_until": "2024-05-08T12:00:00+08:00", "kept_by": "李四"}
-
-
-@pytest.fixture
-async def world(tmp_path, db_engine):
-    w = await make_world(tmp_path, db_engine)
-    yield w
-    await w.close()
 
 
 def _sheet(body: bytes):

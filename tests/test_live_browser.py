@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from support.agent_harness import PersonEverywhere, Running, agent_config
-from support.browser import chromium_browser, distinct_colours, open_page, screenshot, serve_app
+from support.browser import chromium_browser, distinct_colours, log_in, open_page, screenshot, serve_app
 from support.footage import clip_1080p
 from support.receiver_harness import receiver_config
 from support.waiting import wait_for
@@ -29,11 +29,7 @@ PASSWORD = "live-test-password-1"
 
 def _login_and_watch(page, base: str) -> int:
     """Log in (coming back to the live page), click 观看直播; the ms from the click to the first frame."""
-    page.goto(f"{base}/login?next=/live/{DEV}/cam1")
-    page.fill("#login-name", "reg1")
-    page.fill("#login-password", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"**/live/{DEV}/cam1")
+    log_in(page, base, "reg1", PASSWORD, f"/live/{DEV}/cam1")
     page.click("#live-start")
     page.wait_for_function("() => window.bkLive.firstFrameMs !== null || window.bkLive.error !== null",
                            timeout=20_000)

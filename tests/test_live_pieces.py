@@ -119,3 +119,39 @@ async def test_relay_gives_a_late_viewer_the_gop_and_then_live():
     await asyncio.sleep(0.01)
     assert sent == ["live_start", "live_stop"]  # asked once for both viewers, stopped when the last left
     assert relay.stats()["D/cam"]["viewers"] == 0
+
+
+def test_recording_survives_a_stream_that_starts_again(tmp_path):
+    """A camera whose stream starts over (timestamps back to 0, as after a reconnect) gets a new segment,
+    and no write error reaches the camera's reader; both parts are in the recording."""
+    import time as _time
+
+    from edge_agent.capture.packet_ring import StreamTemplate
+    from edge_agent.capture.recording import SegmentRecorder
+
+    enc_pieces = io.BytesIO()
+    with av.open(enc_pieces, "w", format="mp4") as out:
+        s = out.add_stream("libx264", rate=10)
+        s.width, s.height, s.pix_fmt = 320, 240, "yuv420p"
+        s.options = {"g": "10", "bf": "0"}
+        for i in range(30):
+            f = av.VideoFrame.from_ndarray(np.full((240, 320, 3), i * 8, np.uint8), format="rgb24")
+            f.pts = i
+            for p in s.encode(f):
+                out.mux(p)
+        for p in s.encode():
+            out.mux(p)
+    rec = SegmentRecorder(tmp_path, "cam", segment_s=60)
+    t0 = _time.time() - 30
+    tpl = None
+    for run in range(2):  # the same 3 s twice: the second time its timestamps start at 0 again
+        with av.open(io.BytesIO(enc_pieces.getvalue())) as src:
+            v = src.streams.video[0]
+            tpl = tpl or StreamTemplate(v)  # the camera's ring keeps its template when the stream is the same
+            for p in src.demux(v):
+                if p.dts is not None:
+                    rec.push(p, tpl, t0 + run * 5 + float(p.pts * v.time_base))
+    rec.close()
+    segs = rec.segments()
+    assert rec.errors == 0 and len(segs) == 2
+    assert all(s.bytes > 0 for s in segs) and segs[1].start >= segs[0].end

@@ -5,20 +5,17 @@ from __future__ import annotations
 
 import io
 import os
-import time
 from datetime import UTC, datetime
 
 import av
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 from support.agent_harness import PersonEverywhere, Running, agent_config
+from support.command_api import CommandApi
 from support.footage import clip_1080p
-from support.receiver_harness import receiver_config
-from support.waiting import async_wait_until
+from support.receiver_harness import receiver_config, receiver_with_box
 
 from cloud_receiver.admin import auth
-from cloud_receiver.app.factory import create_app
-from cloud_receiver.appkeys import STORAGE, SUBSCRIBER
+from cloud_receiver.appkeys import STORAGE
 from devkit.localbroker import running_broker
 from edge_agent.app.agent import PipelineTuning
 
@@ -30,21 +27,15 @@ DEV = "64050200001180000001"
 async def test_playback_of_a_recorded_range_is_uploaded_as_mp4(tmp_path):
     """A 4 s range of the recording arrives as an MP4 of about that length; a range with no recording fails."""
     with running_broker(tmp_path / "broker") as broker:
-        client = TestClient(TestServer(create_app(receiver_config(tmp_path, broker)), host="127.0.0.1"))
-        await client.start_server()
         os.environ["BK_TEST_DEVICE_PASSWORD"] = ""
         cfg = agent_config(tmp_path, [{"id": "cam1", "source": {"type": "file", "url": str(clip_1080p("carphone_pristine.mp4"))}}],
                            uplink={"enabled": True, "budget_kbps_per_camera": 20000,
                                    "broker": {"host": broker.host, "port": broker.port,
                                               "password_env": "BK_TEST_DEVICE_PASSWORD"}},
                            recording={"segment_s": 2})
-        try:
-            assert await async_wait_until(lambda: client.app[SUBSCRIBER].subscribed.is_set(), 10)
+        async with receiver_with_box(receiver_config(tmp_path, broker), DEV) as client:
             storage = client.app[STORAGE]
-            storage.add_canteen("C1", "第一中学食堂", "64050201")
-            storage.add_device(DEV, "C1", "box")
-            reg = auth.create_token(storage.sql, "regulator", "640502", "reg")
-            headers = {"Authorization": f"Bearer {reg}"}
+            box = CommandApi(client, auth.create_token(storage.sql, "regulator", "640502", "reg"), DEV)
             with Running(cfg, detector=PersonEverywhere(), tuning=PipelineTuning(housekeeping_s=0.2)) as run:
                 def recorder():
                     cp = run.agent.cameras.get("cam1")
@@ -57,25 +48,12 @@ async def test_playback_of_a_recorded_range_is_uploaded_as_mp4(tmp_path):
                 body = {"name": "playback", "camera_id": "cam1", "ttl_s": 60,
                         "args": {"start": datetime.fromtimestamp(start, UTC).isoformat(),
                                  "end": datetime.fromtimestamp(start + 4, UTC).isoformat()}}
-                answers = []
-
-                async def sent() -> bool:
-                    r = await client.post(f"/api/v1/devices/{DEV}/commands", json=body, headers=headers)
-                    answers.append((r.status, await r.json()))
-                    return r.status != 503
-                assert await async_wait_until(sent, 20, step=0.3), answers[-1]
-                assert answers[-1][0] == 200, answers[-1]
-                cid = answers[-1][1]["id"]
-                views = []
-
-                async def uploaded() -> bool:
-                    views.append(await (await client.get(f"/api/v1/devices/{DEV}/commands/{cid}", headers=headers)).json())
-                    return views[-1]["state"] == "failed" or bool((views[-1]["upload"] or {}).get("done"))
-                assert await async_wait_until(uploaded, 60, step=0.3), views[-1]
-                view = views[-1]
+                def uploaded_or_failed(v: dict) -> bool:
+                    return v["state"] == "failed" or bool((v["upload"] or {}).get("done"))
+                view = await box.run(body, done=uploaded_or_failed, timeout=60)
                 assert view["state"] == "ok", view
                 assert view["upload"]["received_bytes"] == view["data"]["bytes"]
-                r = await client.get(f"/api/v1/media/{view['data']['sha256']}", headers=headers)
+                r = await client.get(f"/api/v1/media/{view['data']['sha256']}", headers=box.headers)
                 assert r.status == 200 and r.content_type == "video/mp4"
                 with av.open(io.BytesIO(await r.read())) as clip:
                     stream = clip.streams.video[0]
@@ -85,16 +63,6 @@ async def test_playback_of_a_recorded_range_is_uploaded_as_mp4(tmp_path):
                 assert 4.0 <= length <= 4.0 + 2.5, f"{len(frames)} frames for a 4 s range (GOP up to 2 s earlier)"
 
                 body["args"] = {"start": "2020-01-01T00:00:00+08:00", "end": "2020-01-01T00:01:00+08:00"}
-                r = await client.post(f"/api/v1/devices/{DEV}/commands", json=body, headers=headers)
-                cid = (await r.json())["id"]
-                views.clear()
-
-                async def answered() -> bool:
-                    views.append(await (await client.get(f"/api/v1/devices/{DEV}/commands/{cid}", headers=headers)).json())
-                    return views[-1]["state"] != "pending"
-                assert await async_wait_until(answered, 20, step=0.2)
-                assert views[-1]["state"] == "failed" and "no recording" in views[-1]["error"]
+                failed = await box.run(body)
+                assert failed["state"] == "failed" and "no recording" in failed["error"]
                 assert run.agent.uplink.telemetry_extras()["ring_hours"]["cam1"] > 0
-        finally:
-            await client.close()
-            time.sleep(0)

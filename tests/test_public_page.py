@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw
 from support.api_kit import CANTEENS, DEVICES, add_user, ago, jpeg, make_world, now
 
 from cloud_receiver.admin import auth
-from cloud_receiver.privacy.blur import FACE_PAD, Box
+from cloud_receiver.privacy.blur import Box, face_region
 from cloud_receiver.privacy.faces import FaceFinder
 from cloud_receiver.privacy.public_copy import POLICY, decode
 from cloud_receiver.push.wiring import add_webhook
@@ -152,7 +152,7 @@ async def test_a_public_snapshot_is_served_with_its_faces_blurred(world):
     assert before.shape == after.shape
     outside = np.ones(before.shape[:2], dtype=bool)
     for face in FINDER.find(decode(original), sensitive=True):
-        x1, y1, x2, y2 = face.padded(FACE_PAD).padded(0.1).clipped(before.shape[1], before.shape[0])
+        x1, y1, x2, y2 = face_region(face).padded(0.1).clipped(before.shape[1], before.shape[0])
         outside[y1:y2, x1:x2] = False
         assert np.abs(before[y1:y2, x1:x2] - after[y1:y2, x1:x2]).mean() > 10  # really obscured
     diff = np.abs(before - after)[outside]
@@ -182,6 +182,7 @@ async def test_the_heads_of_the_alerts_person_boxes_are_blurred_too(world):
 
 async def test_only_snapshots_the_canteen_lists_are_served_and_never_the_original(world):
     """Unlisted, private, another canteen's path, not a picture: 404; no anonymous original via the API."""
+    assert (await world.client.get(f"/p/C1/snapshots/{world.private_sha}.jpg")).status == 404  # "public": false
     original = kitchen_jpeg([(300, 120, 90)])
     listed = world.add_media(original, "face2", DEVICES["C1"])
     unlisted = world.add_media(kitchen_jpeg([(500, 100, 90)]), "face3", DEVICES["C1"])

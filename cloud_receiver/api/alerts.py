@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 import re
 from datetime import datetime
 
-from aiohttp import BodyPartReader, web
-from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp import web
 
 from bk_contract import ChunkHeader
 from bk_contract.media_types import JPEG, sniff_media_type
@@ -20,7 +17,7 @@ from cloud_receiver.api.bodies import Approve, DeadlineBody, RectificationJson, 
 from cloud_receiver.api.context import ApiContext, ctx
 from cloud_receiver.api.errors import ApiError, bad_request
 from cloud_receiver.api.http import json_response
-from cloud_receiver.api.params import from_json, json_raw, parse_int, parse_time
+from cloud_receiver.api.params import base64_field, from_json, json_raw, parse_int, parse_time, read_form
 from cloud_receiver.storage.media_store import write_media_file
 from cloud_receiver.storage.sqlite import utc_now
 from cloud_receiver.workflow import queries, rectify
@@ -126,56 +123,21 @@ async def submit_rectification(request: web.Request) -> web.Response:
     _dry_run_submit(c, p, row)  # 409 before storing a photo that could not be used
     limit = c.settings.photo_max_bytes
     if request.content_type.startswith("multipart/"):
-        note, photo = await _read_multipart(request, limit)
+        form = await read_form(request, ("note", "photo"), limit)
+        note, photo = form.get("note", b"").decode("utf-8", "replace"), form.get("photo")
+        if len(note) > rectify.NOTE_MAX:
+            raise bad_request(f"note is {len(note)} characters, at most {rectify.NOTE_MAX} allowed")
     else:
         if request.content_type != "application/json":
             raise ApiError(415, "unsupported_media_type", "send multipart/form-data (note, photo) or "
                            f"application/json (note, photo_base64), not {request.content_type or 'nothing'}")
         raw = await json_raw(request, max_bytes=limit * 4 // 3 + 64 * 1024)
         body = from_json(RectificationJson, raw)
-        note = body.note
-        try:
-            photo = base64.b64decode(body.photo_base64, validate=True)
-        except (binascii.Error, ValueError) as err:
-            raise bad_request("photo_base64 is not valid base64") from err
-    if photo is None:
-        raise bad_request("photo is required: a form field `photo` with the JPEG image", "invalid_input")
-    if len(photo) > limit:
-        raise ApiError(413, "too_large", f"photo of {len(photo)} bytes exceeds {limit}")
+        note, photo = body.note, base64_field("photo_base64", body.photo_base64)
     sha = store_photo(c, photo)
     row = queries.apply_action(c.storage.sql, p, alert_id, rectify.Action.SUBMIT, now=c.now(),
                                default_hours=c.settings.default_deadline_hours, note=note, photo_sha256=sha)
     return _answer(c, row)
-
-
-async def _read_multipart(request: web.Request, limit: int) -> tuple[str, bytes | None]:
-    try:
-        return await _read_parts(request, limit)
-    except (ValueError, AssertionError, LookupError, HttpProcessingError) as err:
-        # aiohttp's multipart reader raises these for a missing boundary or a malformed part
-        raise bad_request(f"malformed multipart body: {err or type(err).__name__}") from err
-
-
-async def _read_parts(request: web.Request, limit: int) -> tuple[str, bytes | None]:
-    note, photo = "", None
-    reader = await request.multipart()
-    while (part := await reader.next()) is not None:
-        if not isinstance(part, BodyPartReader):
-            raise bad_request("nested multipart is not accepted")
-        if part.name == "note":
-            note = (await part.read(decode=True)).decode("utf-8", "replace")
-            if len(note) > rectify.NOTE_MAX:
-                raise bad_request(f"note is {len(note)} characters, at most {rectify.NOTE_MAX} allowed")
-        elif part.name == "photo":
-            buf = bytearray()
-            while chunk := await part.read_chunk(64 * 1024):
-                buf += chunk
-                if len(buf) > limit:
-                    raise ApiError(413, "too_large", f"photo exceeds {limit} bytes")
-            photo = bytes(buf)
-        else:
-            raise bad_request(f"unexpected form field {part.name!r}; expected note and photo")
-    return note, photo
 
 
 def _dry_run_submit(c: ApiContext, p: Principal, row: dict) -> None:
@@ -185,8 +147,16 @@ def _dry_run_submit(c: ApiContext, p: Principal, row: dict) -> None:
                   now=c.now(), note="(check)", photo_sha256="(check)")
 
 
-def store_photo(c: ApiContext, data: bytes) -> str:
-    """Store a JPEG photo by content hash (file + `media` row); returns its sha256."""
+def store_photo(c: ApiContext, data: bytes | None) -> str:
+    """Store an uploaded JPEG photo by content hash (file + `media` row); returns its sha256.
+
+    400 when there is none, 413 over the configured `photo_max_bytes`, 422 when it is not a JPEG.
+    """
+    if data is None:
+        raise bad_request("photo is required: a form field `photo` with the JPEG image", "invalid_input")
+    limit = c.settings.photo_max_bytes
+    if len(data) > limit:
+        raise ApiError(413, "too_large", f"photo of {len(data)} bytes exceeds {limit}")
     ctype = sniff_media_type(data)
     if ctype != JPEG:  # a well-formed upload of the wrong kind of file: 422
         raise ApiError(422, "invalid_input", "photo: must be a JPEG image (bytes starting with the JPEG SOI marker "

@@ -11,18 +11,14 @@ alerts they raise are announced like the cameras' ones.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import functools
 import re
-import urllib.parse
 from collections.abc import Awaitable, Callable
 from datetime import date
 from typing import Any
 
 import structlog
-from aiohttp import BodyPartReader, web
-from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from cloud_receiver.admin.auth import principal_of
@@ -31,7 +27,7 @@ from cloud_receiver.api.bodies import LedgerPhotoJson
 from cloud_receiver.api.context import ctx
 from cloud_receiver.api.errors import ApiError, bad_request
 from cloud_receiver.api.http import json_response
-from cloud_receiver.api.params import from_json, json_raw, parse_int
+from cloud_receiver.api.params import base64_field, from_json, json_raw, parse_int, read_form
 from cloud_receiver.appkeys import CONFIG
 from cloud_receiver.config import LedgersConfig
 from cloud_receiver.errors import validation_problem
@@ -46,7 +42,6 @@ DAY = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 ENTRY_ID = re.compile(r"^[0-9A-Za-z_-]{1,64}$")
 CURSOR = re.compile(r"^[A-Za-z0-9_-]{1,512}$")
 XLSX_MAX = 5000  # entries in one spreadsheet; more: narrow from/to
-XLSX_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -226,10 +221,9 @@ async def export_xlsx(request: web.Request) -> web.StreamResponse:
     if more:
         raise ApiError(422, "bad_request", f"more than {XLSX_MAX} entries: narrow the range with from and to")
     body = xlsx.workbook(kind, canteen["name"], items, trace.names_of(db, canteen_id))
-    name = urllib.parse.quote(f"{canteen['name']}-{KINDS[kind].name}.xlsx")
-    return web.Response(body=body, content_type=XLSX_TYPE, headers={
-        "Content-Disposition": f"attachment; filename=\"{canteen_id}-{kind}.xlsx\"; filename*=UTF-8''{name}",
-        "Cache-Control": "no-store"})
+    filename = f"{canteen['name']}-{KINDS[kind].name}.xlsx"
+    return web.Response(body=body, content_type=xlsx.XLSX_TYPE, headers={
+        "Content-Disposition": xlsx.disposition(filename, f"{canteen_id}-{kind}.xlsx"), "Cache-Control": "no-store"})
 
 
 @_handler
@@ -240,38 +234,13 @@ async def upload_photo(request: web.Request) -> web.Response:
     store.require_writer(p)
     limit = c.settings.photo_max_bytes
     if request.content_type.startswith("multipart/"):
-        photo = await _read_photo(request, limit)
+        photo = (await read_form(request, ("photo",), limit)).get("photo")
     else:
         body = from_json(LedgerPhotoJson, await json_raw(request, max_bytes=limit * 4 // 3 + 1024))
-        try:
-            photo = base64.b64decode(body.photo_base64, validate=True)
-        except (binascii.Error, ValueError) as err:
-            raise bad_request("photo_base64: not valid base64") from err
-    if len(photo) > limit:
-        raise ApiError(413, "too_large", f"photo of {len(photo)} bytes exceeds {limit}")
-    sha = store_photo(c, photo)  # JPEG only (422), by content hash, a `media` row of device 'api-upload'
+        photo = base64_field("photo_base64", body.photo_base64)
+    sha = store_photo(c, photo)  # 400 none, 413 too large, 422 not a JPEG; a `media` row of device 'api-upload'
     store.add_photo(c.storage.sql, p, canteen_id, sha, now=c.now())
     return json_response({"sha256": sha, "url": f"/api/v1/media/{sha}"})
-
-
-async def _read_photo(request: web.Request, limit: int) -> bytes:
-    photo = None
-    try:
-        reader = await request.multipart()
-        while (part := await reader.next()) is not None:
-            if not isinstance(part, BodyPartReader) or part.name != "photo":
-                raise bad_request(f"unexpected form field {getattr(part, 'name', None)!r}; expected photo")
-            buf = bytearray()
-            while chunk := await part.read_chunk(64 * 1024):
-                buf += chunk
-                if len(buf) > limit:
-                    raise ApiError(413, "too_large", f"photo exceeds {limit} bytes")
-            photo = bytes(buf)
-    except (ValueError, AssertionError, LookupError, HttpProcessingError) as err:
-        raise bad_request(f"malformed multipart body: {err or type(err).__name__}") from err
-    if photo is None:
-        raise bad_request("photo is required: a form field `photo` with the JPEG image", "invalid_input")
-    return photo
 
 
 @_handler

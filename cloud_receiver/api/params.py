@@ -7,11 +7,15 @@ parser recurse until it fails.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from typing import TypeVar
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 from pydantic import BaseModel, ValidationError
 
 from bk_common.jsondepth import nests_deeper
@@ -91,6 +95,41 @@ async def read_limited(request: web.Request, max_bytes: int) -> bytes:
         if len(buf) > max_bytes:
             raise ApiError(413, "too_large", f"body exceeds {max_bytes} bytes")
     return bytes(buf)
+
+
+async def read_form(request: web.Request, fields: Sequence[str], limit: int) -> dict[str, bytes]:
+    """The parts of a multipart/form-data body by name: 400 for a malformed body or a field not in `fields`,
+    413 for a part over `limit` bytes (read without buffering more)."""
+    try:
+        return await _read_parts(request, fields, limit)
+    except (ValueError, AssertionError, LookupError, HttpProcessingError) as err:
+        # aiohttp's multipart reader raises these for a missing boundary or a malformed part
+        raise bad_request(f"malformed multipart body: {err or type(err).__name__}") from err
+
+
+async def _read_parts(request: web.Request, fields: Sequence[str], limit: int) -> dict[str, bytes]:
+    out = {}
+    reader = await request.multipart()
+    while (part := await reader.next()) is not None:
+        if not isinstance(part, BodyPartReader):
+            raise bad_request("nested multipart is not accepted")
+        if part.name not in fields:
+            raise bad_request(f"unexpected form field {part.name!r}; expected {' and '.join(fields)}")
+        buf = bytearray()
+        while chunk := await part.read_chunk(64 * 1024):
+            buf += chunk
+            if len(buf) > limit:
+                raise ApiError(413, "too_large", f"{part.name} exceeds {limit} bytes")
+        out[part.name] = bytes(buf)
+    return out
+
+
+def base64_field(name: str, text: str) -> bytes:
+    """The bytes a base64 body field holds, or 400 naming the field."""
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as err:
+        raise bad_request(f"{name}: not valid base64") from err
 
 
 def require_json(request: web.Request) -> None:

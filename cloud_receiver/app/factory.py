@@ -85,7 +85,6 @@ async def _subscriber_ctx(app: web.Application) -> AsyncIterator[None]:
     relay = LiveRelay(lambda device, camera, name: _send_live(app, device, camera, name))
     relay.bind_loop(loop)
     publisher = CommandPublisher(cfg.mqtt, resolve_secret(cfg.mqtt.password_env), on_live=relay.feed_threadsafe)
-    publisher.start()
     app[COMMAND_PUBLISHER] = publisher
     app[LIVE_RELAY] = relay
     yield

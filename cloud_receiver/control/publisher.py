@@ -55,15 +55,22 @@ class CommandPublisher:
         self._lock = threading.Lock()
         self._acks: dict[int, tuple[threading.Event, list[Any]]] = {}
         self.host, self.port = cfg.host, cfg.port
+        self._started = False
 
     def start(self) -> None:
-        """Connect in the background (paho reconnects by itself); publishing waits for the connection."""
+        """Connect in the background, once (paho reconnects by itself); the first command or live viewer
+        calls it, so a receiver nobody commands from holds one broker connection, its subscriber's."""
+        with self._lock:
+            if self._started:
+                return
+            self._started = True
         self._client.connect_async(self.host, self.port, keepalive=60)
         self._client.loop_start()
 
     def stop(self) -> None:
-        self._client.disconnect()
-        self._client.loop_stop()
+        if self._started:
+            self._client.disconnect()
+            self._client.loop_stop()
 
     def _on_connect(self, _c: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         if reason.is_failure:
@@ -91,6 +98,7 @@ class CommandPublisher:
 
     def publish(self, topic: str, payload: bytes) -> None:
         """Publish with QoS 1 and wait for the PUBACK (blocking: call it from a worker thread)."""
+        self.start()
         if not self._connected.wait(self.timeout_s):
             raise PublishFailed(f"not connected to the broker at {self.host}:{self.port}")
         done = threading.Event()

@@ -1,17 +1,28 @@
-"""A ledger as an XLSX workbook (openpyxl): one sheet named after the ledger, Chinese headers, one row per
-entry (its current revision), for printing and for inspectors who work in spreadsheets."""
+"""XLSX workbooks (openpyxl): the one-sheet writer every export uses, and a ledger as such a workbook.
+
+`sheet_workbook` writes in write-only mode (rows stream into the file, so 50,000 alerts need little
+memory): one sheet, a bold frozen header row, times as real spreadsheet dates. A ledger's workbook is
+one sheet named after the ledger, Chinese headers, one row per entry (its current revision), for
+printing and for inspectors who work in spreadsheets. The console's lists (cloud_receiver/web/xlsx.py)
+and the API's ledger export use the same writer and `disposition`.
+"""
 
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterable
+import re
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
+from urllib.parse import quote
 
 from openpyxl import Workbook
 from openpyxl.cell import WriteOnlyCell
 from openpyxl.styles import Font
+from openpyxl.utils import get_column_letter
 
 from cloud_receiver.ledgers.models import KINDS
+
+XLSX_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 Cell = Callable[[dict[str, Any], dict[str, str]], Any]  # (entry data, names of referenced entries) -> value
 
@@ -72,21 +83,40 @@ def headers(kind: str) -> list[str]:
 
 def workbook(kind: str, canteen_name: str, entries: Iterable[dict[str, Any]], names: dict[str, str]) -> bytes:
     """The entries (API views) of one ledger as XLSX bytes; `names` maps referenced entry ids to names."""
+    rows = ([e["id"], e["day"], *(cell(e["data"], names) for _, cell in COLUMNS[kind]), e["created_by"],
+             e["created_at"], e["revision"], e["reason"] or "", e["edited_by"] or "", e["edited_at"] or ""]
+            for e in entries)
+    return sheet_workbook(KINDS[kind].name, headers(kind), rows, title=f"{canteen_name} {KINDS[kind].name}台账")
+
+
+def sheet_workbook(sheet: str, headers: Sequence[str], rows: Iterable[Sequence[Any]], *, title: str | None = None,
+                   widths: Sequence[int] | None = None) -> bytes:
+    """An XLSX file of one sheet: an optional `title` line, `headers` in bold (frozen), then `rows`;
+    datetimes (naive, local) become dates."""
     wb = Workbook(write_only=True)
-    ws = wb.create_sheet(KINDS[kind].name)
-    ws.append([f"{canteen_name} {KINDS[kind].name}台账"])
+    ws = wb.create_sheet(sheet[:31])  # Excel's limit on sheet names
+    for i, width in enumerate(widths or ()):
+        ws.column_dimensions[get_column_letter(i + 1)].width = width
+    ws.freeze_panes = "A3" if title else "A2"
+    if title:
+        ws.append([title])
     bold = Font(bold=True)
-    ws.append([_bold(ws, h, bold) for h in headers(kind)])
-    for e in entries:
-        d = e["data"]
-        ws.append([e["id"], e["day"], *(cell(d, names) for _, cell in COLUMNS[kind]), e["created_by"],
-                   e["created_at"], e["revision"], e["reason"] or "", e["edited_by"] or "", e["edited_at"] or ""])
+    ws.append([_bold(ws, h, bold) for h in headers])
+    for row in rows:
+        ws.append(row)  # a datetime gets openpyxl's date format by itself: no styled cell per value (slow)
     out = io.BytesIO()
     wb.save(out)
     return out.getvalue()
 
 
-def _bold(ws: Any, text: str, font: Font) -> WriteOnlyCell:
-    cell = WriteOnlyCell(ws, value=text)
+def _bold(ws: Any, value: Any, font: Font) -> WriteOnlyCell:
+    cell = WriteOnlyCell(ws, value=value)
     cell.font = font
     return cell
+
+
+def disposition(filename: str, fallback: str) -> str:
+    """`attachment` named `filename` (Chinese welcome) in `filename*` (RFC 5987), with `fallback` for browsers
+    that read only the plain `filename` (anything but letters, digits, `.`, `_` and `-` becomes `_`)."""
+    plain = re.sub(r"[^A-Za-z0-9._-]+", "_", fallback) or "export.xlsx"
+    return f"attachment; filename=\"{plain}\"; filename*=UTF-8''{quote(filename, safe='')}"

@@ -3,7 +3,7 @@
 A region is made unrecognisable in two steps: pixelated to about `CELLS` cells across its short
 side (what identifies a face — eyes, mouth, outline — is gone), then Gaussian-blurred so the cell
 edges do not form a face-like pattern a detector or a person could latch on to. Faces are padded
-(`FACE_PAD`: hair, ears and chin lie outside a detector's box); for a person box only its top
+(`face_region`: hair, ears and chin lie outside a detector's box); for a person box only its top
 `HEAD_SHARE` (the head, from a ceiling camera often missed by a face detector) is obscured.
 """
 
@@ -17,7 +17,8 @@ from PIL import Image, ImageFilter
 
 CELLS = 5  # pixelation cells across a region's short side
 BLUR_SHARE = 0.25  # Gaussian radius as a share of the region's short side
-FACE_PAD = 0.35  # added on each side of a face box, as a share of its width/height
+FACE_PAD = 0.35  # added left, right and below a face box, as a share of its width/height
+FACE_TOP_PAD = 0.6  # added above it: the detector's box starts at the eyebrows, the hair goes on
 HEAD_SHARE = 1 / 3  # the part of a person box, from its top, that holds the head
 HEAD_PAD = 0.1  # added on each side of that part
 
@@ -51,6 +52,12 @@ class Box:
 
     def overlaps(self, other: Box) -> bool:
         return self.x1 < other.x2 and other.x1 < self.x2 and self.y1 < other.y2 and other.y1 < self.y2
+
+
+def face_region(face: Box) -> Box:
+    """What is obscured for a detected face: the box with the hair above, the ears and the chin."""
+    w, h = face.width, face.height
+    return Box(face.x1 - w * FACE_PAD, face.y1 - h * FACE_TOP_PAD, face.x2 + w * FACE_PAD, face.y2 + h * FACE_PAD)
 
 
 def head_of(person: Box) -> Box:

@@ -30,7 +30,7 @@ from pathlib import Path
 import structlog
 from PIL import Image, UnidentifiedImageError
 
-from cloud_receiver.privacy.blur import FACE_PAD, obscure, person_heads, scaled
+from cloud_receiver.privacy.blur import face_region, obscure, person_heads, scaled
 from cloud_receiver.privacy.faces import FaceFinder
 
 log = structlog.get_logger(__name__)
@@ -93,12 +93,12 @@ def make_public_copy(original: bytes, finder: FaceFinder, people: Sequence[Perso
     if image.size != target:
         image = image.resize(target, Image.Resampling.LANCZOS)
     regions = [scaled(h, factor, factor) for items, frame in people for h in person_heads(items, frame, stored)]
-    faces = [f.padded(FACE_PAD) for f in finder.find(image, sensitive=True)]
+    faces = [face_region(f) for f in finder.find(image, sensitive=True)]
     runs, total = 1, len(faces)
     image = obscure(image, regions + faces)
     data = encode(image)
     while faces or (runs == 1 and regions):  # look again at what will be served
-        faces = [f.padded(FACE_PAD) for f in finder.find(decode(data))]
+        faces = [face_region(f) for f in finder.find(decode(data))]
         runs += 1
         if faces and runs > MAX_PASSES:
             raise StillFaces(f"{len(faces)} face(s) still found after {runs} searches")

@@ -25,6 +25,7 @@ from aiohttp import web
 from bk_contract.violations import ALERT_TYPE_NAMES
 from cloud_receiver.admin.auth import Principal
 from cloud_receiver.api.context import ctx
+from cloud_receiver.ledgers.xlsx import sheet_workbook
 from cloud_receiver.web import dashboard_queries as dq
 from cloud_receiver.web import xlsx
 from cloud_receiver.web.pages import PageError, render, require_user
@@ -157,7 +158,7 @@ async def alerts_xlsx(request: web.Request) -> web.Response:
                              limit=XLSX_MAX_ROWS)
         cells = ([r["id"], r["canteen_name"], r["camera"], r["type_name"], r["started_local"], r["status"],
                   r["deadline_local"]] for r in rows)
-        return xlsx.workbook("预警", ALERT_HEADERS, cells, ALERT_WIDTHS)
+        return sheet_workbook("预警", ALERT_HEADERS, cells, widths=ALERT_WIDTHS)
 
     try:
         body = await asyncio.to_thread(build)

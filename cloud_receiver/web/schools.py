@@ -24,6 +24,7 @@ from aiohttp import web
 
 from cloud_receiver.admin.auth import Principal
 from cloud_receiver.api.context import ctx
+from cloud_receiver.ledgers.xlsx import sheet_workbook
 from cloud_receiver.storage.db import Db, starts_with
 from cloud_receiver.storage.schema import alerts, cameras, canteens, devices
 from cloud_receiver.web import dashboard_queries as dq
@@ -191,7 +192,7 @@ async def schools_xlsx(request: web.Request) -> web.Response:
         views = (school_view(r, tz) for r in rows)
         cells = ([v["id"], v["name"], v["jurisdiction"], v["rating"] or None, v["state"], v["boxes"], v["boxes_online"],
                   v["cameras"], v["cameras_online"], v["last_seen"] or None, v["open"], v["overdue"]] for v in views)
-        return xlsx.workbook("学校", SCHOOL_HEADERS, cells, SCHOOL_WIDTHS)
+        return sheet_workbook("学校", SCHOOL_HEADERS, cells, widths=SCHOOL_WIDTHS)
 
     body = await asyncio.to_thread(build)
     if body is None:

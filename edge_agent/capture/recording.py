@@ -57,33 +57,53 @@ class SegmentRecorder:
         self._zero = 0
         self._template: StreamTemplate | None = None
         self.dropped_segments = 0
+        self.errors = 0  # failed writes (each closed its segment; recording went on at the next keyframe)
+        self._last_dts = -1
 
     # --- writing (reader thread) ---------------------------------------------------------------
     def push(self, packet: av.Packet, template: StreamTemplate, wall: float) -> None:
-        """Add one demuxed packet (its stream described by `template`) seen at wall-clock `wall`."""
+        """Add one demuxed packet (its stream described by `template`) seen at wall-clock `wall`. Never
+        raises: recording is a side line of the camera's reader thread, which must go on whatever happens."""
         if packet.dts is None:
             return
         with self._lock:
-            if self._out is not None and (template is not self._template
-                                          or (packet.is_keyframe and wall - self._start >= self.segment_s)):
-                self._finish()
-            if self._out is None:
-                if not packet.is_keyframe:
-                    return  # a segment starts at a keyframe
-                self._open(template, wall, packet.dts)
-            q = av.Packet(bytes(packet))
-            q.dts = packet.dts - self._zero
-            q.pts = (packet.pts if packet.pts is not None else packet.dts) - self._zero
-            q.duration, q.time_base, q.is_keyframe = packet.duration, packet.time_base, packet.is_keyframe
-            q.stream = self._stream
-            self._out.mux(q)
-            self._last = wall
+            try:
+                self._push(packet, template, wall)
+            except (av.FFmpegError, OSError, ValueError) as err:
+                self.errors += 1
+                log.warning("recording_write_failed", camera=self.camera_id, error=str(err))
+                self._abandon()
+
+    def _push(self, packet: av.Packet, template: StreamTemplate, wall: float) -> None:
+        if self._out is not None and (template is not self._template or packet.dts - self._zero <= self._last_dts
+                                      or (packet.is_keyframe and wall - self._start >= self.segment_s)):
+            self._finish()  # a new segment: the stream changed, started again (timestamps went back) or is long enough
+        if self._out is None:
+            if not packet.is_keyframe:
+                return  # a segment starts at a keyframe
+            self._open(template, wall, packet.dts)
+        q = av.Packet(bytes(packet))
+        q.dts = packet.dts - self._zero
+        q.pts = (packet.pts if packet.pts is not None else packet.dts) - self._zero
+        q.duration, q.time_base, q.is_keyframe = packet.duration, packet.time_base, packet.is_keyframe
+        q.stream = self._stream
+        self._out.mux(q)
+        self._last, self._last_dts = wall, q.dts
+
+    def _abandon(self) -> None:
+        """Close the current segment after a failed write (kept if it holds anything); go on at the next keyframe."""
+        if self._out is None:
+            return
+        try:
+            self._finish()
+        except (av.FFmpegError, OSError, ValueError):
+            self._out = self._stream = self._path = None
 
     def _open(self, template: StreamTemplate, wall: float, dts: int) -> None:
         self._path = self.dir / f"{int(wall * 1000):013d}.mp4"
         self._out = av.open(str(self._path), "w", format="mp4", options=FRAGMENTED)
         self._stream = self._out.add_stream_from_template(template.stream)
-        self._template, self._start, self._zero = template, wall, dts
+        self._template, self._start, self._zero, self._last, self._last_dts = template, wall, dts, wall, -1
 
     def _finish(self) -> None:
         assert self._out is not None and self._path is not None

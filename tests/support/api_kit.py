@@ -186,6 +186,17 @@ def add_user(world: World, name: str, role: str, scope: str = "", password: str 
     create_user(world.storage.sql, name, role, scope, password, display_name)
 
 
+# the console tests' accounts, one per role: (name, role, scope, display name)
+CONSOLE_USERS = (("admin1", "admin", "", "王管理"), ("reg1", "regulator", "640502", "李监管"),
+                 ("kitchen1", "canteen", "C1", "一中食堂"))
+
+
+def add_console_users(world: World) -> None:
+    """`CONSOLE_USERS` in the world's database: admin1, reg1 of 640502 and kitchen1 of C1."""
+    for name, role, scope, display_name in CONSOLE_USERS:
+        add_user(world, name, role, scope, display_name=display_name)
+
+
 def form_csrf(html: str) -> str:
     """The hidden `csrf` field of the first form on a page."""
     import re

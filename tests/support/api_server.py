@@ -1,29 +1,27 @@
-"""A live receiver API on 127.0.0.1 in a thread of its own, for clients that are not aiohttp's test
-client: schemathesis (tests/test_api_schemathesis.py, scripts/fuzz_api.py) and plain sockets.
+"""A live receiver (API and console, no MQTT ingest) on 127.0.0.1 in a thread of its own, for clients that are
+not aiohttp's test client: Chromium (the browser tests), schemathesis (tests/test_api_schemathesis.py,
+scripts/fuzz_api.py) and plain sockets.
 
-The database is seeded like `api_kit.make_world` (canteens C1, C2 in jurisdiction 640502, C3 in
-640521, a box each, a token per role) plus an alert with a snapshot per canteen, so that the fuzzer
-meets real rows. MQTT ingest is off (`create_app(subscriber=False)`).
+`live_receiver` seeds a fresh SQLite database through a callback before the app starts, then serves it
+with `browser.serve_app`. `live_api` is that receiver seeded like `api_kit.make_world` (canteens C1, C2
+in jurisdiction 640502, C3 in 640521, a box each, a token per role) plus an alert with a snapshot per
+canteen, so that the fuzzer meets real rows.
 """
 
 from __future__ import annotations
 
-import asyncio
-import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from aiohttp import web
-
 from bk_contract import Alert, CameraHealth, MediaRef, Status
-from cloud_receiver.app.factory import create_app
-from cloud_receiver.appkeys import STORAGE
+from cloud_receiver.app.factory import create_app, open_configured_storage
 from cloud_receiver.config import ReceiverConfig, StorageConfig
-from cloud_receiver.storage.sqlite import iso
+from cloud_receiver.storage.sqlite import Storage, iso
 from support.api_kit import DEVICES, add_media, jpeg, seed
+from support.browser import serve_app
 
 
 @dataclass
@@ -38,7 +36,7 @@ class LiveApi:
         return f"{self.base_url}/api/v1/openapi.json"
 
 
-def seed_alerts(storage, media_dir: Path) -> tuple[dict[str, str], dict[str, str]]:  # noqa: ANN001 - SqliteStorage
+def seed_alerts(storage: Storage, media_dir: Path) -> tuple[dict[str, str], dict[str, str]]:
     """An open alert with a snapshot for each canteen (ids `L-C1`, `L-C2`, `L-C3`), and a camera on every box."""
     alerts, snaps = {}, {}
     started = datetime.now(UTC) - timedelta(hours=1)
@@ -56,45 +54,29 @@ def seed_alerts(storage, media_dir: Path) -> tuple[dict[str, str], dict[str, str
 
 
 @contextmanager
-def live_api(tmp_path: Path) -> Iterator[LiveApi]:
-    """Serve the receiver's API on a free port of 127.0.0.1 until the block ends."""
+def live_receiver(tmp_path: Path, setup: Callable[[Storage], None]) -> Iterator[tuple[str, ReceiverConfig]]:
+    """A receiver on a SQLite file in `tmp_path`, filled by `setup(storage)` before it starts, served on a free
+    port of 127.0.0.1 until the block ends; (base URL, its config)."""
     cfg = ReceiverConfig(storage=StorageConfig(path=tmp_path / "receiver.db", media_dir=tmp_path / "media"))
-    started = threading.Event()
-    stop: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
-    out: list[LiveApi] = []
-    failed: list[BaseException] = []
-
-    async def serve() -> None:
-        runner = web.AppRunner(create_app(cfg, subscriber=False), access_log=None)
-        await runner.setup()
-        try:
-            site = web.TCPSite(runner, "127.0.0.1", 0)
-            await site.start()
-            port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # noqa: SLF001
-            storage = runner.app[STORAGE]
-            tokens, _, _ = seed(storage, cfg.storage.media_dir)
-            alerts, snaps = seed_alerts(storage, cfg.storage.media_dir)
-            out.append(LiveApi(f"http://127.0.0.1:{port}", tokens, alerts, snaps))
-            stop.append((asyncio.get_running_loop(), asyncio.Event()))
-            started.set()
-            await stop[0][1].wait()
-        finally:
-            await runner.cleanup()
-
-    def run() -> None:
-        try:
-            asyncio.run(serve())
-        except BaseException as err:  # noqa: BLE001 - handed to the test thread
-            failed.append(err)
-            started.set()
-
-    thread = threading.Thread(target=run, name="bk-live-api", daemon=True)
-    thread.start()
-    if not started.wait(30) or failed:
-        raise RuntimeError(f"the live API did not start: {failed[0] if failed else 'timeout'}")
-    loop, done = stop[0]
+    storage = open_configured_storage(cfg)
     try:
-        yield out[0]
+        setup(storage)
     finally:
-        loop.call_soon_threadsafe(done.set)
-        thread.join(30)
+        storage.close()
+    with serve_app(create_app(cfg, subscriber=False)) as base_url:
+        yield base_url, cfg
+
+
+@contextmanager
+def live_api(tmp_path: Path) -> Iterator[LiveApi]:
+    """Serve the receiver's API, seeded for the fuzzer, on a free port of 127.0.0.1 until the block ends."""
+    live = LiveApi("")
+
+    def setup(storage: Storage) -> None:
+        media_dir = tmp_path / "media"
+        live.tokens, _, _ = seed(storage, media_dir)
+        live.alerts, live.snapshots = seed_alerts(storage, media_dir)
+
+    with live_receiver(tmp_path, setup) as (base_url, _):
+        live.base_url = base_url
+        yield live

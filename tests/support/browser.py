@@ -15,6 +15,9 @@ never run `playwright install`. `require_chromium()` fails the test (no skip) wh
             screenshot(page, "home-phone", tmp_path)
             log.assert_clean()
 
+`log_in` goes through the console's login form as a person does; `CSP_WATCH` (an init script) records
+what the page's Content-Security-Policy blocked, for `csp_violations`.
+
 Every page is opened in a fresh context at a named viewport (`VIEWPORTS`), zh-CN locale and the
 Asia/Shanghai timezone. Its `PageLog` collects console errors (and uncaught exceptions), failed
 requests (network failures and HTTP >= 400), and requests to any host but 127.0.0.1/localhost, which
@@ -47,6 +50,10 @@ TIMEZONE = "Asia/Shanghai"
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost"})
 SCREENSHOTS_ENV = "BK_SCREENSHOTS"
 SERVER_START_TIMEOUT_S = 30.0
+# recorded before any page script runs (Playwright's init scripts are not subject to the page's CSP)
+CSP_WATCH = ("window.__cspViolations = [];"
+             "document.addEventListener('securitypolicyviolation',"
+             " e => window.__cspViolations.push(e.violatedDirective + ' ' + e.blockedURI));")
 
 
 @dataclass(frozen=True)
@@ -161,6 +168,32 @@ def open_page(browser: Browser, viewport: str = "desktop") -> Iterator[tuple[Pag
         yield page, log
     finally:
         context.close()
+
+
+def csp_violations(page: Page) -> list[str]:
+    """What the page's CSP blocked since `page.add_init_script(CSP_WATCH)` (directive and URL each)."""
+    return page.evaluate("window.__cspViolations")
+
+
+def assert_fits(page: Page) -> None:
+    """Nothing sticks out sideways (on a phone, innerWidth grows with the content: compare with the screen)."""
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= page.viewport_size["width"], f"{page.url} is wider than the screen: {width}"
+
+
+def submit_login(page: Page, name: str, password: str) -> None:
+    """Fill in the console's login form, as a person does (by its labels), and press 登录."""
+    page.get_by_label("用户名").fill(name)
+    page.get_by_label("密码").fill(password)
+    page.get_by_role("button", name="登录").click()
+
+
+def log_in(page: Page, base_url: str, name: str, password: str, next_path: str | None = None, *,
+           lands_on: str | None = None) -> None:
+    """Open /login?next=`next_path`, log in through the form and wait for `lands_on` (a path; default `next_path`)."""
+    page.goto(base_url + "/login" + (f"?next={next_path}" if next_path else ""))
+    submit_login(page, name, password)
+    page.wait_for_url(base_url + (lands_on or next_path or "/"))
 
 
 def screenshot_dir(default: Path) -> Path:

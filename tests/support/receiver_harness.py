@@ -1,11 +1,14 @@
-"""Helpers shared by the test_receiver_* files (no tests here): a device-side MQTT client, a running
-receiver app and polling. Kept beside the tests because only tests use them."""
+"""Helpers shared by the receiver's tests (no tests here): a device-side MQTT client, a running receiver
+app (without HTTP, or behind aiohttp's test client with a box in its database) and polling. Kept beside
+the tests because only tests use them."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,6 +16,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 from paho.mqtt.enums import CallbackAPIVersion
 
 from bk_contract import Alert, topic
@@ -144,6 +148,22 @@ class RunningReceiver:
 
     async def stop(self) -> None:
         await self.runner.cleanup()
+
+
+@asynccontextmanager
+async def receiver_with_box(cfg: ReceiverConfig, device_id: str) -> AsyncIterator[TestClient]:
+    """The real app behind aiohttp's test client on 127.0.0.1, subscribed to the broker, with canteen C1
+    (64050201) and the box `device_id` in its database (`client.app[STORAGE]`); closed at the end."""
+    client = TestClient(TestServer(create_app(cfg), host="127.0.0.1"))
+    await client.start_server()
+    try:
+        assert await async_wait_until(lambda: client.app[SUBSCRIBER].subscribed.is_set(), 10), "receiver did not subscribe"
+        storage = client.app[STORAGE]
+        storage.add_canteen("C1", "第一中学食堂", "64050201")
+        storage.add_device(device_id, "C1", "box")
+        yield client
+    finally:
+        await client.close()
 
 
 def make_tls_files(d: Path, name: str = "ca") -> Path:

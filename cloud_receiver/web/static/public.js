@@ -19,16 +19,21 @@
   text.addEventListener("input", showCount);
   showCount();
 
+  const photoName = document.getElementById("photo-name");
   photo.addEventListener("change", () => {
     problem.textContent = "";
     const file = photo.files && photo.files[0];
+    photoName.textContent = file ? file.name : "未选择照片";
     if (!file) return;
     if (file.type && file.type !== "image/jpeg") {
       problem.textContent = "照片只能是 JPEG 格式 (.jpg)。";
     } else if (file.size > photoMax) {
       problem.textContent = `照片不能超过 ${Math.floor(photoMax / 1048576)} MB。`;
     }
-    if (problem.textContent) photo.value = "";
+    if (problem.textContent) {
+      photo.value = "";
+      photoName.textContent = "未选择照片";
+    }
   });
 
   const label = button.textContent;

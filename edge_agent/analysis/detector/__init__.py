@@ -16,11 +16,8 @@ from edge_agent.analysis.detector.base import (
 )
 from edge_agent.analysis.detector.family_detector import FamilyDetector, open_detector
 from edge_agent.analysis.detector.manifest import ModelManifest, load_manifest
-from edge_agent.analysis.detector.tflite import (
-    DEFAULT_IOU_THRESHOLD,
-    DEFAULT_SCORE_THRESHOLD,
-    TfliteDetector,
-)
+from edge_agent.analysis.detector.manifest_detector import DEFAULT_IOU_THRESHOLD, DEFAULT_SCORE_THRESHOLD
+from edge_agent.analysis.detector.tflite import TfliteDetector
 
 __all__ = [
     "DEFAULT_IOU_THRESHOLD",

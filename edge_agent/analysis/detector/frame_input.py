@@ -9,6 +9,8 @@ placement changes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import av
 import numpy as np
 from av.video.reformatter import Interpolation, VideoReformatter
@@ -36,6 +38,27 @@ def channel_luts(spec: InputSpec, dtype: np.dtype, quant: Quant) -> np.ndarray:
     return np.clip(q, info.min, info.max).astype(dtype)
 
 
+class AreaScaler:
+    """Puts RGB frames at their size inside a model input, scaling with area averaging (keeps thin detail).
+
+    A frame that already fits at scale 1 (what the pipeline's `FrameScaler.fit` produces) is used as is.
+    """
+
+    def __init__(self) -> None:
+        self._reformatter = VideoReformatter()
+
+    def fit(self, frame: np.ndarray, input_map: Callable[[int, int], InputMap]) -> tuple[np.ndarray, InputMap]:
+        """RGB uint8 HxWx3 frame -> (the frame at its content size, where `input_map(w, h)` places it)."""
+        if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+            raise ValueError(f"frame must be HxWx3 uint8 RGB, got {frame.shape} {frame.dtype}")
+        m = input_map(frame.shape[1], frame.shape[0])
+        cw, ch = content_size(m)
+        if (cw, ch) != (frame.shape[1], frame.shape[0]):
+            src = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+            frame = self._reformatter.reformat(src, cw, ch, "rgb24", interpolation=Interpolation.AREA).to_ndarray()
+        return frame, m
+
+
 class FrameInput:
     """The input tensor of one model and how frames are put into it. Not thread-safe (reuses buffers)."""
 
@@ -51,7 +74,7 @@ class FrameInput:
         # tensor channel c takes frame channel src[c]: RGB frames, BGR models swap
         self._src = (2, 1, 0) if spec.color == "BGR" else (0, 1, 2)
         self._placed: tuple[int, int, int, int] | None = None
-        self._scaler = VideoReformatter()
+        self._scaler = AreaScaler()
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -66,13 +89,8 @@ class FrameInput:
 
     def fill(self, frame: np.ndarray) -> tuple[np.ndarray, InputMap]:
         """RGB uint8 HxWx3 frame -> the filled input tensor and the map back to frame pixels."""
-        if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
-            raise ValueError(f"frame must be HxWx3 uint8 RGB, got {frame.shape} {frame.dtype}")
-        m = self.input_map(frame.shape[1], frame.shape[0])
-        cw, ch = content_size(m)
-        if (cw, ch) != (frame.shape[1], frame.shape[0]):
-            src = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-            frame = self._scaler.reformat(src, cw, ch, "rgb24", interpolation=Interpolation.AREA).to_ndarray()
+        frame, m = self._scaler.fit(frame, self.input_map)
+        ch, cw = frame.shape[:2]
         px, py = int(m.pad_x), int(m.pad_y)
         if self._placed != (px, py, cw, ch):
             for c in range(3):
