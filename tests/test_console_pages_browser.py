@@ -64,7 +64,7 @@ def test_regulator_logs_in_and_out(browser, base_url: str, tmp_path: Path, viewp
             page.get_by_role("button", name="菜单").click()
             assert page.get_by_role("button", name="菜单").get_attribute("aria-expanded") == "true"
         assert nav.is_visible()
-        assert nav.get_by_role("link").all_inner_texts() == ["预警", "学校", "大数据"]  # no 管理 for a regulator
+        assert nav.get_by_role("link").all_inner_texts() == ["预警", "学校", "台账", "大数据"]  # no 管理 for a regulator
         assert page.get_by_text("李监管").is_visible()
         assert_fits(page)
         home_png = screenshot(page, f"console-home{'-menu' if viewport == 'phone' else ''}-{viewport}", tmp_path)

@@ -82,6 +82,7 @@ def test_three_viewers_share_one_live_stream(tmp_path):
                 page.click("#playback-form button")
                 page.wait_for_function("() => !document.getElementById('playback-video').hidden", timeout=60_000)
                 page.wait_for_function("() => document.getElementById('playback-video').duration > 1", timeout=20_000)
+                page.wait_for_function("() => document.getElementById('playback-video').readyState >= 2", timeout=20_000)
                 screenshot(page, "playback-desktop", tmp_path)
                 assert shot.exists()
                 assert run.agent.live is not None and run.agent.live.sessions_started == 1  # one stream for three

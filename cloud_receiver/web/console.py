@@ -6,7 +6,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from cloud_receiver.admin.auth import SESSION_RESOLVER
-from cloud_receiver.web import admin_pages, alerts_pages, live_page, login, public_pages
+from cloud_receiver.web import admin_pages, alerts_pages, ledger_pages, live_page, login, public_pages
 from cloud_receiver.web import dashboard as dashboard_page
 from cloud_receiver.web import schools as schools_page
 from cloud_receiver.web.pages import console_middleware, page_headers, setup_templates, static_file
@@ -27,6 +27,7 @@ def setup_console(app: web.Application, settings: SessionSettings | None = None)
     live_page.register(app)
     alerts_pages.register(app)
     schools_page.register(app)
+    ledger_pages.register(app)  # 自律台账 (docs/console.md)
     dashboard_page.register(app)
     admin_pages.register(app)
     public_pages.register(app)  # 共治: /p/{canteen_id}, no login (docs/public.md)

@@ -66,6 +66,7 @@ class NavItem:
 NAV = (
     NavItem("预警", "/alerts", ("admin", "regulator", "canteen")),
     NavItem("学校", "/schools", ("admin", "regulator", "canteen")),
+    NavItem("台账", "/ledgers", ("admin", "regulator", "canteen")),
     NavItem("大数据", "/dashboard", ("admin", "regulator")),
     NavItem("管理", "/admin", ("admin",)),
 )
