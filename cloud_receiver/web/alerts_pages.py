@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from urllib.parse import urlencode
 
 import sqlalchemy as sa
 from aiohttp import web
@@ -88,8 +88,6 @@ async def alerts_page(request: web.Request) -> web.Response:
 
 
 def _query(params: dict[str, str | None]) -> str:
-    from urllib.parse import urlencode
-
     return urlencode({k: v for k, v in params.items() if v})
 
 
@@ -131,5 +129,3 @@ def register(app: web.Application) -> None:
     app.router.add_get("/alerts", alerts_page)
     app.router.add_get("/alerts/{id}", alert_page)
 
-
-__all__: list[Any] = ["register"]
