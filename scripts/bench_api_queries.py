@@ -39,7 +39,7 @@ from typing import Any
 import bench_common as bc
 import sqlalchemy as sa
 from aiohttp.test_utils import TestClient, TestServer
-from bench_machine import cpu_line
+from bench_machine import cpu_line, refresh_rollups
 
 from bk_common.logs import configure_logging
 from cloud_receiver.admin import auth
@@ -140,6 +140,7 @@ def explain(url: str, stmts: list[tuple[str, Any]]) -> None:
 
 
 async def bench_one(url: str, runs: int, warmup: int, show_plans: bool, tmp: Path) -> dict[str, Any]:
+    bc.say(refresh_rollups(url))
     cfg = ReceiverConfig(storage=StorageConfig(url=url, media_dir=tmp / "media"))
     app = create_app(cfg, subscriber=False)
     client = TestClient(TestServer(app, host="127.0.0.1"))

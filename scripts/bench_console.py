@@ -27,7 +27,7 @@ for p in (ROOT, ROOT / "tests"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
-from scripts.bench_machine import cpu_facts  # noqa: E402
+from scripts.bench_machine import cpu_facts, refresh_rollups  # noqa: E402
 
 PASSWORD = "bench-console-password"
 
@@ -120,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     facts = cpu_facts()
     print(f"CPU: {facts['model']}, {facts['cores']} cores, ISA {' '.join(facts['isa'])}, "
           f"avx512_vnni {'yes' if facts['avx512_vnni'] else 'no'}")
+    print(refresh_rollups(args.url))
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for label, times in asyncio.run(time_pages(args.url, args.runs, args.warmup, work)):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import time
 from pathlib import Path
 
 ISA_OF_INTEREST = ("sse4_1", "sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni",
@@ -51,3 +52,19 @@ def fs_type(path: Path) -> str:
 
 def disk_line(path: Path) -> str:
     return f"disk: {path} on {fs_type(path)}"
+
+
+def refresh_rollups(url: str, tz_hours: int = 8) -> str:
+    """Bring the alert count rollups of a generated database up to date (what a receiver does at start), timed."""
+    from cloud_receiver.storage.db import Db
+    from cloud_receiver.workflow import rollup
+
+    db = Db.postgresql(url) if url.startswith("postgresql") else Db.sqlite(url.removeprefix("sqlite:///"))
+    try:
+        t0 = time.perf_counter()
+        done = rollup.refresh(db, tz_hours)
+        took = time.perf_counter() - t0
+    finally:
+        db.engine.dispose()
+    what = "rebuilt from every alert" if done["full"] else f"{done['days']} changed days counted again"
+    return f"alert count rollups {what} in {took:.1f} s"

@@ -77,6 +77,29 @@ def test_alert_snapshot_and_repeats(ingestor, tmp_path):
     assert ingestor.storage.get_alert(alert.id)["state"] == "end"
 
 
+def test_batch_of_alerts_keeps_each_outcome_in_order(ingestor, store):
+    """One batch: new alerts, a repeat and a higher rev of one of them, another device's id and bad JSON, each its own outcome."""
+    other = "64050200001180000302"
+    store.add_device(other, "c1", "box 2")
+    theirs = make_alert(other, 7)
+    assert ingestor.handle(topic(other, "alert"), theirs.model_dump_json().encode()).outcome == "stored"
+    before = len(ingestor.announced)
+    first = make_alert(DEV, 1)
+    batch = [(topic(DEV, "alert"), first.model_dump_json().encode()),
+             (topic(DEV, "alert"), make_alert(DEV, 2).model_dump_json().encode()),
+             (topic(DEV, "alert"), first.model_dump_json().encode()),  # a repeat of the first, inside the batch
+             (topic(DEV, "alert"), b"{oops"),
+             (topic(DEV, "alert"), make_alert(DEV, 1, rev=3, state="end").model_dump_json().encode()),
+             (topic(DEV, "alert"), theirs.model_copy(update={"device_id": DEV}).model_dump_json().encode())]
+    results = ingestor.handle_batch(batch)
+    assert [r.outcome for r in results] == ["stored", "stored", "duplicate", "rejected", "stored", "rejected"]
+    assert "belongs to another device" in results[5].reason
+    assert [(a["id"], a["rev"]) for a in ingestor.announced[before:]] == [(first.id, 0), (make_alert(DEV, 2).id, 0),
+                                                                         (first.id, 3)]
+    assert store.get_alert(first.id)["state"] == "end" and store.get_alert(theirs.id)["device_id"] == other
+    assert store.count("alerts") == 3 and store.count("rejects") == 2
+
+
 def test_rejects_recorded_on_both_backends(ingestor):
     """Bad JSON, unknown device, mismatched device and a wrong sha256 are rejected and recorded."""
     _, chunks = split_media(b"x" * 5000, "image/jpeg", 4096)

@@ -16,7 +16,7 @@ from cloud_receiver.api.params import parse_time
 from cloud_receiver.api.public_page import public_view
 from cloud_receiver.storage.media_store import HEX64
 from cloud_receiver.storage.sqlite import iso
-from cloud_receiver.workflow import queries
+from cloud_receiver.workflow import counts, queries
 
 _EXTENSIONS = {"image/jpeg": "jpg", "video/mp4": "mp4"}
 
@@ -77,7 +77,7 @@ async def get_stats(request: web.Request) -> web.Response:
     if until - since > timedelta(days=c.settings.stats_max_days):
         raise ApiError(422, "bad_request", f"since..until spans more than {c.settings.stats_max_days} days; "
                        "ask for a shorter range")
-    return json_response(queries.stats(c.storage.sql, principal_of(request), since, until, c.settings.tz_hours))
+    return json_response(counts.stats(c.storage.sql, principal_of(request), since, until, c.settings.tz_hours))
 
 
 def _week_before(t: datetime) -> datetime:

@@ -89,6 +89,7 @@ class Ingestor:
         self._announce: list[dict[str, Any]] = []  # alert rows of the open batch, announced after commit
         self._now = ""  # receipt time of the open batch (one per batch: a batch spans milliseconds)
         self._debug = False  # whether per-message debug lines are wanted (checked once per batch)
+        self._pending: list[tuple[int, str, Alert]] = []  # valid alerts of the open batch: (position, topic, alert)
 
     def handle(self, topic: str, payload: bytes) -> IngestResult:
         """One message in its own transaction."""
@@ -99,18 +100,48 @@ class Ingestor:
         self._announce = []
         self._now = utc_now()
         self._debug = log.bind().is_enabled_for(logging.DEBUG)
+        self._pending = []
         try:
             with self.storage.batch():
-                results = [self._handle_one(topic, payload) for topic, payload in messages]
+                found = [self._handle_one(i, topic, payload) for i, (topic, payload) in enumerate(messages)]
+                results = self._store_alerts(found)
             rows = self._announce
         finally:
-            self._announce = []
+            self._announce, self._pending = [], []
         if self.on_alert is not None:  # announced before counted: whoever sees the count can expect the row
             for row in rows:
                 self.on_alert(row)
         for result in results:
             self.counts[result.outcome] += 1
         return results
+
+    def _store_alerts(self, found: list[IngestResult | None]) -> list[IngestResult]:
+        """Store the batch's valid alerts in one call (one round trip for the new ones on PostgreSQL) and
+        put their outcomes in their places (None in `found`)."""
+        pending, self._pending = self._pending, []
+        if not pending:
+            return found  # type: ignore[return-value] - no placeholders without pending alerts
+        writes = self.storage.upsert_alerts([alert for _, _, alert in pending], self._now)
+        for (position, topic, msg), write in zip(pending, writes, strict=True):
+            found[position] = self._alert_outcome(topic, msg, write)
+        return found  # type: ignore[return-value] - every placeholder is filled
+
+    def _alert_outcome(self, topic: str, msg: Alert, write: Any) -> IngestResult:
+        device_id = msg.device_id
+        if write.outcome == "unchanged" and write.row["device_id"] != device_id:
+            reason = f"alert id {msg.id} belongs to another device; a device cannot change another's alert"
+            self.storage.record_reject(device_id, topic, reason, utc_now())
+            log.warning("message rejected", topic=topic, device_id=device_id, reason=reason)
+            return IngestResult("rejected", "alert", device_id, reason)
+        if write.outcome == "unchanged":
+            if self._debug:
+                log.debug("alert repeat", alert_id=msg.id, device_id=device_id, rev=msg.rev)
+            return IngestResult("duplicate", "alert", device_id)
+        if self._debug:  # debug, not info: a line per alert cost a good part of ingest; see "ingest summary"
+            log.debug("alert stored", alert_id=msg.id, device_id=device_id, type=msg.type, rev=msg.rev,
+                      outcome=write.outcome)
+        self._announce.append(write.row)
+        return IngestResult("stored", "alert", device_id)
 
     def _device_known(self, device_id: str) -> bool:
         if device_id in self._known_devices:
@@ -120,7 +151,8 @@ class Ingestor:
         self._known_devices.add(device_id)
         return True
 
-    def _handle_one(self, topic: str, payload: bytes) -> IngestResult:
+    def _handle_one(self, position: int, topic: str, payload: bytes) -> IngestResult | None:
+        """The message's outcome, or None for a valid alert, stored with the others at the end of the batch."""
         device_id = None
         kind = None
         try:
@@ -128,14 +160,14 @@ class Ingestor:
             device_id, kind = parsed.device_id, parsed.kind
             if not self._device_known(device_id):
                 raise Rejected(f"unknown device {device_id}")
-            return self._dispatch(parsed, payload)
+            return self._dispatch(position, topic, parsed, payload)
         except (Rejected, TopicError) as err:
             reason = err.reason if isinstance(err, Rejected) else f"topic: {err}"
             self.storage.record_reject(device_id, topic, reason, utc_now())
             log.warning("message rejected", topic=topic, device_id=device_id, reason=reason, bytes=len(payload))
             return IngestResult("rejected", kind, device_id, reason)
 
-    def _dispatch(self, parsed: Any, payload: bytes) -> IngestResult:
+    def _dispatch(self, position: int, topic: str, parsed: Any, payload: bytes) -> IngestResult | None:
         device_id, kind = parsed.device_id, parsed.kind
         now = self._now
         if kind == "media":
@@ -148,18 +180,9 @@ class Ingestor:
             raise Rejected(f"payload device_id {payload_device} differs from topic device {device_id}")
         if isinstance(msg, Alert):
             self._check_media_refs(msg)
-            write = self.storage.upsert_alert(msg, now)
-            if write.outcome == "unchanged" and write.row["device_id"] != device_id:
-                raise Rejected(f"alert id {msg.id} belongs to another device; a device cannot change another's alert")
-            if write.outcome == "unchanged":
-                if self._debug:
-                    log.debug("alert repeat", alert_id=msg.id, device_id=device_id, rev=msg.rev)
-                return IngestResult("duplicate", kind, device_id)
-            if self._debug:  # debug, not info: a line per alert cost a good part of ingest; see "ingest summary"
-                log.debug("alert stored", alert_id=msg.id, device_id=device_id, type=msg.type, rev=msg.rev,
-                          outcome=write.outcome)
-            self._announce.append(write.row)
-        elif isinstance(msg, Status):
+            self._pending.append((position, topic, msg))
+            return None
+        if isinstance(msg, Status):
             self.storage.record_status(msg, now)
         elif isinstance(msg, Telemetry):
             self.storage.record_telemetry(msg, now)

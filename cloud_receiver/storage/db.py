@@ -103,10 +103,15 @@ class Db:
         return cls(sa.create_engine("postgresql+psycopg://", creator=lambda: psycopg.connect(url), **pool))
 
     @contextlib.contextmanager
-    def read(self) -> Iterator[sa.Connection]:
+    def read(self, *, snapshot: bool = False) -> Iterator[sa.Connection]:
+        """One read transaction; `snapshot`: every statement sees the same committed state (REPEATABLE READ on
+        PostgreSQL; a read transaction in SQLite's WAL mode always does)."""
         try:
-            with self.engine.connect() as conn, conn.begin():
-                yield conn
+            with self.engine.connect() as conn:
+                if snapshot and self.dialect == "postgresql":
+                    conn = conn.execution_options(isolation_level="REPEATABLE READ")
+                with conn.begin():
+                    yield conn
         except sa.exc.SQLAlchemyError as err:
             raise StorageError(f"{type(err).__name__}: {err}") from err
 

@@ -12,13 +12,14 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import psycopg
 import structlog
 from psycopg.rows import dict_row
+from sqlalchemy.dialects import postgresql
 
 from bk_contract import Alert, ChunkHeader, CommandResult, Status, Telemetry
 from cloud_receiver.errors import StorageError
@@ -26,7 +27,7 @@ from cloud_receiver.storage.alert_rows import INSERT_ALERT, INSERT_COLUMNS, UPDA
 from cloud_receiver.storage.db import Db
 from cloud_receiver.storage.migrate import migrate_postgres
 from cloud_receiver.storage.push_outbox import LEASE_S, Queuer
-from cloud_receiver.storage.schema import metadata
+from cloud_receiver.storage.schema import alerts, metadata
 from cloud_receiver.storage.sqlite import AlertWrite, _alert_fields, translate_errors, utc_now
 
 log = structlog.get_logger(__name__)
@@ -51,6 +52,18 @@ def _insert_new_sql(returned: list[str]) -> str:
     return (f"WITH new AS ({_pyformat(INSERT_ALERT)} RETURNING *), change AS ("
             + _CHANGE_OF.format(kind="created", at="received_at", rows="new")
             + f") SELECT {', '.join(returned) or 'id'} FROM new")
+def _insert_many_sql(returned: list[str]) -> str:
+    """INSERT … ON CONFLICT DO NOTHING of many alerts, one array parameter per column (a short, fixed text:
+    psycopg caches and prepares it, as it cannot a VALUES list of thousands of placeholders), with their
+    `created` changes; the new rows' ids and `returned` columns (those ingest does not write) come back."""
+    arrays = ", ".join(f"%s::{alerts.c[k].type.compile(dialect=postgresql.dialect())}[]" for k in INSERT_COLUMNS)
+    insert = (f"INSERT INTO alerts ({', '.join(INSERT_COLUMNS)}) SELECT * FROM unnest({arrays})"
+              " ON CONFLICT (id) DO NOTHING RETURNING *")
+    return (f"WITH new AS ({insert}), change AS ("
+            + _CHANGE_OF.format(kind="created", at="received_at", rows="new")
+            + f") SELECT {', '.join(['id', *returned])} FROM new")
+
+
 TABLES = tuple(metadata.tables)
 ALERT_CHANNEL = "bk_alerts"  # NOTIFY channel of stored alerts (cloud_receiver/ingest/pg_notify.py listens)
 NOTIFY_PAYLOAD_MAX = 7900  # bytes of alert ids per NOTIFY (PostgreSQL's limit is 8000)
@@ -231,6 +244,39 @@ class PostgresStorage:
                 return AlertWrite("updated", updated)
             old = c.execute("SELECT * FROM alerts WHERE id = %s", (alert.id,)).fetchone()
         return AlertWrite("unchanged", old)
+
+    def upsert_alerts(self, alerts: Sequence[Alert], received_at: str) -> list[AlertWrite]:
+        """`upsert_alert` of each, in order, in one transaction; the new ones in one statement.
+
+        One multi-row `INSERT … ON CONFLICT DO NOTHING` (with the `created` change rows) takes the first
+        occurrence of every id: what comes back is what was new. The rest (a higher rev, a repeat, a
+        second occurrence in the same group) then take `upsert_alert`'s path one by one, after the
+        inserts, as they would in order. A group of new alerts costs one round trip instead of one each."""
+        rows = []
+        for alert in alerts:
+            row = _alert_fields(alert)
+            row["canteen_id"] = self._canteen_id(alert.device_id)
+            row["received_at"] = row["updated_at"] = received_at
+            rows.append(row)
+        first: dict[str, int] = {}
+        for i, alert in enumerate(alerts):
+            first.setdefault(alert.id, i)
+        fresh = [rows[i] for i in first.values()]
+        with self.write() as c:
+            columns, _ = self._insert_new
+            returned = [k for k in columns if k not in INSERT_COLUMNS]
+            params = [[row[k] for row in fresh] for k in INSERT_COLUMNS]
+            new = {r["id"]: r for r in c.execute(_insert_many_sql(returned), params).fetchall()}
+            out: list[AlertWrite] = []
+            for i, (alert, row) in enumerate(zip(alerts, rows, strict=True)):
+                found = new.get(alert.id) if first[alert.id] == i else None
+                if found is None:
+                    out.append(self.upsert_alert(alert, received_at))
+                    continue
+                self._push.queue(c, alert.id, row["canteen_id"], received_at)
+                self._announced(c, alert.id)
+                out.append(AlertWrite("inserted", {k: row[k] if k in row else found[k] for k in columns}))
+            return out
 
     @functools.cached_property
     def _insert_new(self) -> tuple[list[str], str]:

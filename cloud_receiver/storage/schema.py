@@ -83,6 +83,43 @@ alerts = sa.Table(
     sa.Index("alerts_device", "device_id", "started_at"),
     sa.Index("alerts_snapshot_sha", "snapshot_sha256"),
     sa.Index("alerts_clip_sha", "clip_sha256"),
+    sa.Index("alerts_updated", "updated_at", "id"),  # catch-up of a receiver's SSE after a listener reconnect
+)
+
+# rollups of alert counts (workflow/rollup.py keeps them; /stats and the dashboard read them for the days no change
+# has touched since, and count the rest live): local days at UTC+rollup_state.tz_hours, jurisdiction of the
+# alert's canteen ('' for none), canteen ('' for none)
+alert_counts_day = sa.Table(
+    "alert_counts_day", metadata,
+    sa.Column("day", sa.Text(), primary_key=True),  # YYYY-MM-DD
+    sa.Column("jurisdiction", sa.Text(), primary_key=True),
+    sa.Column("type", sa.Text(), primary_key=True),
+    sa.Column("status", sa.Text(), primary_key=True),
+    sa.Column("n", sa.Integer(), nullable=False),
+)
+
+alert_counts_hour = sa.Table(
+    "alert_counts_hour", metadata,
+    sa.Column("day", sa.Text(), primary_key=True),
+    sa.Column("jurisdiction", sa.Text(), primary_key=True),
+    sa.Column("hour", sa.Integer(), primary_key=True),  # local hour of day 0-23
+    sa.Column("n", sa.Integer(), nullable=False),
+)
+
+alert_counts_month = sa.Table(
+    "alert_counts_month", metadata,
+    sa.Column("month", sa.Text(), primary_key=True),  # YYYY-MM
+    sa.Column("canteen_id", sa.Text(), primary_key=True),
+    sa.Column("n", sa.Integer(), nullable=False),
+)
+
+rollup_state = sa.Table(
+    "rollup_state", metadata,  # one row: how far the counts are (an alert_changes id), in which time zone
+    sa.Column("name", sa.Text(), primary_key=True),
+    sa.Column("last_change", RowId, nullable=False),
+    sa.Column("tz_hours", sa.Integer(), nullable=False),
+    sa.Column("canteens_sig", sa.Text(), nullable=False),  # the canteens' jurisdictions the counts were made with
+    sa.Column("refreshed_at", Timestamp),
 )
 
 media = sa.Table(

@@ -16,7 +16,7 @@ import contextlib
 import functools
 import json
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -68,6 +68,7 @@ class Storage(Protocol):
     def max_device_serial(self, prefix: str) -> int: ...
     def batch(self) -> contextlib.AbstractContextManager[Any]: ...
     def upsert_alert(self, alert: Alert, received_at: str) -> AlertWrite: ...
+    def upsert_alerts(self, alerts: Sequence[Alert], received_at: str) -> list[AlertWrite]: ...
     def get_alert(self, alert_id: str) -> dict[str, Any] | None: ...
     def record_status(self, status: Status, received_at: str) -> None: ...
     def record_telemetry(self, telemetry: Telemetry, received_at: str) -> None: ...
@@ -249,6 +250,11 @@ class SqliteStorage:
             return self._upsert_alert(alert, received_at)
         with self.write():
             return self._upsert_alert(alert, received_at)
+
+    def upsert_alerts(self, alerts: Sequence[Alert], received_at: str) -> list[AlertWrite]:
+        """`upsert_alert` of each, in order, in one transaction (SQLite has no round trips to save)."""
+        with self.write():
+            return [self.upsert_alert(alert, received_at) for alert in alerts]
 
     def _upsert_alert(self, alert: Alert, received_at: str) -> AlertWrite:
         conn = self.db.conn

@@ -9,6 +9,7 @@ Counting is done by the database (GROUP BY local day, weekday and hour); rates a
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -17,9 +18,10 @@ import sqlalchemy as sa
 
 from bk_contract.violations import type_name
 from cloud_receiver.admin.auth import Principal
-from cloud_receiver.storage.db import Db, iso, local_text, starts_with
+from cloud_receiver.storage.db import Db, iso
 from cloud_receiver.storage.schema import alerts, cameras, canteens, devices
-from cloud_receiver.workflow import queries, rectify
+from cloud_receiver.workflow import counts, queries, rectify
+from cloud_receiver.workflow.counts import in_region
 
 REGION = re.compile(r"^[0-9]{2,12}$")
 COUNTY_DIGITS = 6  # 区县: the first six digits of a jurisdiction code (640502 沙坡头区)
@@ -69,21 +71,6 @@ def resolve_region(p: Principal, value: str | None) -> str:
     return value
 
 
-def in_region(region: str, column: sa.ColumnElement[Any] = alerts.c.canteen_id) -> sa.ColumnElement[bool]:
-    """Rows whose canteen (by `column`) lies under jurisdiction prefix `region` ("" : every canteen)."""
-    if not region:
-        return sa.true()
-    return column.in_(sa.select(canteens.c.id).where(starts_with(canteens.c.jurisdiction, region)))
-
-
-def local_weekday(db: Db, column: sa.ColumnElement[Any], tz_hours: int) -> sa.ColumnElement[int]:
-    """The local day of the week of a timestamp at UTC+tz_hours: 0 Sunday … 6 Saturday."""
-    if db.dialect == "sqlite":
-        return sa.cast(sa.func.strftime("%w", column, f"{int(tz_hours):+d} hours"), sa.Integer)
-    shifted = sa.func.timezone("UTC", column) + sa.literal(timedelta(hours=tz_hours), sa.Interval())
-    return sa.cast(sa.extract("dow", shifted), sa.Integer)
-
-
 def regions_of(db: Db, p: Principal) -> list[str]:
     """The region choices of a principal: their own scope first ("" for all), then each county under it."""
     rows = queries.list_canteens(db, p)
@@ -112,27 +99,29 @@ def dashboard_data(db: Db, p: Principal, region: str, period: Period, *, now: da
     """Everything the dashboard draws, for alerts that started within `period` in `region`."""
     a = alerts.c
     where = (queries.visibility(p), in_region(region), a.started_at >= iso(period.start), a.started_at < iso(period.end))
-    n = sa.func.count().label("n")
-    pending = a.status == rectify.WorkflowStatus.PENDING.value
+    pending_value = rectify.WorkflowStatus.PENDING.value
+    pending = a.status == pending_value
     overdue = overdue_condition(db, now, default_hours)
     tz = period.tz_hours
-    with db.read() as conn:
-        by_type = db.all(sa.select(a.type, n).where(*where).group_by(a.type).order_by(n.desc(), a.type), conn)
-        school_counts = db.all(sa.select(a.canteen_id, n).where(*where).group_by(a.canteen_id)
-                               .order_by(n.desc(), a.canteen_id).limit(TOP), conn)
-        day = local_text(db, a.started_at, tz, "day").label("day")
-        by_day = {r["day"]: r["n"] for r in db.all(sa.select(day, n).where(*where).group_by(day), conn)}
-        weekday = local_weekday(db, a.started_at, tz).label("weekday")
-        hour = local_text(db, a.started_at, tz, "hour").label("hour")
-        cells = db.all(sa.select(weekday, hour, n).where(*where).group_by(weekday, hour), conn)
-        flow = db.one(sa.select(n, count_if(overdue, "overdue"), count_if(pending, "open"),
-                                count_if(a.status == rectify.WorkflowStatus.SUBMITTED.value, "submitted"),
-                                count_if(a.status == rectify.WorkflowStatus.APPROVED.value, "approved"))
-                      .where(*where), conn) or {}
+    with db.read(snapshot=True) as conn:
+        pl = counts.plan(db, conn, p, region, period.start, period.end, tz)
+        by_type = sorted(((k[0], n) for k, n in counts.count(db, conn, pl, "day", ("type",)).items() if n),
+                         key=lambda kv: (-kv[1], kv[0]))
+        by_canteen = counts.count(db, conn, pl, "month", ("canteen_id",))
+        school_counts = sorted(((k[0] or None, n) for k, n in by_canteen.items() if n), key=lambda kv: (-kv[1], kv[0] or ""))[:TOP]
+        by_day = {k[0]: n for k, n in counts.count(db, conn, pl, "day", ("day",)).items()}
+        cells: Counter[tuple[int, int]] = Counter()
+        for (day, hour), n in counts.count(db, conn, pl, "hour", ("day", "hour")).items():
+            cells[((date.fromisoformat(day).weekday() + 1) % 7, int(hour))] += n  # 0 Sunday … 6 Saturday
+        by_status = {k[0]: n for k, n in counts.count(db, conn, pl, "day", ("status",)).items()}
+        flow = {"n": sum(by_status.values()), "open": by_status.get(pending_value, 0),
+                "submitted": by_status.get(rectify.WorkflowStatus.SUBMITTED.value, 0),
+                "approved": by_status.get(rectify.WorkflowStatus.APPROVED.value, 0),
+                "overdue": db.scalar(sa.select(sa.func.count()).where(*where, pending, overdue), conn) or 0}
         open_ = sa.func.count().label("open")
         open_top = db.all(sa.select(a.canteen_id, open_, count_if(overdue, "overdue")).where(*where, pending)
                           .group_by(a.canteen_id).order_by(open_.desc(), a.canteen_id).limit(TOP), conn)
-        ids = {r["canteen_id"] for r in school_counts} | {r["canteen_id"] for r in open_top}
+        ids = {cid for cid, _ in school_counts} | {r["canteen_id"] for r in open_top}
         names = {r["id"]: r["name"] for r in db.all(sa.select(canteens.c.id, canteens.c.name)
                                                     .where(canteens.c.id.in_([i for i in ids if i])), conn)}
         equipment = _equipment(db, p, region, conn)
@@ -145,10 +134,10 @@ def dashboard_data(db: Db, p: Principal, region: str, period: Period, *, now: da
     return {
         "region": region, "since": period.first.isoformat(), "until": period.last.isoformat(), "as_of": iso(now),
         "total": total,
-        "by_type": [{"type": r["type"], "name": type_name(r["type"]), "count": r["n"]} for r in by_type],
-        "by_school": [{**school(r["canteen_id"]), "count": r["n"]} for r in school_counts],
+        "by_type": [{"type": t, "name": type_name(t), "count": n} for t, n in by_type],
+        "by_school": [{**school(cid), "count": n} for cid, n in school_counts],
         "by_day": [{"day": d.isoformat(), "count": by_day.get(d.isoformat(), 0)} for d in period.days()],
-        "heatmap": sorted([int(r["weekday"]), int(r["hour"]), r["n"]] for r in cells),
+        "heatmap": sorted([weekday, hour, n] for (weekday, hour), n in cells.items() if n),
         "workflow": {"total": total, "rectified": rectified, "rectification_rate": _rate(rectified, total),
                      "open": int(flow.get("open", 0)), "overdue": int(flow.get("overdue", 0)),
                      "submitted": int(flow.get("submitted", 0)), "approved": int(flow.get("approved", 0))},

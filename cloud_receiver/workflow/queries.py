@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from bk_contract.violations import type_name
 from cloud_receiver.admin.auth import Principal
-from cloud_receiver.storage.db import Db, iso, local_text, parse_iso, plus_hours, starts_with
+from cloud_receiver.storage.db import Db, iso, parse_iso, plus_hours, starts_with
 from cloud_receiver.storage.schema import (
     alert_changes,
     alerts,
@@ -315,40 +315,3 @@ def own_pictures(db: Db, canteen_id: str, shas: list[str]) -> set[str]:
     stmt = (sa.select(media.c.sha256).distinct().select_from(media.join(devices, devices.c.id == media.c.device_id))
             .where(devices.c.canteen_id == canteen_id, media.c.sha256.in_(shas)))
     return {r["sha256"] for r in db.all(stmt)}
-
-
-def _counts_in_one_pass(db: Db, where: tuple[sa.ColumnElement[bool], ...],
-                        tz_hours: int) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
-    """PostgreSQL: counts by type, by canteen and by local day in one read of the rows (GROUPING SETS;
-    a city's year is ~10^5 rows), the day as a date rather than to_char's text (half the time)."""
-    a = alerts.c
-    day = sa.cast(sa.func.timezone("UTC", a.started_at) + sa.literal(timedelta(hours=tz_hours), sa.Interval()), sa.Date)
-    rows = db.all(sa.select(a.type, a.canteen_id, day.label("day"), sa.func.count().label("n"),
-                            sa.func.grouping(a.type, a.canteen_id).label("g"))  # 1: by type, 2: by canteen, 3: by day
-                  .where(*where).group_by(sa.text("GROUPING SETS ((1), (2), (3))")))
-    by_type = {r["type"]: r["n"] for r in sorted((r for r in rows if r["g"] == 1), key=lambda r: r["type"])}
-    by_canteen = dict(sorted((r["canteen_id"] or "", r["n"]) for r in rows if r["g"] == 2))
-    by_day = dict(sorted((r["day"].isoformat(), r["n"]) for r in rows if r["g"] == 3))
-    return by_type, by_canteen, by_day
-
-
-def stats(db: Db, p: Principal, since: datetime, until: datetime, tz_hours: int = 8) -> dict[str, Any]:
-    """Alert counts by type, canteen and local day in [since, until), and the device online rate."""
-    a = alerts.c
-    where = (visibility(p), a.started_at >= iso(since), a.started_at < iso(until))
-    if db.dialect == "postgresql":
-        by_type, by_canteen, by_day = _counts_in_one_pass(db, where, tz_hours)
-    else:
-        n = sa.func.count().label("n")
-        by_type = {r["type"]: r["n"] for r in db.all(sa.select(a.type, n).where(*where).group_by(a.type))}
-        by_canteen = {r["canteen_id"] or "": r["n"] for r in db.all(
-            sa.select(a.canteen_id, n).where(*where).group_by(a.canteen_id))}
-        day = local_text(db, a.started_at, tz_hours, "day").label("day")
-        by_day = {r["day"]: r["n"] for r in db.all(sa.select(day, n).where(*where).group_by(day).order_by(day))}
-    d = devices.c
-    dev = db.one(sa.select(sa.func.count().label("total"), sa.func.coalesce(sa.func.sum(d.online), 0).label("online"))
-                 .where(visibility(p, d.canteen_id))) or {"total": 0, "online": 0}
-    total, online = int(dev["total"]), int(dev["online"])
-    return {"since": iso(since), "until": iso(until), "total": sum(by_type.values()), "by_type": by_type,
-            "by_canteen": by_canteen, "by_day": by_day,
-            "devices": {"total": total, "online": online, "online_rate": round(online / total, 4) if total else None}}

@@ -1,0 +1,202 @@
+"""Alert counts for /stats and the dashboard: from the rollups where they hold, live from `alerts` elsewhere.
+
+A `Plan` splits a period [since, until) into what the rollups (workflow/rollup.py) can answer — whole
+local days (months, for the canteen table) that no change has touched since the last refresh — and
+UTC ranges counted live: the partial days at either end, the days changed since, and everything when
+the rollups are of another time zone or of other canteen jurisdictions, or when the principal's scope is
+a canteen (the day tables are per jurisdiction; a canteen's own alerts are few). All is read in one
+snapshot, so a refresh that commits meanwhile cannot be counted twice. The result is exactly what a
+count over `alerts` would give.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, Literal
+
+import sqlalchemy as sa
+
+from cloud_receiver.admin.auth import Principal
+from cloud_receiver.storage.db import Db, iso, local_text, starts_with
+from cloud_receiver.storage.schema import (
+    alert_counts_day,
+    alert_counts_hour,
+    alert_counts_month,
+    alerts,
+    canteens,
+    devices,
+)
+from cloud_receiver.workflow import rollup
+from cloud_receiver.workflow.queries import visibility
+
+Table = Literal["day", "hour", "month"]
+TABLES = {"day": alert_counts_day, "hour": alert_counts_hour, "month": alert_counts_month}
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Which local days and months come from the rollups, and which UTC ranges are counted live."""
+
+    principal: Principal
+    region: str  # a jurisdiction prefix within the principal's scope; "" for all it may see
+    tz_hours: int
+    days: tuple[str, str] | None = None  # first and last local day read from the day tables
+    skip_days: frozenset[str] = frozenset()  # days within them counted live (changed since the refresh)
+    live_days: tuple[tuple[str, str], ...] = ()  # UTC [start, end) ranges the day tables do not cover
+    months: tuple[str, ...] = ()  # local months read from the month table
+    live_months: tuple[tuple[str, str], ...] = ()  # UTC ranges the month table does not cover
+    dirty: frozenset[str] = field(default=frozenset(), repr=False)
+
+
+def _local_date(when: datetime, tz_hours: int) -> tuple[date, bool]:
+    """The local date of an instant, and whether the instant is that date's midnight."""
+    local = when + timedelta(hours=tz_hours)
+    return local.date(), local.time() == datetime.min.time()
+
+
+def _start(day: date, tz_hours: int) -> datetime:
+    """The UTC instant local day `day` begins."""
+    return datetime(day.year, day.month, day.day, tzinfo=UTC) - timedelta(hours=tz_hours)
+
+
+def _ranges(spans: list[tuple[datetime, datetime]]) -> tuple[tuple[str, str], ...]:
+    """Non-empty spans, merged where they touch, as ISO text."""
+    out: list[list[datetime]] = []
+    for s, e in sorted(spans):
+        if e <= s:
+            continue
+        if out and s <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], e)
+        else:
+            out.append([s, e])
+    return tuple((iso(s) or "", iso(e) or "") for s, e in out)
+
+
+def plan(db: Db, conn: sa.Connection, p: Principal, region: str, since: datetime, until: datetime,
+         tz_hours: int) -> Plan:
+    """How to count [since, until) for `p` in `region` (see the module's docstring)."""
+    everything = Plan(p, region, tz_hours, live_days=_ranges([(since, until)]), live_months=_ranges([(since, until)]))
+    if until <= since:
+        return Plan(p, region, tz_hours)
+    state = rollup.usable_state(conn, tz_hours)
+    if state is None:
+        return everything
+    dirty = frozenset(rollup.dirty_days(db, conn, state.last_change, tz_hours))
+    first, at_midnight = _local_date(since, tz_hours)
+    if not at_midnight:
+        first += timedelta(days=1)
+    last = _local_date(until, tz_hours)[0] - timedelta(days=1)  # until is exclusive: its own day is never whole
+    if last < first:
+        return everything
+    whole_start, whole_end = _start(first, tz_hours), _start(last + timedelta(days=1), tz_hours)
+    edges = [(since, whole_start), (whole_end, until)]
+    dirty_inside = sorted(d for d in dirty if first.isoformat() <= d <= last.isoformat())
+    dirty_spans = [(_start(date.fromisoformat(d), tz_hours), _start(date.fromisoformat(d) + timedelta(days=1), tz_hours))
+                   for d in dirty_inside]
+    months: list[str] = []
+    month_spans = list(edges)
+    m = first.replace(day=1)
+    while m <= last:
+        after = (m.replace(day=28) + timedelta(days=4)).replace(day=1)
+        lo, hi = max(m, first), min(after - timedelta(days=1), last)
+        key = m.isoformat()[:7]
+        whole = lo == m and hi == after - timedelta(days=1)
+        if whole and not any(d.startswith(key) for d in dirty_inside):
+            months.append(key)
+        else:
+            month_spans.append((_start(lo, tz_hours), _start(hi + timedelta(days=1), tz_hours)))
+        m = after
+    by_jurisdiction = p.role in ("admin", "regulator")
+    return Plan(p, region, tz_hours,
+                days=(first.isoformat(), last.isoformat()) if by_jurisdiction else None,
+                skip_days=frozenset(dirty_inside),
+                live_days=_ranges(edges + dirty_spans) if by_jurisdiction else _ranges([(since, until)]),
+                months=tuple(months), live_months=_ranges(month_spans), dirty=dirty)
+
+
+def _jurisdiction_scope(p: Principal, region: str, column: sa.ColumnElement[str]) -> sa.ColumnElement[bool]:
+    """Rollup rows (by jurisdiction) of what `p` may see in `region`, as `visibility` and `in_region` on alerts."""
+    conds: list[sa.ColumnElement[bool]] = []
+    if p.role == "regulator":
+        conds.append(starts_with(column, p.scope))
+    elif p.role != "admin":
+        return sa.false()
+    if region:
+        conds.append(starts_with(column, region))
+    return sa.and_(sa.true(), *conds)
+
+
+def in_region(region: str, column: sa.ColumnElement[Any] = alerts.c.canteen_id) -> sa.ColumnElement[bool]:
+    """Rows whose canteen (by `column`) lies under jurisdiction prefix `region` ("" : every canteen)."""
+    if not region:
+        return sa.true()
+    return column.in_(sa.select(canteens.c.id).where(starts_with(canteens.c.jurisdiction, region)))
+
+
+def _live_dim(db: Db, name: str, tz_hours: int) -> sa.ColumnElement[Any]:
+    a = alerts.c
+    if name == "day":
+        return local_text(db, a.started_at, tz_hours, "day")
+    if name == "month":
+        return sa.func.substr(local_text(db, a.started_at, tz_hours, "day"), 1, 7)
+    if name == "hour":
+        return sa.cast(local_text(db, a.started_at, tz_hours, "hour"), sa.Integer)
+    if name == "canteen_id":
+        return sa.func.coalesce(a.canteen_id, "")
+    return a[name]
+
+
+def count(db: Db, conn: sa.Connection, pl: Plan, table: Table, dims: tuple[str, ...]) -> Counter[tuple[Any, ...]]:
+    """Alerts of the plan's period grouped by `dims` (columns of the rollup `table`), rollup and live parts added."""
+    out: Counter[tuple[Any, ...]] = Counter()
+    t = TABLES[table]
+    total = sa.func.sum(t.c.n).label("n")
+    labelled = [t.c[d].label(d) for d in dims]
+    if table == "month":
+        ranges = pl.live_months
+        if pl.months:
+            scope = sa.and_(visibility(pl.principal, t.c.canteen_id), in_region(pl.region, t.c.canteen_id))
+            q = sa.select(*labelled, total).where(t.c.month.in_(pl.months), scope).group_by(*labelled)
+            for row in conn.execute(q):
+                out[tuple(row[:-1])] += int(row[-1])
+    else:
+        ranges = pl.live_days
+        if pl.days is not None:
+            cond = [t.c.day >= pl.days[0], t.c.day <= pl.days[1],
+                    _jurisdiction_scope(pl.principal, pl.region, t.c.jurisdiction)]
+            if pl.skip_days:
+                cond.append(t.c.day.not_in(sorted(pl.skip_days)))
+            for row in conn.execute(sa.select(*labelled, total).where(*cond).group_by(*labelled)):
+                out[tuple(row[:-1])] += int(row[-1])
+    if ranges:
+        a = alerts.c
+        live = [_live_dim(db, d, pl.tz_hours).label(d) for d in dims]
+        when = sa.or_(*(sa.and_(a.started_at >= s, a.started_at < e) for s, e in ranges))
+        q = (sa.select(*live, sa.func.count().label("n"))
+             .where(visibility(pl.principal), in_region(pl.region, a.canteen_id), when).group_by(*live))
+        for row in conn.execute(q):
+            out[tuple(row[:-1])] += int(row[-1])
+    return out
+
+
+def stats(db: Db, p: Principal, since: datetime, until: datetime, tz_hours: int = 8) -> dict[str, Any]:
+    """Alert counts by type, canteen and local day in [since, until), and the device online rate (GET /stats)."""
+    with db.read(snapshot=True) as conn:
+        pl = plan(db, conn, p, "", since, until, tz_hours)
+        by_type_day = count(db, conn, pl, "day", ("type", "day"))
+        by_canteen = count(db, conn, pl, "month", ("canteen_id",))
+        d = devices.c
+        dev = conn.execute(sa.select(sa.func.count().label("total"), sa.func.coalesce(sa.func.sum(d.online), 0))
+                           .where(visibility(p, d.canteen_id))).one()
+    by_type: Counter[str] = Counter()
+    by_day: Counter[str] = Counter()
+    for (type_, day), n in by_type_day.items():
+        by_type[type_] += n
+        by_day[day] += n
+    total, online = int(dev[0]), int(dev[1])
+    return {"since": iso(since), "until": iso(until), "total": sum(by_type.values()), "by_type": dict(sorted(by_type.items())),
+            "by_canteen": {k[0]: n for k, n in sorted(by_canteen.items()) if n},
+            "by_day": dict(sorted(by_day.items())),
+            "devices": {"total": total, "online": online, "online_rate": round(online / total, 4) if total else None}}
