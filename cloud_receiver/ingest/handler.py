@@ -4,7 +4,9 @@
 repeat) or rejected and recorded in `rejects`; in all three cases the caller acknowledges it.
 `Ingestor.handle_batch(messages)` does the same for several messages in ONE transaction (group
 commit): each message still ends stored, duplicate or rejected on its own, but nothing is
-committed, counted or announced until the whole batch has committed.
+committed, counted or announced until the whole batch has committed. Its valid alerts are stored
+together, after its other messages, in one call (`Storage.upsert_alerts`: one round trip for the new
+ones on PostgreSQL).
 A StorageError (or an unexpected exception) escapes: then nothing of the batch was stored and
 its messages must stay unacknowledged, so the broker delivers them again.
 `store_with_retries` is the policy around it that the MQTT subscriber uses: retries after a
