@@ -89,10 +89,10 @@ alerts = sa.Table(
 # rollups of alert counts (workflow/rollup.py keeps them; /stats and the dashboard read them for the days no change
 # has touched since, and count the rest live): local days at UTC+rollup_state.tz_hours, jurisdiction of the
 # alert's canteen ('' for none), canteen ('' for none)
-alert_counts_day = sa.Table(
+alert_counts_day = sa.Table(  # keys in this order: a region's rows are one range of the primary key
     "alert_counts_day", metadata,
-    sa.Column("day", sa.Text(), primary_key=True),  # YYYY-MM-DD
     sa.Column("jurisdiction", sa.Text(), primary_key=True),
+    sa.Column("day", sa.Text(), primary_key=True),  # YYYY-MM-DD
     sa.Column("type", sa.Text(), primary_key=True),
     sa.Column("status", sa.Text(), primary_key=True),
     sa.Column("n", sa.Integer(), nullable=False),
@@ -100,8 +100,8 @@ alert_counts_day = sa.Table(
 
 alert_counts_hour = sa.Table(
     "alert_counts_hour", metadata,
-    sa.Column("day", sa.Text(), primary_key=True),
     sa.Column("jurisdiction", sa.Text(), primary_key=True),
+    sa.Column("day", sa.Text(), primary_key=True),
     sa.Column("hour", sa.Integer(), primary_key=True),  # local hour of day 0-23
     sa.Column("n", sa.Integer(), nullable=False),
 )

@@ -116,15 +116,26 @@ def plan(db: Db, conn: sa.Connection, p: Principal, region: str, since: datetime
                 months=tuple(months), live_months=_ranges(month_spans), dirty=dirty)
 
 
+def _under(column: sa.ColumnElement[str], prefix: str) -> list[sa.ColumnElement[bool]]:
+    """`column` starts with `prefix`; for a code of digits also as a range of the column, which an index can seek."""
+    conds = [starts_with(column, prefix)]
+    if prefix.isdigit():
+        conds.append(column >= prefix)
+        after = str(int(prefix) + 1).zfill(len(prefix))
+        if len(after) == len(prefix):  # "99" has no next code of its length: no upper bound
+            conds.append(column < after)
+    return conds
+
+
 def _jurisdiction_scope(p: Principal, region: str, column: sa.ColumnElement[str]) -> sa.ColumnElement[bool]:
     """Rollup rows (by jurisdiction) of what `p` may see in `region`, as `visibility` and `in_region` on alerts."""
     conds: list[sa.ColumnElement[bool]] = []
     if p.role == "regulator":
-        conds.append(starts_with(column, p.scope))
+        conds += _under(column, p.scope)
     elif p.role != "admin":
         return sa.false()
     if region:
-        conds.append(starts_with(column, region))
+        conds += _under(column, region)
     return sa.and_(sa.true(), *conds)
 
 

@@ -21,19 +21,19 @@ RowId = sa.BigInteger().with_variant(sa.Integer(), 'sqlite')
 
 def upgrade() -> None:
     op.create_table('alert_counts_day',
-    sa.Column('day', sa.Text(), nullable=False),
     sa.Column('jurisdiction', sa.Text(), nullable=False),
+    sa.Column('day', sa.Text(), nullable=False),
     sa.Column('type', sa.Text(), nullable=False),
     sa.Column('status', sa.Text(), nullable=False),
     sa.Column('n', sa.Integer(), nullable=False),
-    sa.PrimaryKeyConstraint('day', 'jurisdiction', 'type', 'status'),
+    sa.PrimaryKeyConstraint('jurisdiction', 'day', 'type', 'status'),
     )
     op.create_table('alert_counts_hour',
-    sa.Column('day', sa.Text(), nullable=False),
     sa.Column('jurisdiction', sa.Text(), nullable=False),
+    sa.Column('day', sa.Text(), nullable=False),
     sa.Column('hour', sa.Integer(), nullable=False),
     sa.Column('n', sa.Integer(), nullable=False),
-    sa.PrimaryKeyConstraint('day', 'jurisdiction', 'hour'),
+    sa.PrimaryKeyConstraint('jurisdiction', 'day', 'hour'),
     )
     op.create_table('alert_counts_month',
     sa.Column('month', sa.Text(), nullable=False),
