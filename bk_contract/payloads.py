@@ -117,8 +117,10 @@ class Telemetry(Payload):
     ring_hours: dict[str, float] = Field(default_factory=dict, description="Hours of recording (回放) kept per camera.")
 
 
-COMMAND_NAMES = ("status", "snapshot_now", "live_start", "live_stop", "playback", "reload", "config_push")
-CommandName = Literal["status", "snapshot_now", "live_start", "live_stop", "playback", "reload", "config_push"]
+COMMAND_NAMES = ("status", "snapshot_now", "live_start", "live_stop", "playback", "reload", "config_push",
+                 "collect_mark")
+CommandName = Literal["status", "snapshot_now", "live_start", "live_stop", "playback", "reload", "config_push",
+                      "collect_mark"]
 CameraId = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
 
 

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from bk_common.yamlconf import resolve_secret, validate_file
 from edge_agent import assets
+from edge_agent.collect.config import CameraCollectConfig, CollectConfig
 from edge_agent.errors import ConfigError
 
 GB_ID = re.compile(r"^\d{20}$")
@@ -316,6 +317,8 @@ class CameraConfig(Section):
     clip_pre_s: float = Field(5.0, ge=1, le=30, description="Seconds of video before an event start in its clip (kept in a ring of encoded packets).")
     clip_post_s: float = Field(5.0, ge=1, le=30, description="Seconds of video after an event start in its clip.")
     rules: list[Rule] = Field(default_factory=list, description="Violation rules for this camera.")
+    collect: CameraCollectConfig = Field(default_factory=CameraCollectConfig,
+                                         description="Consented frame collector (hard examples for training).")
 
 
 class AgentConfig(Section):
@@ -326,6 +329,8 @@ class AgentConfig(Section):
     uplink: UplinkConfig = Field(default_factory=UplinkConfig, description="MQTT uplink to the cloud.")
     gb28181: GbConfig = Field(default_factory=GbConfig, description="GB/T 28181 SIP server.")
     recording: RecordingConfig = Field(default_factory=RecordingConfig, description="On-disk recording for 回放.")
+    collect: CollectConfig = Field(default_factory=CollectConfig, description="Store of the frame collector "
+                                   "(enabled per camera: cameras[].collect).")
     status_port: int = Field(0, ge=0, le=65535, description="Port of the local status endpoint on 127.0.0.1: "
                              "GET /healthz and Prometheus GET /metrics (0 = off).")
     cameras: list[CameraConfig] = Field(default_factory=list, description="Cameras of this box.")

@@ -25,8 +25,10 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("uplink", C.UplinkConfig),
     ("uplink.broker", C.BrokerConfig),
     ("gb28181", C.GbConfig),
+    ("collect", C.CollectConfig),
     ("cameras[]", C.CameraConfig),
     ("cameras[].source", C.SourceConfig),
+    ("cameras[].collect", C.CameraCollectConfig),
     ("cameras[].rules[] (common to every rule)", C.RuleBase),
     ("rules: phone_use", C.PhoneUseRule),
     ("rules: intrusion_off_hours", C.IntrusionRule),
@@ -40,6 +42,7 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
 
 def _type_name(tp: object) -> str:
     text = str(tp).replace("typing.", "").replace("pathlib.", "").replace("edge_agent.config.", "")
+    text = text.replace("edge_agent.collect.config.", "")
     return text.replace("<class '", "").replace("'>", "").replace("|", "\\|")
 
 

@@ -21,7 +21,9 @@ ALLOWED: dict[str, set[str]] = {
     "edge_agent": {"edge_agent.assets"},  # the package root: version only
     "edge_agent.errors": set(),
     "edge_agent.assets": set(),
-    "edge_agent.config": {"bk_common", "edge_agent", "edge_agent.errors", "edge_agent.assets"},
+    "edge_agent.config": {"bk_common", "edge_agent", "edge_agent.errors", "edge_agent.assets",
+                          "edge_agent.collect"},  # edge_agent.collect.config: the collector's sections
+    "edge_agent.collect": {"bk_common", "edge_agent.analysis", "edge_agent.rules"},
     "edge_agent.capture": {"edge_agent.config", "edge_agent.errors"},
     "edge_agent.analysis": {"edge_agent.errors", "edge_agent.assets"},
     "edge_agent.rules": {"edge_agent.config", "edge_agent.analysis"},

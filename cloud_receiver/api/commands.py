@@ -1,7 +1,8 @@
 """Commands to a box: `POST /devices/{id}/commands` sends one, `GET /devices/{id}/commands/{cid}` shows its state.
 
 Who may send what is `cloud_receiver.control.commands.MAY_SEND` (admin everything; a regulator and
-the canteen itself the viewing commands: status, snapshot_now, live_start/stop, playback). A device
+the canteen itself the viewing commands: status, snapshot_now, live_start/stop, playback; a regulator
+also collect_mark, an alert judged a false alarm whose frame the box keeps for training). A device
 the caller may not see is 404 (no existence leak); a command the caller's role may not send, 403.
 The command is stored, then published (QoS 1, the broker's PUBACK awaited off the event loop); a box
 that is not connected answers 503 and the command stays on record as not sent.

@@ -26,7 +26,7 @@ from cloud_receiver.storage.schema import command_results, commands, devices, me
 VIEWING = frozenset({"status", "snapshot_now", "live_start", "live_stop", "playback"})
 MAY_SEND: dict[str, frozenset[str]] = {
     "admin": frozenset(COMMAND_NAMES),
-    "regulator": VIEWING,  # of boxes in their jurisdiction
+    "regulator": VIEWING | {"collect_mark"},  # of boxes in their jurisdiction; collect_mark: an alert judged a false alarm
     "canteen": VIEWING,  # of their own boxes
 }
 TTL_DEFAULT_S = 60

@@ -56,7 +56,7 @@ VERSION = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
 SENDABLE = ("status", "config_push")  # what the device page offers
 STATES = {"pending": "等待应答", "ok": "成功", "failed": "失败", "expired": "超时未应答", "not_sent": "未送达"}
 COMMAND_NAMES = {"status": "状态查询", "config_push": "推送配置", "snapshot_now": "抓拍", "live_start": "开始直播",
-                 "live_stop": "结束直播", "playback": "回放", "reload": "重新加载配置"}
+                 "live_stop": "结束直播", "playback": "回放", "reload": "重新加载配置", "collect_mark": "标记误报(留作训练样本)"}
 
 
 # -- the list and adding a box ----------------------------------------------------------------------

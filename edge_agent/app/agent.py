@@ -23,7 +23,7 @@ from edge_agent import __version__
 from edge_agent.analysis.planner import CameraDemand, ChannelPlan, plan_channels
 from edge_agent.analysis.tracker import IouTracker
 from edge_agent.app.camera_worker import CameraWorker, SampledFrame
-from edge_agent.app.command_handlers import agent_handlers, live_profile, recorder_for, telemetry_extras
+from edge_agent.app.command_handlers import agent_handlers, live_profile, recorder_for, telemetry_extras, wire_collector
 from edge_agent.app.commands import CommandDispatcher
 from edge_agent.app.config_push import ConfigControl
 from edge_agent.app.supervisor import Supervisor
@@ -151,6 +151,7 @@ class Agent:
                 emitter=EventEmitter(cfg.device.id, cam.id, self.outbox, self.on_event),
                 queue=deque(maxlen=tu.queue_per_camera),
             )
+        wire_collector(self)  # the consented frame collector, on cameras that enable it (edge_agent/collect)
         if self.variant is not None:
             self._plan_channels(self.variant.chosen.ms)
         if cfg.uplink.enabled:

@@ -1,4 +1,4 @@
-"""`edge-agent` command line: run, detect, doctor, config check/example, discover."""
+"""`edge-agent` command line: run, detect, doctor, config check/example, model check, collect export, discover."""
 
 from __future__ import annotations
 
@@ -138,6 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
     from edge_agent.app.model_check import register as register_model
 
     register_model(sub, say)
+
+    from edge_agent.app.collect_cmd import register as register_collect
+
+    register_collect(sub, say)
 
     try:
         from edge_agent.onvif.command import register as register_discover

@@ -4,7 +4,9 @@
 latest frame (at snapshot priority) and answers its media reference, which the console then shows
 once uploaded; `live_start` / `live_stop` start (or renew) and end a camera's live video
 (edge_agent/live); `playback` cuts a wall-clock range of the camera's recording (回放, at most
-`recording.playback_max_s`) and uploads it at clip priority.
+`recording.playback_max_s`) and uploads it at clip priority; `collect_mark` keeps an alert's frame
+as a false-alarm example of the frame collector (`collect_wiring`, whose `wire_collector` the
+Agent calls from here).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 from bk_contract import Command
 from edge_agent import __version__
+from edge_agent.app.collect_wiring import collect_mark, wire_collector
 from edge_agent.app.commands import CommandFailed, Handler
 from edge_agent.app.config_push import PushRefused
 from edge_agent.capture.recording import RecordingError, SegmentRecorder
@@ -93,7 +96,11 @@ def agent_handlers(agent: Any) -> dict[str, Handler]:
             raise CommandFailed(f"config refused: {err}") from err
 
     return {"status": status, "snapshot_now": snapshot_now, "live_start": live_start, "live_stop": live_stop,
-            "playback": playback, "config_push": config_push, "reload": reload}
+            "playback": playback, "config_push": config_push, "reload": reload,
+            "collect_mark": lambda cmd: collect_mark(agent, cmd)}
+
+
+__all__ = ["agent_handlers", "live_profile", "recorder_for", "telemetry_extras", "wire_collector"]
 
 
 def recorder_for(cfg: Any, camera_id: str) -> SegmentRecorder | None:
