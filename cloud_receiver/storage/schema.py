@@ -77,9 +77,9 @@ alerts = sa.Table(
     sa.Column("deadline", Timestamp),
     # the API's orders and filters (migration 0004, docs/performance.md): newest first by (started_at, id);
     # by canteen, covering the counts of /stats; open work (status) newest first
-    sa.Index("alerts_started_id", "started_at", "id"),
+    sa.Index("alerts_started_id", "started_at", "id", "canteen_id", "type", "status"),  # + covering live counts
     sa.Index("alerts_canteen_type", "canteen_id", "started_at", "type"),
-    sa.Index("alerts_status", "status", "started_at", "id"),
+    sa.Index("alerts_status", "status", "started_at", "id", "canteen_id", "deadline"),  # + covering open work
     sa.Index("alerts_device", "device_id", "started_at"),
     sa.Index("alerts_snapshot_sha", "snapshot_sha256"),
     sa.Index("alerts_clip_sha", "clip_sha256"),

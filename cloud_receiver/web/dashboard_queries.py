@@ -105,22 +105,28 @@ def dashboard_data(db: Db, p: Principal, region: str, period: Period, *, now: da
     tz = period.tz_hours
     with db.read(snapshot=True) as conn:
         pl = counts.plan(db, conn, p, region, period.start, period.end, tz)
-        by_type = sorted(((k[0], n) for k, n in counts.count(db, conn, pl, "day", ("type",)).items() if n),
-                         key=lambda kv: (-kv[1], kv[0]))
+        by_type_status = counts.count(db, conn, pl, "day", ("type", "status"))
+        by_type_n: Counter[str] = Counter()
+        by_status: Counter[str] = Counter()
+        for (type_, status), n in by_type_status.items():
+            by_type_n[type_] += n
+            by_status[status] += n
+        by_type = sorted(((t, n) for t, n in by_type_n.items() if n), key=lambda kv: (-kv[1], kv[0]))
         by_canteen = counts.count(db, conn, pl, "month", ("canteen_id",))
-        school_counts = sorted(((k[0] or None, n) for k, n in by_canteen.items() if n), key=lambda kv: (-kv[1], kv[0] or ""))[:TOP]
+        school_counts = sorted(((k[0] or None, n) for k, n in by_canteen.items() if n),
+                               key=lambda kv: (-kv[1], kv[0] or ""))[:TOP]
         by_day = {k[0]: n for k, n in counts.count(db, conn, pl, "day", ("day",)).items()}
         cells: Counter[tuple[int, int]] = Counter()
         for (day, hour), n in counts.count(db, conn, pl, "hour", ("day", "hour")).items():
             cells[((date.fromisoformat(day).weekday() + 1) % 7, int(hour))] += n  # 0 Sunday … 6 Saturday
-        by_status = {k[0]: n for k, n in counts.count(db, conn, pl, "day", ("status",)).items()}
+        open_ = sa.func.count().label("open")
+        open_all = db.all(sa.select(a.canteen_id, open_, count_if(overdue, "overdue")).where(*where, pending)
+                          .group_by(a.canteen_id), conn)  # every canteen with open work: a few thousand rows at most
+        open_top = sorted(open_all, key=lambda r: (-r["open"], r["canteen_id"] or ""))[:TOP]
         flow = {"n": sum(by_status.values()), "open": by_status.get(pending_value, 0),
                 "submitted": by_status.get(rectify.WorkflowStatus.SUBMITTED.value, 0),
                 "approved": by_status.get(rectify.WorkflowStatus.APPROVED.value, 0),
-                "overdue": db.scalar(sa.select(sa.func.count()).where(*where, pending, overdue), conn) or 0}
-        open_ = sa.func.count().label("open")
-        open_top = db.all(sa.select(a.canteen_id, open_, count_if(overdue, "overdue")).where(*where, pending)
-                          .group_by(a.canteen_id).order_by(open_.desc(), a.canteen_id).limit(TOP), conn)
+                "overdue": sum(int(r["overdue"]) for r in open_all)}
         ids = {cid for cid, _ in school_counts} | {r["canteen_id"] for r in open_top}
         names = {r["id"]: r["name"] for r in db.all(sa.select(canteens.c.id, canteens.c.name)
                                                     .where(canteens.c.id.in_([i for i in ids if i])), conn)}

@@ -1,5 +1,6 @@
 """Rollups of alert counts (by day, jurisdiction, type and status; by day and hour; by month and canteen) for
-/stats and the dashboard, their state, and an index on alerts.updated_at for the SSE catch-up.
+/stats and the dashboard, their state, an index on alerts.updated_at for the SSE catch-up, and the listing and
+open-work indexes widened to cover the live counts.
 
 Revision ID: 0009
 Revises: 0008
@@ -50,9 +51,18 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('name'),
     )
     op.create_index('alerts_updated', 'alerts', ['updated_at', 'id'], unique=False)
+    # the live parts of the counts (the days the rollups do not hold, open work) read only these indexes
+    op.drop_index('alerts_started_id', table_name='alerts')
+    op.create_index('alerts_started_id', 'alerts', ['started_at', 'id', 'canteen_id', 'type', 'status'], unique=False)
+    op.drop_index('alerts_status', table_name='alerts')
+    op.create_index('alerts_status', 'alerts', ['status', 'started_at', 'id', 'canteen_id', 'deadline'], unique=False)
 
 
 def downgrade() -> None:
+    op.drop_index('alerts_status', table_name='alerts')
+    op.create_index('alerts_status', 'alerts', ['status', 'started_at', 'id'], unique=False)
+    op.drop_index('alerts_started_id', table_name='alerts')
+    op.create_index('alerts_started_id', 'alerts', ['started_at', 'id'], unique=False)
     op.drop_index('alerts_updated', table_name='alerts')
     op.drop_table('rollup_state')
     op.drop_table('alert_counts_month')
