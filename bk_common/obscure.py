@@ -3,7 +3,7 @@
 A region is pixelated to about `CELLS` cells across its short side (what identifies a face — eyes,
 mouth, outline — is gone), then Gaussian-blurred so the cell edges do not form a face-like pattern.
 `head_of` gives the head of a person box (from a ceiling camera a face detector often misses it).
-The receiver's public copies (`cloud_receiver/privacy/blur.py`) obscure the same way; the box's
+The receiver's public copies (`cloud_receiver/privacy/blur.py`) obscure through it too; the box's
 frame collector (`edge_agent/collect`) uses this module because the box may not import the receiver.
 """
 

@@ -4,7 +4,8 @@ A region is made unrecognisable in two steps: pixelated to about `CELLS` cells a
 side (what identifies a face — eyes, mouth, outline — is gone), then Gaussian-blurred so the cell
 edges do not form a face-like pattern a detector or a person could latch on to. Faces are padded
 (`face_region`: hair, ears and chin lie outside a detector's box); for a person box only its top
-`HEAD_SHARE` (the head, from a ceiling camera often missed by a face detector) is obscured.
+third (the head, from a ceiling camera often missed by a face detector) is obscured. The obscuring itself is
+`bk_common.obscure`, shared with the box's frame collector.
 """
 
 from __future__ import annotations
@@ -13,14 +14,14 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from PIL import Image, ImageFilter
+from PIL import Image
 
-CELLS = 5  # pixelation cells across a region's short side
-BLUR_SHARE = 0.25  # Gaussian radius as a share of the region's short side
+from bk_common.obscure import clipped
+from bk_common.obscure import head_of as region_of_head
+from bk_common.obscure import obscure as obscure_regions
+
 FACE_PAD = 0.35  # added left, right and below a face box, as a share of its width/height
 FACE_TOP_PAD = 0.6  # added above it: the detector's box starts at the eyebrows, the hair goes on
-HEAD_SHARE = 1 / 3  # the part of a person box, from its top, that holds the head
-HEAD_PAD = 0.1  # added on each side of that part
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,9 +47,7 @@ class Box:
 
     def clipped(self, width: int, height: int) -> tuple[int, int, int, int] | None:
         """Whole pixels inside a `width` x `height` image (rounded outwards), or None when nothing is left."""
-        x1, y1 = max(0, math.floor(self.x1)), max(0, math.floor(self.y1))
-        x2, y2 = min(width, math.ceil(self.x2)), min(height, math.ceil(self.y2))
-        return (x1, y1, x2, y2) if x2 > x1 and y2 > y1 else None
+        return clipped((self.x1, self.y1, self.x2, self.y2), width, height)
 
     def overlaps(self, other: Box) -> bool:
         return self.x1 < other.x2 and other.x1 < self.x2 and self.y1 < other.y2 and other.y1 < self.y2
@@ -61,9 +60,8 @@ def face_region(face: Box) -> Box:
 
 
 def head_of(person: Box) -> Box:
-    """The head region of a person box: its top `HEAD_SHARE`, padded."""
-    top = Box(person.x1, person.y1, person.x2, person.y1 + person.height * HEAD_SHARE)
-    return top.padded(HEAD_PAD)
+    """The head region of a person box: its top third, padded (`bk_common.obscure.head_of`)."""
+    return Box(*region_of_head((person.x1, person.y1, person.x2, person.y2)))
 
 
 def scaled(box: Box, sx: float, sy: float) -> Box:
@@ -90,17 +88,5 @@ def person_heads(boxes: Iterable[dict], frame_size: Sequence[int] | None, image_
 
 
 def obscure(image: Image.Image, regions: Iterable[Box]) -> Image.Image:
-    """A copy of `image` (RGB) with every region pixelated and blurred; pixels elsewhere are untouched."""
-    out = image.copy()
-    for region in regions:
-        px = region.clipped(*out.size)
-        if px is None:
-            continue
-        x1, y1, x2, y2 = px
-        w, h = x2 - x1, y2 - y1
-        short = min(w, h)
-        cells = (max(1, round(w * CELLS / short)), max(1, round(h * CELLS / short)))
-        patch = out.crop(px).resize(cells, Image.Resampling.BOX).resize((w, h), Image.Resampling.NEAREST)
-        patch = patch.filter(ImageFilter.GaussianBlur(max(2.0, short * BLUR_SHARE)))
-        out.paste(patch, (x1, y1))
-    return out
+    """A copy of `image` (RGB) with every region pixelated and blurred (`bk_common.obscure`, as on the box)."""
+    return obscure_regions(image, ((r.x1, r.y1, r.x2, r.y2) for r in regions))

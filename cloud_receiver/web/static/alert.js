@@ -67,6 +67,42 @@
       return window.BK.api("/api/v1/alerts/" + encodeURIComponent(id) + "/rectification", { method: "POST", body: body });
     }
   };
+  // 误报反馈: a collect_mark command to the box (it keeps the alert's frame if its camera collects examples);
+  // its answer is awaited for a little while and shown
+  var mark = document.getElementById("mark-false");
+  var markResult = document.getElementById("mark-result");
+  function said(text, bad) {
+    markResult.textContent = text;
+    markResult.className = "notice" + (bad ? " notice-error" : "");
+    markResult.hidden = false;
+  }
+  function follow(path, tries) {
+    return window.BK.api(path).then(function (cmd) {
+      if (cmd.state === "ok") { return said("边缘盒已留存这张画面作为误报样本。"); }
+      if (cmd.state === "failed") { return said("边缘盒未留存: " + cmd.error, true); }
+      if (cmd.state === "not_sent" || cmd.state === "expired" || tries <= 0) {
+        mark.disabled = false;
+        return said("边缘盒没有应答(可能不在线), 请稍后再试。", true);
+      }
+      return new Promise(function (ok) { setTimeout(ok, 1000); }).then(function () { return follow(path, tries - 1); });
+    });
+  }
+  if (mark) {
+    mark.addEventListener("click", function () {
+      var device = encodeURIComponent(mark.dataset.device);
+      mark.disabled = true;
+      said("已发送, 等待边缘盒应答…");
+      window.BK.api("/api/v1/devices/" + device + "/commands", {
+        method: "POST", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ name: "collect_mark", args: { alert_id: id } }) })
+        .then(function (cmd) { return follow("/api/v1/devices/" + device + "/commands/" + encodeURIComponent(cmd.id), 15); })
+        .catch(function (err) {
+          mark.disabled = false;
+          said(err.status === 503 ? "边缘盒不在线, 未发送; 请稍后再试。" : "发送失败: " + err.message, true);
+        });
+    });
+  }
+
   document.querySelectorAll("form[data-action]").forEach(function (form) {
     form.addEventListener("submit", function (event) {
       event.preventDefault();
