@@ -115,9 +115,10 @@ def dashboard_data(db: Db, p: Principal, region: str, period: Period, *, now: da
         by_canteen = counts.count(db, conn, pl, "month", ("canteen_id",))
         school_counts = sorted(((k[0] or None, n) for k, n in by_canteen.items() if n),
                                key=lambda kv: (-kv[1], kv[0] or ""))[:TOP]
-        by_day = {k[0]: n for k, n in counts.count(db, conn, pl, "day", ("day",)).items()}
+        by_day: Counter[str] = Counter()
         cells: Counter[tuple[int, int]] = Counter()
-        for (day, hour), n in counts.count(db, conn, pl, "hour", ("day", "hour")).items():
+        for (day, hour), n in counts.count(db, conn, pl, "hour", ("day", "hour")).items():  # one read, two charts
+            by_day[day] += n
             cells[((date.fromisoformat(day).weekday() + 1) % 7, int(hour))] += n  # 0 Sunday … 6 Saturday
         open_ = sa.func.count().label("open")
         open_all = db.all(sa.select(a.canteen_id, open_, count_if(overdue, "overdue")).where(*where, pending)
