@@ -10,6 +10,7 @@ import pytest
 from support.api_kit import CANTEENS, make_world, when
 
 from cloud_receiver.admin.auth import Principal
+from cloud_receiver.web import dashboard_queries as dq
 from cloud_receiver.workflow import counts, queries, rectify, rollup
 
 pytestmark = pytest.mark.unit
@@ -62,6 +63,20 @@ def _check(w, rng: random.Random, tz: int = 8) -> int:
     return checked
 
 
+def _check_dashboard(w) -> None:
+    """The dashboard's charts (types, days, heat map, statuses) from rollups + live parts equal Python's counts."""
+    rows = w.storage.sql.rows("SELECT type, canteen_id, started_at, status FROM alerts")
+    last = (NOW + timedelta(hours=8)).date()
+    period = dq.Period(last - timedelta(days=75), last)
+    for p, region in ((PRINCIPALS[0], ""), (PRINCIPALS[2], "640502")):
+        got = dq.dashboard_data(w.storage.sql, p, region, period, now=NOW, default_hours=24.0)
+        want = _expected(rows, p, region, period.start, period.end, 8)
+        assert {t["type"]: t["count"] for t in got["by_type"]} == want["by_type"]
+        assert {d["day"]: d["count"] for d in got["by_day"] if d["count"]} == want["by_day"]
+        assert sum(n for _, _, n in got["heatmap"]) == got["total"] == sum(want["by_type"].values()) > 0
+        assert got["workflow"]["submitted"] == want["status"]["已整改"]
+
+
 async def test_rollup_counts_equal_live_counts_through_changes(tmp_path, db_engine):
     """Counts are exact before any refresh, after one, after new alerts on old days and workflow actions, and after a canteen moves."""
     w = await make_world(tmp_path, db_engine)
@@ -91,6 +106,7 @@ async def test_rollup_counts_equal_live_counts_through_changes(tmp_path, db_engi
         _check(w, rng)  # the changed days are counted live
         assert rollup.refresh(db, 8, NOW)["days"] > 3
         _check(w, rng)
+        _check_dashboard(w)
 
         assert rollup.refresh(db, 5, NOW)["full"] is True  # another time zone: rebuilt
         _check(w, rng, tz=5)
