@@ -10,8 +10,10 @@ import json
 import os
 
 import pytest
+import sqlalchemy as sa
 import structlog
 from support.receiver_harness import DeviceClient, RunningReceiver, make_alert, receiver_config
+from support.requirements import pg_schema
 from support.waiting import async_wait_until
 
 from bk_contract import MediaRef, split_media, topic
@@ -33,6 +35,16 @@ def broker(request, tmp_path):
         yield b
 
 
+@pytest.fixture
+def store_url(db_engine):
+    """None (SQLite, the default) or a throw-away PostgreSQL schema: the MQTT path on both engines."""
+    if db_engine == "sqlite":
+        yield None
+        return
+    with pg_schema("bk_rx") as url:
+        yield url
+
+
 def test_a_missing_ejabberd_fails_naming_the_package(tmp_path, monkeypatch):
     """Without ejabberd's Erlang application the launcher raises, naming what to install (tests fail, never skip)."""
     monkeypatch.setattr(ejabberd_broker.glob, "glob", lambda pattern: [])
@@ -46,9 +58,9 @@ def _register(storage, *device_ids):
         storage.add_device(d, "canteen-1", "box")
 
 
-async def test_alert_and_snapshot_stored_once_with_matching_sha256(broker, tmp_path):
+async def test_alert_and_snapshot_stored_once_with_matching_sha256(broker, tmp_path, store_url):
     """An alert and its chunked snapshot are stored once; the file's sha256 is the one sent; repeats change nothing."""
-    rx = await RunningReceiver(receiver_config(tmp_path, broker)).start()
+    rx = await RunningReceiver(receiver_config(tmp_path, broker, storage_url=store_url)).start()
     try:
         dev_id, pw = broker.add_device()
         _register(rx.storage, dev_id)
@@ -80,17 +92,17 @@ async def test_alert_and_snapshot_stored_once_with_matching_sha256(broker, tmp_p
         await rx.stop()
 
 
-async def test_higher_rev_updates_event_but_keeps_workflow(broker, tmp_path):
+async def test_higher_rev_updates_event_but_keeps_workflow(broker, tmp_path, store_url):
     """A higher rev updates the event fields, a lower one is ignored, the workflow status stays."""
-    rx = await RunningReceiver(receiver_config(tmp_path, broker)).start()
+    rx = await RunningReceiver(receiver_config(tmp_path, broker, storage_url=store_url)).start()
     try:
         dev_id, pw = broker.add_device()
         _register(rx.storage, dev_id)
         dev = DeviceClient(broker, dev_id, pw)
         dev.publish_alert(make_alert(dev_id, 7))
         assert await async_wait_until(lambda: rx.storage.get_alert(make_alert(dev_id, 7).id) is not None)
-        rx.storage.db.execute("UPDATE alerts SET status = '已整改' WHERE id = ?", (make_alert(dev_id, 7).id,))
-        rx.storage.db.conn.commit()
+        with rx.storage.sql.write() as conn:  # the workflow's write, as the API makes it
+            conn.execute(sa.text("UPDATE alerts SET status = '已整改' WHERE id = :id"), {"id": make_alert(dev_id, 7).id})
         dev.publish_alert(make_alert(dev_id, 7, rev=2, state="end", detail="persons=2"))
         dev.publish_alert(make_alert(dev_id, 7, rev=1, state="update", detail="stale"))
         assert await async_wait_until(lambda: rx.storage.get_alert(make_alert(dev_id, 7).id)["rev"] == 2)

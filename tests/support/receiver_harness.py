@@ -28,9 +28,10 @@ from support.waiting import async_wait_until
 
 
 def receiver_config(tmp: Path, broker: Any, *, client_id: str = "bk-receiver-test-1", mqtt: dict[str, Any] | None = None,
-                    **limits: int) -> ReceiverConfig:
+                    storage_url: str | None = None, **limits: int) -> ReceiverConfig:
     """A receiver config for `broker`: its user (when it has one) and the `mqtt` settings it needs
-    (`broker.receiver_mqtt`, e.g. ejabberd: no shared subscriptions), fast reconnects, then `mqtt`."""
+    (`broker.receiver_mqtt`, e.g. ejabberd: no shared subscriptions), fast reconnects, then `mqtt`;
+    `storage_url` (a PostgreSQL URL) instead of the SQLite file."""
     user = ""
     if broker.receiver:
         os.environ["BK_TEST_RECEIVER_PASSWORD"] = broker.receiver[1]
@@ -42,6 +43,7 @@ def receiver_config(tmp: Path, broker: Any, *, client_id: str = "bk-receiver-tes
     text = (f"mqtt:\n  host: {broker.host}\n  port: {broker.port}\n  client_id: {client_id}\n{user}"
             f"{extra}"
             f"storage:\n  path: {tmp}/receiver.db\n  media_dir: {tmp}/media\n"
+            + (f"  url: '{storage_url}'\n" if storage_url else "")
             + (f"limits:\n{lim}" if lim else ""))
     return parse_config(text, "test")
 
