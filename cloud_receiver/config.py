@@ -83,6 +83,8 @@ class StorageConfig(Section):
                        "when `url` is empty.")
     media_dir: Path = Field(Path("/var/lib/brightkitchen/media"), description="Folder of media files, stored by content hash.")
     busy_timeout_ms: int = Field(5000, ge=0, description="How long a writer waits for SQLite's lock.")
+    rollup_interval_s: float = Field(30.0, gt=0, le=3600, description="How often the alert count rollups of /stats and "
+                                     "the dashboard are brought up to date (days changed since are counted live meanwhile).")
 
     _rel = field_validator("path", "media_dir")(lambda v, info: _relative_to_config(v, info))
 
@@ -201,6 +203,30 @@ class LedgersConfig(Section):
         return v
 
 
+OpeningHours = Annotated[str, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]-(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$")]
+
+
+class PublicLookConfig(Section):
+    enabled: bool = Field(True, description="Offer the public page's 看看后厨 button: a short near-live look made of fresh "
+                          "snapshots of the canteen's cameras, faces blurred at the receiver (docs/public.md).")
+    hours: OpeningHours = Field("06:00-20:00", description="Opening hours of the look, local time `HH:MM-HH:MM` (end "
+                                "24:00 = midnight); outside them the button says the kitchen is closed to viewing.")
+    canteen_hours: dict[str, OpeningHours] = Field({}, description="Opening hours per canteen id, instead of `hours`.")
+    tz_hours: int = Field(8, ge=-12, le=14, description="UTC offset of the opening hours (China Standard Time: 8).")
+    look_s: float = Field(60.0, ge=5, le=600, description="How long one look lasts; then the visitor clicks again.")
+    refresh_s: float = Field(4.0, ge=1, le=60, description="A camera is asked for a fresh snapshot at most this often, "
+                             "however many people look: every visitor of that camera gets the same blurred frame.")
+    looks_per_window: int = Field(5, ge=1, description="Looks one client address (an IPv6 /64) may start per `window_s`; "
+                                  "one more is refused with 429.")
+    window_s: float = Field(600.0, gt=0, description="Length of the per-address window.")
+    max_looks: int = Field(20, ge=1, description="Looks running at once on this receiver, all canteens together; one "
+                           "more is refused with 503, so the public cannot flood the boxes or this receiver's CPU.")
+    frame_timeout_s: float = Field(10.0, gt=0, description="How long a request waits for a box's snapshot and its "
+                                   "blurring before it gets the previous frame (or 503 when there is none).")
+    long_side: int = Field(640, ge=320, le=800, description="Long side in pixels of the frames served (they are "
+                           "searched for faces at 800).")
+
+
 class ReceiverConfig(Section):
     """The whole receiver configuration (one YAML file)."""
 
@@ -217,6 +243,8 @@ class ReceiverConfig(Section):
     export: ExportConfig = Field(default_factory=ExportConfig, description="Signed data export to an upper platform (docs/api.md).")
     ledgers: LedgersConfig = Field(default_factory=LedgersConfig, description="The canteens' 自律 ledgers and the alerts "
                                    "raised from them (docs/ledgers.md).")
+    public_look: PublicLookConfig = Field(default_factory=PublicLookConfig, description="The public page's short look "
+                                          "into the kitchen during opening hours, faces blurred (docs/public.md).")
 
 
 def load_config(path: Path | str) -> ReceiverConfig:

@@ -70,16 +70,20 @@ async def test_canteen_cannot_ask_for_another_canteen(world):
 
 async def test_alert_page_shows_facts_timeline_and_role_actions(world):
     """The regulator sees the alert with its snapshot, timeline and the deadline action; the canteen sees the
-    rectification form; out of scope is 404 without telling whether it exists."""
+    rectification form; an alert out of scope is a 403 page, an unknown id a 404 page."""
     r = await page(world, "reg1", "/alerts/A-C1-1")
     html = await r.text()
     assert r.status == 200 and "玩手机" in html and "第一中学食堂" in html and "/api/v1/media/" in html
     assert 'data-action="deadline"' in html and 'data-action="rectify"' not in html
-    assert (await world.client.get("/alerts/A-C3-1")).status == 404
+    r = await world.client.get("/alerts/A-C3-1")
+    assert r.status == 403 and "无权查看" in await r.text()
+    r = await world.client.get("/alerts/A-NOPE")
+    assert r.status == 404 and "没有这条预警" in await r.text()
     world.client.session.cookie_jar.clear()
     html = await (await page(world, "c1", "/alerts/A-C1-1")).text()
     assert 'data-action="rectify"' in html and 'data-action="deadline"' not in html
-    assert (await world.client.get("/alerts/A-C2-1")).status == 404
+    r = await world.client.get("/alerts/A-C2-1")
+    assert r.status == 403 and "无权查看" in await r.text()
 
 
 async def test_box_labels_cannot_break_out_of_the_page_data(world):

@@ -140,7 +140,7 @@ def test_alert_loop_in_the_browser(tmp_path):
             log_in(other, base, "c2", PASSWORD, "/alerts")
             assert other.locator(f'tr[data-id="{alert.id}"]').count() == 0
             answer = other.goto(f"{base}/alerts/{alert.id}")
-            assert answer is not None and answer.status == 404 and "无权查看" in other.content()
+            assert answer is not None and answer.status == 403 and "无权查看" in other.content()
             for log in (reg_log, can_log):
                 log.assert_clean()
                 log.assert_offline()

@@ -33,6 +33,7 @@ from cloud_receiver.storage.db import url_with_password
 from cloud_receiver.storage.opening import open_store
 from cloud_receiver.storage.sqlite import Storage, iso
 from cloud_receiver.web import setup_console
+from cloud_receiver.workflow import rollup
 
 log = structlog.get_logger(__name__)
 
@@ -125,6 +126,30 @@ async def _housekeeping_ctx(app: web.Application) -> AsyncIterator[None]:
         await task
 
 
+async def _rollup_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The alert count rollups (workflow/rollup.py): brought up to date at start, then every `storage.rollup_interval_s`."""
+    loop = asyncio.get_running_loop()
+    db, tz, interval = app[STORAGE].sql, api_settings(app[CONFIG]).tz_hours, app[CONFIG].storage.rollup_interval_s
+
+    async def run() -> None:
+        while True:
+            work = loop.run_in_executor(None, rollup.refresh, db, tz)
+            try:
+                await asyncio.shield(work)
+            except asyncio.CancelledError:
+                await asyncio.wait({work}, timeout=10)  # a refresh in its thread finishes before storage closes
+                raise
+            except Exception:  # noqa: BLE001 - e.g. the database locked: log, try at the next interval
+                log.exception("rollup refresh failed", retry_in_s=interval)
+            await asyncio.sleep(interval)
+
+    task = asyncio.create_task(run(), name="bk-rollup")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 async def _ledger_rules_ctx(app: web.Application) -> AsyncIterator[None]:
     """The ledger rules every `ledgers.rules_interval_s` (docs/ledgers.md); their alerts go to the hub."""
     hub = app[ALERT_HUB]
@@ -155,6 +180,7 @@ def create_app(cfg: ReceiverConfig, *, subscriber: bool = True) -> web.Applicati
         app.cleanup_ctx.append(_subscriber_ctx)
     app.cleanup_ctx.append(_housekeeping_ctx)
     app.cleanup_ctx.append(_ledger_rules_ctx)
+    app.cleanup_ctx.append(_rollup_ctx)
     app.router.add_get("/healthz", _health)
     setup_metrics(app)
     setup_api(app, settings=api_settings(cfg), push_settings=push_settings(cfg))

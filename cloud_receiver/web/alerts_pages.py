@@ -6,7 +6,9 @@ session cookie) and are added by static/alerts.js with a badge and a sound. The 
 snapshot with its boxes (drawn on a canvas by static/alert.js: no inline styles under the CSP), the
 clip, camera and school, the full transition timeline and the actions the role may take; the actions
 post to the JSON API (`/api/v1/alerts/{id}/…`) with the session's CSRF token and reload the page.
-Push messages link here (`push.public_base_url` + `/alerts/{id}`).
+Push messages link here (`push.public_base_url` + `/alerts/{id}`). An alert outside the user's scope is a
+403 page (a pushed link forwarded to the wrong person says why it does not open); an unknown id, 404.
+The JSON API keeps answering 404 for both (no existence leak to machines).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from aiohttp import web
 
 from bk_contract.violations import ALERT_TYPE_NAMES
 from cloud_receiver.api.context import ctx
-from cloud_receiver.storage.schema import cameras, canteens
+from cloud_receiver.storage.schema import alerts, cameras, canteens
 from cloud_receiver.web.pages import PageError, render, require_user
 from cloud_receiver.workflow import queries, rectify
 
@@ -97,7 +99,9 @@ async def alert_page(request: web.Request) -> web.Response:
     try:
         row = queries.get_alert_row(c.storage.sql, principal, request.match_info["id"])
     except queries.NotFound as err:
-        raise PageError(404, "未找到", "没有这条预警, 或您无权查看。") from err
+        if _exists(c.storage.sql, request.match_info["id"]):  # someone else's: say so (the issue asks for 403)
+            raise PageError(403, "无权查看", "这条预警不属于您的管辖范围, 您无权查看。如有疑问, 请联系管理员。") from err
+        raise PageError(404, "未找到", "没有这条预警, 请核对链接。") from err
     alert = queries.alert_view(row, c.now(), c.settings.default_deadline_hours)
     camera = c.storage.sql.scalar(sa.select(cameras.c.name).where(cameras.c.device_id == row["device_id"],
                                                                    cameras.c.camera_id == row["camera_id"]))
@@ -115,6 +119,11 @@ async def alert_page(request: web.Request) -> web.Response:
         "started_local": local(alert["started_at"]), "deadline_local": local(alert["deadline"]),
         "boxes": {"boxes": alert["boxes"], "frame": frame},  # to the page with `tojson` (escapes < > &)
         "min_deadline": (c.now() + TZ + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M")})
+
+
+def _exists(db, alert_id: str) -> bool:
+    """Whether an alert of this id exists at all, whoever may see it."""
+    return db.scalar(sa.select(alerts.c.id).where(alerts.c.id == alert_id)) is not None
 
 
 def _actions(role: str, status: str) -> dict[str, bool]:

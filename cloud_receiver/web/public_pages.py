@@ -7,7 +7,9 @@
   blurred copy (faces and heads obscured, cloud_receiver/privacy), made once in a worker thread and
   cached under `media_dir/public/`; the original is never served to the public;
 - `GET /p/{canteen_id}/qr.png`: the printable QR poster (public_qr.py);
-- `POST /p/{canteen_id}/report`: the 投诉/举报 form (public_report.py).
+- `POST /p/{canteen_id}/report`: the 投诉/举报 form (public_report.py);
+- `GET /p/{canteen_id}/look` and `GET /p/{canteen_id}/look/{look}/{n}.jpg`: 看看后厨, a short look of
+  fresh snapshots during opening hours, faces blurred (public_look.py).
 
 An unknown canteen, or a snapshot it does not list, is a 404 page. Policy, limits and figures:
 docs/public.md.
@@ -17,10 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
+import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import sqlalchemy as sa
 import structlog
@@ -33,9 +38,10 @@ from cloud_receiver.privacy.public_copy import NotAPicture, PersonBoxes, PublicC
 from cloud_receiver.storage.media_store import HEX64
 from cloud_receiver.storage.schema import alerts
 from cloud_receiver.web.public_challenge import site_key
+from cloud_receiver.web.public_look import LOOK_GRACE_S, PUBLIC_LOOKS, LookUnavailable, PublicLooks, public_cameras
 from cloud_receiver.web.public_qr import qr_poster
-from cloud_receiver.web.public_render import CHALLENGE_KEY, canteen_page, not_found, settings_of
-from cloud_receiver.web.public_report import submit_report
+from cloud_receiver.web.public_render import CHALLENGE_KEY, canteen_page, not_found, render_public, settings_of
+from cloud_receiver.web.public_report import client_key, submit_report
 from cloud_receiver.workflow import queries
 
 log = structlog.get_logger(__name__)
@@ -106,12 +112,72 @@ async def public_snapshot(request: web.Request) -> web.StreamResponse:
         "Cache-Control": f"public, max-age={settings_of(request).snapshot_cache_s}"})
 
 
+def _look_answer(body: dict[str, Any], status: int = 200, retry_after_s: float | None = None) -> web.Response:
+    headers = {"Cache-Control": "no-store"}
+    if retry_after_s is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(retry_after_s)))
+    return web.json_response(body, status=status, headers=headers, dumps=lambda o: json.dumps(o, ensure_ascii=False))
+
+
+async def look_start(request: web.Request) -> web.Response:
+    """Start a look (看看后厨) of the canteen's cameras, if open, allowed for this address and not over the cap."""
+    c, canteen_id = ctx(request), request.match_info["canteen_id"]
+    looks = request.app[PUBLIC_LOOKS]
+    if c.storage.get_canteen(canteen_id) is None or not looks.cfg.enabled:
+        return _look_answer({"state": "not_found", "message": "这个食堂暂未开放看看后厨。"}, 404)
+    info = looks.page_info(canteen_id)
+    if not info["open"]:
+        return _look_answer({"state": "closed", "hours": info["hours"], "message":
+                             f"现在不在开放时间。看看后厨每天 {info['hours']} (北京时间) 开放, 欢迎届时再来。"}, 403)
+    now, client = time.monotonic(), client_key(request.remote)
+    wait = looks.client_wait(client, now)
+    if wait is not None:
+        return _look_answer({"state": "too_many", "message": f"您观看得太频繁了, 请 {max(1, math.ceil(wait / 60))} 分钟后再试。"},
+                            429, wait)
+    if looks.running(now) >= looks.cfg.max_looks:
+        return _look_answer({"state": "busy", "message": "现在观看的人较多, 请稍后再试。"}, 503, looks.cfg.look_s)
+    cams = public_cameras(c.storage.sql, canteen_id)
+    if not cams or c.publisher is None:
+        return _look_answer({"state": "offline", "message": "后厨摄像头暂时不在线, 请稍后再试。"}, 503, looks.cfg.look_s)
+    look_id = looks.start(client, canteen_id, [(cam["device_id"], cam["camera_id"]) for cam in cams], now)
+    log.info("public_look_started", canteen_id=canteen_id, cameras=len(cams), running=looks.running(now))
+    base = f"/p/{quote(canteen_id, safe='')}/look/{look_id}"
+    return _look_answer({"state": "open", "seconds": info["seconds"], "refresh_s": info["refresh_s"],
+                         "hours": info["hours"], "cameras": [{"name": cam["name"] or f"摄像头 {i + 1}", "frame": f"{base}/{i}.jpg"}
+                                                             for i, cam in enumerate(cams)]})
+
+
+async def look_frame(request: web.Request) -> web.StreamResponse:
+    """Camera `n`'s current blurred frame of a running look; 410 once the look has ended."""
+    c, canteen_id = ctx(request), request.match_info["canteen_id"]
+    looks = request.app[PUBLIC_LOOKS]
+    look = looks.looks.get(request.match_info["look"])
+    n = int(request.match_info["n"])
+    if look is None or look.canteen_id != canteen_id or n >= len(look.cameras):
+        return not_found(request, "没有这次观看, 请回到食堂公示页重新点击“看看后厨”。")
+    if time.monotonic() > look.ends + LOOK_GRACE_S:
+        return render_public(request, "public_error.html", {
+            "title": "观看已结束", "message": "本次观看已结束, 请回到食堂公示页重新点击“看看后厨”。"}, status=410)
+    try:
+        frame = await looks.frame(c.storage.sql, c.publisher, c.media_dir, look.cameras[n])
+    except LookUnavailable:
+        response = render_public(request, "public_error.html", {
+            "title": "暂时无法获取画面", "message": "后厨摄像头暂时没有传回画面, 请稍后再试。"}, status=503)
+        response.headers["Retry-After"] = str(math.ceil(looks.cfg.refresh_s))
+        return response
+    return web.Response(body=frame.jpeg, headers={"Content-Type": "image/jpeg", "Cache-Control": "no-store",
+                                                  "Content-Disposition": "inline"})
+
+
 async def _public_ctx(app: web.Application) -> AsyncIterator[None]:
-    """At startup: the report form's key (shared through the database) and the blurred-copy worker."""
+    """At startup: the report form's key (shared through the database), the blurred-copy worker and the looks."""
     app[CHALLENGE_KEY] = site_key(app[STORAGE].sql)
     copies = SnapshotCopies(app[CONFIG].storage.media_dir)
     app[SNAPSHOT_COPIES] = copies
+    looks = PublicLooks(app[CONFIG].public_look, finder=copies.copies.finder)
+    app[PUBLIC_LOOKS] = looks
     yield
+    await looks.aclose()
     copies.close()
 
 
@@ -120,4 +186,6 @@ def register(app: web.Application) -> None:
     app.router.add_get("/p/{canteen_id}/snapshots/{sha256}.jpg", public_snapshot)
     app.router.add_get("/p/{canteen_id}/qr.png", qr_poster)
     app.router.add_post("/p/{canteen_id}/report", submit_report)
+    app.router.add_get("/p/{canteen_id}/look", look_start)
+    app.router.add_get(r"/p/{canteen_id}/look/{look}/{n:\d+}.jpg", look_frame)
     app.cleanup_ctx.append(_public_ctx)

@@ -6,7 +6,8 @@ token, no navigation) so a page is the same for everyone and may be cached (`Cac
 answers that carry a fresh form (after a refused report) or a reporter's own text are `no-store`.
 What is shown comes from `api.public_page.public_view` (name, licences, rating, sampling, snapshots:
 the same checks as the JSON) and `rectification_record` (counts only) — never the jurisdiction, a
-device, an alert id or a person's name.
+device, an alert id or a person's name. The 看看后厨 section (public_look.py) shows the opening hours and
+whether the look is open at render time; the look itself is asked for by static/public.js.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from cloud_receiver.api.public_page import public_view
 from cloud_receiver.storage.db import Db, iso
 from cloud_receiver.storage.schema import alerts
 from cloud_receiver.web.public_challenge import new_challenge
+from cloud_receiver.web.public_look import PUBLIC_LOOKS
 from cloud_receiver.workflow.rectify import WorkflowStatus
 
 CST = timedelta(hours=8)  # what people read: Beijing time
@@ -102,10 +104,12 @@ def canteen_page(request: web.Request, row: dict[str, Any], *, status: int = 200
     sampling = sorted(view["sampling"], key=lambda x: x["date"], reverse=True)
     snapshots = [{**snap, "taken": local_time(snap["taken_at"])} for snap in view["snapshots"]]
     challenge = new_challenge(request.app[CHALLENGE_KEY], row["id"], now, s.challenge_ttl_s)
+    looks = request.app.get(PUBLIC_LOOKS)
+    look = looks.page_info(row["id"]) if looks is not None and looks.cfg.enabled else None
     return render_public(request, "public.html", {
         "title": view["name"] or "食堂公示", "canteen": view, "rating": view["rating"],
         "rating_name": RATINGS.get(view["rating"] or "", ""), "licences": view["licences"], "sampling": sampling,
-        "snapshots": snapshots, "record": rectification_record(c.storage.sql, row["id"], now),
+        "snapshots": snapshots, "look": look, "record": rectification_record(c.storage.sql, row["id"], now),
         "challenge": challenge, "error": error, "text": text, "text_max": s.text_max,
         "photo_max_mb": s.photo_max_bytes // (1024 * 1024), "photo_max_bytes": s.photo_max_bytes,
         "reports_per_window": s.reports_per_window, "window_minutes": round(s.report_window_s / 60),
