@@ -4,4 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec "${BK_VENV:-$PWD/.venv}/bin/python" -m pytest -q "$@"
+# Two workers (pytest-xdist), each taking whole test modules (module fixtures stay on one worker): most
+# tests wait on brokers, servers and timeouts rather than compute. BK_TEST_WORKERS=0 runs in one process.
+exec "${BK_VENV:-$PWD/.venv}/bin/python" -m pytest -q -n "${BK_TEST_WORKERS:-2}" --dist loadfile "$@"

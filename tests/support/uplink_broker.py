@@ -104,13 +104,16 @@ class Received:
 
 @dataclass
 class Receiver:
-    """A v5 subscriber (persistent session, QoS 1) recording every message in arrival order."""
+    """A v5 subscriber (persistent session, QoS 1) recording every message in arrival order; a message the broker
+    delivers again (DUP) after a restart that was already recorded is counted, not recorded again: what is
+    recorded twice was sent twice."""
 
     port: int
     topics: tuple[str, ...] = ("bk/v1/+/alert", "bk/v1/+/media/+/+")
     username: str | None = None
     password: str | None = None
     messages: list[Received] = field(default_factory=list)
+    redelivered: int = 0  # messages the broker sent again (DUP) that were already recorded
 
     def start(self, client_id: str = "test-receiver") -> Receiver:
         self._lock = threading.Lock()
@@ -129,7 +132,13 @@ class Receiver:
 
         def on_message(client, userdata, msg):
             with self._lock:
-                self.messages.append(Received(msg.topic, bytes(msg.payload), time.monotonic()))
+                payload = bytes(msg.payload)
+                if msg.dup and any(m.topic == msg.topic and m.payload == payload for m in self.messages):
+                    # the broker sending again what we already have (it did not see our PUBACK before it
+                    # stopped): QoS 1 on the broker -> us leg, not a message the device sent twice
+                    self.redelivered += 1
+                    return
+                self.messages.append(Received(msg.topic, payload, time.monotonic()))
 
         c.on_connect, c.on_subscribe, c.on_message = on_connect, on_subscribe, on_message
         props = Properties(PacketTypes.CONNECT)
