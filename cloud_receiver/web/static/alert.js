@@ -73,7 +73,7 @@
   var markResult = document.getElementById("mark-result");
   function said(text, bad) {
     markResult.textContent = text;
-    markResult.className = "notice" + (bad ? " notice-error" : "");
+    markResult.className = "notice " + (bad ? "notice-error" : "notice-ok");
     markResult.hidden = false;
   }
   function follow(path, tries) {
