@@ -176,7 +176,13 @@ def local_text(db: Db, column: sa.ColumnElement[Any], tz_hours: int, unit: str) 
 
 
 def starts_with(column: sa.ColumnElement[str], prefix: str) -> sa.ColumnElement[bool]:
-    """`column` begins with `prefix` (no LIKE: a scope is data, its `%` or `_` are not wildcards)."""
+    """`column` begins with `prefix` (no LIKE pattern from data: a scope's `%` or `_` are not wildcards).
+
+    A code of digits (a jurisdiction) is asked as `LIKE '6401%'`, which has no wildcard but the last: the
+    planner estimates it from the column's statistics, where `substr(…) = …` got a fixed guess (PostgreSQL
+    took 15 of a city's 1,140 canteens and chose a plan 20 times slower)."""
+    if prefix.isdigit():
+        return column.like(prefix + "%")
     return sa.func.substr(column, 1, len(prefix)) == prefix
 
 

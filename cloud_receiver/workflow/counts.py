@@ -117,7 +117,7 @@ def plan(db: Db, conn: sa.Connection, p: Principal, region: str, since: datetime
 
 
 def _under(column: sa.ColumnElement[str], prefix: str) -> list[sa.ColumnElement[bool]]:
-    """`column` starts with `prefix`; for a code of digits also as a range of the column, which an index can seek."""
+    """`column` starts with `prefix`; for a code of digits also as a key range the primary key can seek."""
     conds = [starts_with(column, prefix)]
     if prefix.isdigit():
         conds.append(column >= prefix)
