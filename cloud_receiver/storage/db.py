@@ -100,7 +100,11 @@ class Db:
 
         pool = {"pool_size": 4, "max_overflow": 8, "pool_pre_ping": True}
         # psycopg parses both forms itself (options such as -csearch_path included)
-        return cls(sa.create_engine("postgresql+psycopg://", creator=lambda: psycopg.connect(url), **pool))
+        # prepare_threshold=None: psycopg would otherwise prepare a statement run 5 times, and PostgreSQL then
+        # plan it once for any parameters: a regulator's counts (a LIKE on their jurisdiction code) went from
+        # 0.2 s to 1.2 s on a million alerts with that generic plan; planning each time costs ~1 ms
+        return cls(sa.create_engine("postgresql+psycopg://", creator=lambda: psycopg.connect(url, prepare_threshold=None),
+                                    **pool))
 
     @contextlib.contextmanager
     def read(self, *, snapshot: bool = False) -> Iterator[sa.Connection]:
