@@ -126,7 +126,8 @@ class BrokerConfig(Section):
 class UplinkConfig(Section):
     enabled: bool = Field(True, description="Ship events to the cloud over MQTT.")
     broker: BrokerConfig = Field(default_factory=BrokerConfig, description="Broker connection.")
-    budget_kbps_per_camera: float = Field(500, gt=0, description="Upload budget per configured camera in kbit/s.")
+    budget_kbps_per_camera: float = Field(500, gt=0, description="Upload budget per configured camera in kbit/s: the "
+                                          "bytes on the box's socket (TLS framing included) stay within it over every 60 s.")
     ack_timeout_s: float = Field(10.0, gt=0, description="A publish not acknowledged within this time is retried.")
     chunk_bytes: int = Field(32768, ge=1024, le=262144, description="Media chunk size.")
     telemetry_s: float = Field(60.0, gt=0, description="Telemetry interval.")

@@ -90,3 +90,20 @@ def test_charge_goes_into_debt_and_spare():
 def test_publish_packet_size(topic, n, qos, expected):
     """The charged size is the MQTT v5 PUBLISH size: header, varint, topic, packet id, props, payload."""
     assert publish_packet_size(topic, n, qos) == expected
+
+
+@pytest.mark.parametrize(("kbps", "max_packet"), [(500, 33_000), (32, 4200), (8, 33_000)])
+def test_every_window_keeps_to_the_limit_with_framing(kbps, max_packet):
+    """Greedy from a full bucket, the first 60 s (the worst window) carry at most the limit once TLS framing is added."""
+    from edge_agent.uplink.budget import WINDOW_S, WIRE_FRAMING
+
+    clock = FakeClock()
+    b = UploadBudget.for_cameras(kbps, 1, max_packet=max_packet, clock=clock)
+    sent, size = 0, min(1500, max_packet)
+    while clock.t < WINDOW_S:
+        if b.try_take(size, Priority.ALERT):
+            sent += size
+        else:
+            clock.t += max(1e-4, b.delay_for(size, Priority.ALERT))
+    limit = kbps * 1000 / 8 * WINDOW_S
+    assert sent * WIRE_FRAMING <= limit and sent * WIRE_FRAMING >= 0.9 * limit

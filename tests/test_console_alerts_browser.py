@@ -14,12 +14,11 @@ import av
 import numpy as np
 import pytest
 from PIL import Image
-from support.browser import chromium_browser, log_in, open_page, screenshot, serve_app
+from support.browser import chromium_browser, log_in, open_page, screenshot, seed_two_canteens, serve_app
 from support.receiver_harness import DeviceClient, make_alert, receiver_config
 from support.waiting import wait_for
 
 from bk_contract import MediaRef, split_media
-from cloud_receiver.admin.accounts import create_user
 from cloud_receiver.app.factory import create_app
 from cloud_receiver.appkeys import STORAGE, SUBSCRIBER
 from devkit.localbroker import running_broker
@@ -78,12 +77,7 @@ def test_alert_loop_in_the_browser(tmp_path):
         with serve_app(app) as base, chromium_browser() as browser, contextlib.ExitStack() as stack:
             wait_for(lambda: SUBSCRIBER in app and app[SUBSCRIBER].subscribed.is_set(), 10, "the receiver to subscribe")
             storage = app[STORAGE]
-            storage.add_canteen("C1", "第一中学食堂", "64050201")
-            storage.add_device(DEV, "C1", "后厨边缘盒")
-            create_user(storage.sql, "reg1", "regulator", "640502", PASSWORD, "沙坡头区监管员")
-            create_user(storage.sql, "c1", "canteen", "C1", PASSWORD, "第一中学食堂管理员")
-            storage.add_canteen("C2", "第二小学食堂", "64050202")
-            create_user(storage.sql, "c2", "canteen", "C2", PASSWORD, "第二小学食堂管理员")
+            seed_two_canteens(storage, DEV, PASSWORD)
 
             reg, reg_log = stack.enter_context(open_page(browser, "desktop"))
             log_in(reg, base, "reg1", PASSWORD, "/alerts")

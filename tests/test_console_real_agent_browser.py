@@ -13,12 +13,11 @@ from datetime import datetime
 import pytest
 import sqlalchemy as sa
 from support.agent_harness import DEVICE, Running, agent_config
-from support.browser import chromium_browser, log_in, open_page, screenshot, serve_app
+from support.browser import chromium_browser, log_in, open_page, screenshot, seed_two_canteens, serve_app
 from support.footage import clip_1080p
 from support.receiver_harness import receiver_config
 from support.waiting import wait_for
 
-from cloud_receiver.admin.accounts import create_user
 from cloud_receiver.app.factory import create_app
 from cloud_receiver.appkeys import STORAGE, SUBSCRIBER
 from cloud_receiver.storage.schema import alerts, media
@@ -49,11 +48,7 @@ def test_real_agent_alert_reaches_the_open_list_live_and_plays(tmp_path):
         with serve_app(app) as base, chromium_browser() as browser, contextlib.ExitStack() as stack:
             wait_for(lambda: SUBSCRIBER in app and app[SUBSCRIBER].subscribed.is_set(), 10, "the receiver to subscribe")
             storage = app[STORAGE]
-            storage.add_canteen("C1", "第一中学食堂", "64050201")
-            storage.add_device(DEVICE, "C1", "后厨边缘盒")
-            storage.add_canteen("C2", "第二小学食堂", "64050202")
-            create_user(storage.sql, "reg1", "regulator", "640502", PASSWORD, "沙坡头区监管员")
-            create_user(storage.sql, "c2", "canteen", "C2", PASSWORD, "第二小学食堂管理员")
+            seed_two_canteens(storage, DEVICE, PASSWORD, ("reg1", "c2"))
 
             reg, reg_log = stack.enter_context(open_page(browser, "desktop"))
             log_in(reg, base, "reg1", PASSWORD, "/alerts")

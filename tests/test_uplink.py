@@ -288,3 +288,27 @@ def test_no_matching_subscribers_keeps_alerts_until_a_receiver_listens(tmp_path,
     finally:
         up.stop()
         box.close()
+
+
+@pytest.mark.parametrize("budget_kbps", [500, 20000])
+def test_qos0_live_pieces_go_out_once(tmp_path, anon_broker, budget_kbps):
+    """Each queued QoS 0 live piece is published once, whatever the budget (it was sent again until the budget ran out)."""
+    from edge_agent.outbox.priority import Priority
+
+    rx = Receiver(anon_broker.port, topics=("bk/v1/+/live/#",)).start()
+    box = Outbox(tmp_path / "agent.db", device_id=DEVICE)
+    live = f"bk/v1/{DEVICE}/live/cam1"
+    for i in range(10):
+        box.add_message(live, f"piece-{i:02d}".encode() * 100, qos=0, priority=Priority.LIVE)
+    up = make_uplink(anon_broker.port, box, cfg={"budget_kbps_per_camera": budget_kbps})
+    up.start()
+    try:
+        assert rx.wait_for(lambda r: len(r.snapshot()) >= 10, 10)
+        box.add_message(live, b"marker" * 100, qos=0, priority=Priority.LIVE)  # behind anything sent before it
+        assert rx.wait_for(lambda r: any(m.payload.startswith(b"marker") for m in r.snapshot()), 10)
+        got = [m.payload[:8] for m in rx.snapshot()]
+        assert got == [f"piece-{i:02d}".encode() for i in range(10)] + [b"markerma"], got
+    finally:
+        up.stop()
+        rx.stop()
+        box.close()

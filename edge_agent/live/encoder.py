@@ -5,6 +5,11 @@ second (the others are skipped by their media time), scaled by libswscale to `wi
 muxed by FFmpeg's mp4 muxer with one fragment per frame (`frag_every_frame`), so a frame leaves the
 box as soon as it is encoded. The init segment is repeated before every keyframe fragment: a piece
 lost on the way (live is QoS 0) or a viewer joining late costs at most one GOP.
+
+`bitrate_bps` is what the pieces may cost the upload budget, which counts MQTT packets: the video
+itself gets that minus the framing around it (`video_bitrate`), capped by the VBV at one second
+(maxrate = bufsize = the video rate), so the pieces average about `bitrate_bps` (393–401 kbit/s
+measured for 400).
 """
 
 from __future__ import annotations
@@ -17,6 +22,19 @@ from fractions import Fraction
 import av
 
 from bk_contract import fmp4
+
+# Framing that the budget counts on top of the H.264 bitstream, measured on the 1080p test clip
+# (scripts/bench_live.py): a one-frame fragment's moof + mdat header (~116 bytes) and the MQTT PUBLISH
+# header with the live topic (~45 bytes) per frame; the init segment (~780 bytes) again before every
+# keyframe. Without it the pieces came to 422 kbit/s for a 400 kbit/s profile.
+FRAME_FRAMING_BYTES = 165
+INIT_BYTES = 800
+
+
+def video_bitrate(bitrate_bps: int, fps: float, gop_s: float) -> int:
+    """Bits/s left for the H.264 stream when the pieces, framing included, may cost `bitrate_bps`."""
+    framing = fps * FRAME_FRAMING_BYTES * 8 + INIT_BYTES * 8 / max(gop_s, 1e-3)
+    return max(bitrate_bps // 2, int(bitrate_bps - framing))
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,11 +72,11 @@ class LiveEncoder:
         self._stream = self._out.add_stream("libx264", rate=rate)
         self._stream.width, self._stream.height = profile.width, profile.height
         self._stream.pix_fmt = "yuv420p"
-        self._stream.bit_rate = profile.bitrate_bps
+        video_bps = video_bitrate(profile.bitrate_bps, profile.fps, profile.gop_s)
+        self._stream.bit_rate = video_bps
         gop = max(1, round(profile.fps * profile.gop_s))
         self._stream.options = {"preset": "ultrafast", "tune": "zerolatency", "g": str(gop), "keyint_min": str(gop),
-                                "sc_threshold": "0", "bf": "0",
-                                "maxrate": str(profile.bitrate_bps), "bufsize": str(profile.bitrate_bps)}
+                                "sc_threshold": "0", "bf": "0", "maxrate": str(video_bps), "bufsize": str(video_bps)}
         self._stream.codec_context.time_base = Fraction(1, 1000)
         self._next_t: float | None = None
         self._t0: float | None = None

@@ -29,6 +29,12 @@ DEFAULT_RESERVE: dict[Priority, float] = {
 }
 
 
+WINDOW_S = 60.0  # the limit holds over every window this long (0.5 Mbit/s per camera over 60 s)
+# bytes on the socket per byte the bucket charges: TLS record headers and tags and MQTT keepalives, measured
+# 1.003-1.011 over 60 s windows with live view on (docs/performance.md, scripts/bench_live.py)
+WIRE_FRAMING = 1.015
+
+
 def budget_bytes_per_s(kbps_per_camera: float, n_cameras: int) -> float:
     """Configured budget in bytes per second (kbit = 1000 bit); at least one camera's worth."""
     return kbps_per_camera * 1000.0 / 8.0 * max(1, n_cameras)
@@ -58,12 +64,23 @@ class UploadBudget:
 
     @classmethod
     def for_cameras(cls, kbps_per_camera: float, n_cameras: int, *, max_packet: int,
-                    burst_s: float = 1.0, clock: Callable[[], float] = time.monotonic) -> UploadBudget:
-        """Budget of `kbps_per_camera` per camera; the bucket holds `burst_s` of budget but always
-        at least one largest packet above the biggest reserve, so no class can starve."""
-        rate = budget_bytes_per_s(kbps_per_camera, n_cameras)
+                    burst_s: float = 1.0, window_s: float = WINDOW_S, framing: float = WIRE_FRAMING,
+                    clock: Callable[[], float] = time.monotonic) -> UploadBudget:
+        """A budget whose bytes on the socket stay within `kbps_per_camera` per camera over every `window_s`.
+
+        The bucket holds `burst_s` of budget, but always at least one largest packet above the biggest
+        reserve, so no class can starve. A full bucket at a window's start lets the window carry its
+        burst on top of `rate` x `window_s`, and the socket carries TLS records and keepalives the
+        bucket does not see (`framing`): the refill rate is set below the limit by both, so the limit
+        holds for the worst window, not only on average."""
+        limit = budget_bytes_per_s(kbps_per_camera, n_cameras)
         max_reserve = max(DEFAULT_RESERVE.values())
+        rate = limit * window_s / (framing * (window_s + burst_s))
         burst = max(rate * burst_s, max_packet / (1.0 - max_reserve))
+        if framing * (rate * window_s + burst) > limit * window_s:  # a bucket of one large packet
+            rate = (limit * window_s / framing - burst) / window_s
+            if rate <= 0:  # one packet is more than a window's budget: keep the average, the window cannot hold
+                rate = limit / framing
         return cls(rate=rate, burst=burst, clock=clock)
 
     def _refill(self) -> float:

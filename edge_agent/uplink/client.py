@@ -306,7 +306,8 @@ class Uplink(StatusReporting):
         if not self._dirty and changes == self._seen_changes:
             return
         while len(self._inflight) < self.window:
-            exclude = [e.seq for e in self._inflight.values() if e.seq is not None]
+            # in flight, and done (QoS 0 once on the socket, QoS 1 acknowledged) but not yet settled in the outbox
+            exclude = [e.seq for e in self._inflight.values() if e.seq is not None] + self._acked
             batch = self.outbox.next_pending(exclude=exclude, limit=1)
             if not batch:
                 self._dirty, self._seen_changes = False, changes

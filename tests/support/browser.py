@@ -256,3 +256,20 @@ def serve_app(app: web.Application, host: str = "127.0.0.1") -> Iterator[str]:
         loop.call_soon_threadsafe(stop.set)
         thread.join(SERVER_START_TIMEOUT_S)
         assert not thread.is_alive(), "the test app did not stop"
+
+
+# the two canteens of the browser tests: C1 (with the box) and C2 in 640502, their managers and the regulator
+BROWSER_USERS = {"reg1": ("regulator", "640502", "沙坡头区监管员"), "c1": ("canteen", "C1", "第一中学食堂管理员"),
+                 "c2": ("canteen", "C2", "第二小学食堂管理员")}
+
+
+def seed_two_canteens(storage: object, device_id: str, password: str, users: tuple[str, ...] = ("reg1", "c1", "c2")) -> None:
+    """C1 第一中学食堂 (with box `device_id`) and C2 第二小学食堂 under 640502, and `users` of `BROWSER_USERS`."""
+    from cloud_receiver.admin.accounts import create_user
+
+    storage.add_canteen("C1", "第一中学食堂", "64050201")  # type: ignore[attr-defined]
+    storage.add_device(device_id, "C1", "后厨边缘盒")  # type: ignore[attr-defined]
+    storage.add_canteen("C2", "第二小学食堂", "64050202")  # type: ignore[attr-defined]
+    for name in users:
+        role, scope, shown = BROWSER_USERS[name]
+        create_user(storage.sql, name, role, scope, password, shown)  # type: ignore[attr-defined]

@@ -1,0 +1,170 @@
+"""Parts of scripts/bench_live.py (no benchmark here): the counting TCP proxy in front of the broker,
+the sliding 60 s windows over its per-second counts, and a WebSocket viewer of the receiver's live
+endpoint that notes when it could first decode a frame."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import select
+import socket
+import threading
+import time
+from collections import defaultdict
+
+WINDOW_S = 60
+
+
+# --- the box's socket, counted --------------------------------------------------------------------
+
+class CountingProxy:
+    """A TCP relay on 127.0.0.1 that counts, per second, the bytes the client (the box) writes upstream."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.up: dict[int, int] = defaultdict(int)  # int(monotonic second) -> bytes box -> broker
+        self.down: dict[int, int] = defaultdict(int)
+        self.connections = 0
+        self._lock = threading.Lock()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, name="bench-proxy", daemon=True)
+
+    def __enter__(self) -> CountingProxy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            with self._lock:
+                self.connections += 1
+            threading.Thread(target=self._pipe, args=(client, upstream), name="bench-proxy-conn", daemon=True).start()
+
+    def _pipe(self, client: socket.socket, upstream: socket.socket) -> None:
+        socks = [client, upstream]
+        try:
+            while not self._stop.is_set():
+                ready, _, _ = select.select(socks, [], [], 0.5)
+                for s in ready:
+                    data = s.recv(65536)
+                    if not data:
+                        return
+                    other = upstream if s is client else client
+                    other.sendall(data)
+                    with self._lock:
+                        (self.up if s is client else self.down)[int(time.monotonic())] += len(data)
+        except OSError:
+            return
+        finally:
+            client.close()
+            upstream.close()
+
+    def seconds(self, start: float, end: float) -> list[int]:
+        """Upstream bytes of each whole second in [start, end)."""
+        with self._lock:
+            return [self.up.get(s, 0) for s in range(int(start), int(end))]
+
+
+def window_sums(per_second: list[int], window: int = WINDOW_S) -> list[int]:
+    """Sum over every `window` consecutive seconds (one per start second)."""
+    if len(per_second) < window:
+        return []
+    acc = sum(per_second[:window])
+    out = [acc]
+    for i in range(window, len(per_second)):
+        acc += per_second[i] - per_second[i - window]
+        out.append(acc)
+    return out
+
+
+def mbps(nbytes: float, seconds: float) -> float:
+    return nbytes * 8 / seconds / 1e6
+
+
+# --- the viewer --------------------------------------------------------------------------------------
+
+class Viewer:
+    """A WebSocket viewer of the receiver's live endpoint on its own thread; decodes what it gets."""
+
+    def __init__(self, api_url: str, token: str, device: str, camera: str) -> None:
+        self.url = f"{api_url}/api/v1/live/{device}/{camera}"
+        self.token = token
+        self.opened = 0.0
+        self.first_frame: float | None = None
+        self.pieces = 0
+        self.bytes = 0
+        self.connects = 0
+        self.errors: list[str] = []
+        self._stop: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), name="bench-viewer", daemon=True)
+
+    def start(self) -> Viewer:
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        if self._loop is not None and self._stop is not None and self._thread.is_alive():
+            with contextlib.suppress(RuntimeError):  # the loop ended already (the socket closed)
+                self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+
+    async def _main(self) -> None:
+        """Watch until closed; when the relay gives up on a stream (no video within its timeout: the pieces
+        wait behind an alert clip in the box's outbox), open the socket again, as the console's player does."""
+        import aiohttp
+
+        self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+        stopper = asyncio.create_task(self._stop.wait(), name="bench-viewer-stop")
+        self.opened = time.monotonic()
+        buf = bytearray()
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {self.token}"}) as http:
+            while not self._stop.is_set():
+                try:
+                    async with http.ws_connect(self.url) as ws:
+                        self.connects += 1
+                        while True:
+                            receive = asyncio.create_task(ws.receive(), name="bench-viewer-receive")
+                            done, _ = await asyncio.wait({receive, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                            if receive not in done:
+                                receive.cancel()
+                                return
+                            msg = receive.result()
+                            if msg.type == aiohttp.WSMsgType.TEXT:
+                                if "error" in msg.json():
+                                    self.errors.append(msg.json()["error"])
+                                continue
+                            if msg.type != aiohttp.WSMsgType.BINARY:
+                                break
+                            self.bytes += len(msg.data)
+                            self.pieces += 1
+                            if self.first_frame is None:
+                                buf += msg.data
+                                if self._decodes(bytes(buf)):
+                                    self.first_frame = time.monotonic()
+                                    buf.clear()
+                except aiohttp.ClientError as err:
+                    self.errors.append(repr(err))
+                    await asyncio.sleep(0.5)
+
+    @staticmethod
+    def _decodes(data: bytes) -> bool:
+        """The pieces so far (init segment + fragments) hold a decodable frame."""
+
+        import av
+        try:
+            with av.open(io.BytesIO(data), format="mp4") as c:
+                return next(iter(c.decode(video=0)), None) is not None
+        except (av.FFmpegError, StopIteration, ValueError):
+            return False
