@@ -92,6 +92,7 @@ class PageLog:
     console_errors: list[str] = field(default_factory=list)
     failed_requests: list[str] = field(default_factory=list)
     external_requests: list[str] = field(default_factory=list)
+    aborted: list[str] = field(default_factory=list)  # GETs the browser itself gave up (not problems)
 
     def on_console(self, msg: ConsoleMessage) -> None:
         if msg.type == "error":
@@ -102,8 +103,12 @@ class PageLog:
         self.console_errors.append(f"uncaught: {err}")
 
     def on_request_failed(self, request: Request) -> None:
-        if request.resource_type == "eventsource" and request.failure == "net::ERR_ABORTED":
-            return  # a page's open event stream is aborted when the page is left: not a failure
+        if request.method == "GET" and request.failure == "net::ERR_ABORTED":
+            # the browser gave it up, the server did not fail it: a page left while its scripts or event stream
+            # still loaded, a video switching to range requests. A missing file is an HTTP error (below), a
+            # server that breaks the connection another net:: error
+            self.aborted.append(request.url)
+            return
         self.failed_requests.append(f"{request.method} {request.url}: {request.failure}")
 
     def on_response(self, response: Response) -> None:
