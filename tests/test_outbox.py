@@ -131,6 +131,24 @@ def test_quota_drops_lowest_priority_first(tmp_path):
     box.close()
 
 
+def test_a_new_gop_supersedes_the_queued_older_ones(tmp_path):
+    """A live piece that starts a GOP drops that camera's queued older pieces (counted), not other cameras' or media."""
+    box = open_box(tmp_path, chunk_bytes=1024, quota_bytes=10**9)
+    cam1, cam2 = (bk_contract.topic(DEV, "live", camera_id=c) for c in ("cam1", "cam2"))
+    for i in range(5):
+        box.add_message(cam1, b"old-gop-%d" % i, qos=0, priority=Priority.LIVE, group="live:cam1", supersede=i == 0)
+    box.add_message(cam2, b"other-camera", qos=0, priority=Priority.LIVE, group="live:cam2")
+    box.add_media(b"c" * 2000, "video/mp4")
+    sent = box.next_pending(limit=1)[0]  # the uplink took the clip's first chunk (clips go before live)
+    box.add_message(cam1, b"new-gop-init", qos=0, priority=Priority.LIVE, group="live:cam1", supersede=True)
+    st = box.stats()
+    assert st["dropped"]["live"] == 5 and st["depth"]["live"] == 2 and st["depth"]["clip"] == 2
+    pending = [m.payload for m in box.next_pending(limit=10) if m.priority == Priority.LIVE]
+    assert pending == [b"other-camera", b"new-gop-init"]
+    assert box.ack([sent.seq]) == 1
+    box.close()
+
+
 def test_next_pending_order_and_ack(tmp_path):
     """Most urgent priority first, oldest first within it; exclude skips in-flight; ack deletes."""
     box = open_box(tmp_path, chunk_bytes=1024)

@@ -4,7 +4,9 @@ nobody renewing within `idle_timeout_s` (a viewer that went away costs no upload
 The camera's decode thread offers each decoded frame (`offer`: a dictionary lookup when nobody
 watches); a session keeps only the newest frame waiting and encodes on its own thread, so a slow
 encoder drops frames instead of slowing decoding. Pieces go to the outbox as QoS 0 at live priority
-(after alerts, snapshots and clips in the upload budget) on `bk/v1/{device_id}/live/{camera_id}`.
+(after alerts, snapshots and clips in the upload budget) on `bk/v1/{device_id}/live/{camera_id}`; each
+new GOP drops what of the camera's older GOPs is still queued (while an alert clip takes the budget a
+viewer gets the start of every GOP, never video minutes old).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 import structlog
 
 import bk_contract
+from bk_contract import fmp4
 from edge_agent.live.encoder import LiveEncoder, LiveProfile
 from edge_agent.outbox.priority import Priority
 
@@ -58,7 +61,9 @@ class LiveSession:
                 if item is None:
                     continue
                 for piece in self.encoder.feed(*item):
-                    m.outbox.add_message(topic, piece, qos=0, priority=Priority.LIVE, group=f"live:{self.camera_id}")
+                    # a new GOP (its init segment first) supersedes what of the older ones is still queued
+                    m.outbox.add_message(topic, piece, qos=0, priority=Priority.LIVE, group=f"live:{self.camera_id}",
+                                         supersede=fmp4.is_init(piece))
         except Exception as err:  # noqa: BLE001 - a broken encoder ends the session, not the box
             self.error = repr(err)
             log.exception("live_session_failed", camera=self.camera_id)

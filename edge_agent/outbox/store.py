@@ -146,9 +146,14 @@ class Outbox:
         return alert
 
     def add_message(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False,
-                    priority: Priority = Priority.CLIP, group: str | None = None) -> int:
-        """Queue any other message (clip chunks, live pieces, command results); returns its seq."""
+                    priority: Priority = Priority.CLIP, group: str | None = None, supersede: bool = False) -> int:
+        """Queue any other message (clip chunks, live pieces, command results); returns its seq.
+
+        `supersede`: first drop what of `group` is still queued — a live camera's older GOPs when a new one
+        starts: video that waited behind alert media is worth nothing to a viewer by the time it could go."""
         with self._tx():
+            if supersede and group:
+                self._drop("grp = ?", [group], int(priority))
             seq = self._insert(topic, payload, qos, retain, priority, time.time(), grp=group)
             self._enforce_quota()
         self.changes += 1
@@ -211,13 +216,7 @@ class Outbox:
             seq, prio, grp = row
             # a media item is useless without all its chunks: drop the whole group together
             where, args = ("grp = ?", [grp]) if grp else ("seq = ?", [seq])
-            n, size = self.db.conn.execute(
-                f"SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM messages WHERE {where}", args).fetchone()
-            self.db.conn.execute(f"DELETE FROM messages WHERE {where}", args)
-            self.db.conn.execute(
-                "INSERT INTO drops (priority, messages, bytes) VALUES (?, ?, ?) ON CONFLICT(priority) DO UPDATE "
-                "SET messages = messages + excluded.messages, bytes = bytes + excluded.bytes", [prio, n, size])
-            self._bytes -= size
+            n, size = self._drop(where, args, prio)
             acc = dropped.setdefault(prio, [0, 0])
             acc[0] += n
             acc[1] += size
@@ -226,6 +225,18 @@ class Outbox:
                               dropped={PRIORITY_NAMES[p]: {"messages": v[0], "bytes": v[1]} for p, v in dropped.items()})
 
     # --- reading and acknowledging (uplink side) -----------------------------------------
+    def _drop(self, where: str, args: list[object], priority: int) -> tuple[int, int]:
+        """Inside the caller's transaction: delete the queued messages `where`, counted in `drops`."""
+        n, size = self.db.conn.execute(
+            f"SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM messages WHERE {where}", args).fetchone()
+        if n:
+            self.db.conn.execute(f"DELETE FROM messages WHERE {where}", args)
+            self.db.conn.execute(
+                "INSERT INTO drops (priority, messages, bytes) VALUES (?, ?, ?) ON CONFLICT(priority) DO UPDATE "
+                "SET messages = messages + excluded.messages, bytes = bytes + excluded.bytes", [priority, n, size])
+            self._bytes -= size
+        return int(n), int(size)
+
     def next_pending(self, exclude: Collection[int] = (), limit: int = 1) -> list[OutboxMessage]:
         """Oldest pending messages of the most urgent priority first, skipping `exclude` (in flight)."""
         marks = ",".join("?" * len(exclude))
