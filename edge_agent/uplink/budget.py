@@ -49,6 +49,7 @@ class UploadBudget:
     clock: Callable[[], float] = time.monotonic
     reserve: dict[Priority, float] = field(default_factory=lambda: dict(DEFAULT_RESERVE))
     history_s: float = 10.0
+    limit: float = 0.0  # the configured bytes/s the refill `rate` keeps under (0: the rate itself)
     tokens: float = field(init=False)
     spent: dict[int, int] = field(init=False)
     _last: float = field(init=False)
@@ -81,7 +82,12 @@ class UploadBudget:
             rate = (limit * window_s / framing - burst) / window_s
             if rate <= 0:  # one packet is more than a window's budget: keep the average, the window cannot hold
                 rate = limit / framing
-        return cls(rate=rate, burst=burst, clock=clock)
+        return cls(rate=rate, burst=burst, clock=clock, limit=limit)
+
+    @property
+    def limit_bps(self) -> float:
+        """The configured budget in bits/s (what telemetry and logs report; the refill runs a little below)."""
+        return (self.limit or self.rate) * 8.0
 
     def _refill(self) -> float:
         now = self.clock()

@@ -134,7 +134,7 @@ class Uplink(StatusReporting):
                 "sent": dict(self.sent),
                 "refused": dict(stats["refused"]),
                 "refused_messages": self.outbox.refused(5) if stats["refused_total"] else [],
-                "budget_bps": self.budget.rate * 8,
+                "budget_bps": self.budget.limit_bps,
                 "budget_used_bps": self.budget.recent_bps(),
                 "outbox": stats,
                 **self.counts,
@@ -142,7 +142,8 @@ class Uplink(StatusReporting):
 
     # --- the thread ----------------------------------------------------------------------
     def _run(self) -> None:
-        self._log.info("uplink_start", window=self.window, budget_bps=self.budget.rate * 8)
+        self._log.info("uplink_start", window=self.window, budget_bps=self.budget.limit_bps,
+                       refill_bps=round(self.budget.rate * 8))
         while not self._stop.is_set():
             try:
                 self._round()

@@ -133,7 +133,7 @@ class StatusReporting:
         cpu_pct = 100.0 * (cpu - self._cpu_mark[0]) / max(1e-6, wall - self._cpu_mark[1])
         self._cpu_mark = (cpu, wall)
         payload = telemetry_payload(self.device_id, cameras, stats, cpu_percent=cpu_pct,
-                                    budget_bps=self.budget.rate * 8, temperature_c=temperature(),
+                                    budget_bps=self.budget.limit_bps, temperature_c=temperature(),
                                     inference_ms=self._inference_ms(),
                                     extras=self.telemetry_extras() if self.telemetry_extras else None)
         topic = bk_contract.topic(self.device_id, "telemetry")
