@@ -155,3 +155,48 @@ def test_recording_survives_a_stream_that_starts_again(tmp_path):
     segs = rec.segments()
     assert rec.errors == 0 and len(segs) == 2
     assert all(s.bytes > 0 for s in segs) and segs[1].start >= segs[0].end
+
+
+def test_live_follows_what_the_budget_leaves_it():
+    """With clips taking most of the budget the session re-encodes at its share (new init, keyframe); back up after."""
+    from types import SimpleNamespace
+
+    from support.waiting import wait_until
+
+    from edge_agent.live.manager import ADAPT_EVERY_S, MIN_BPS, LiveManager
+    from edge_agent.outbox.priority import Priority
+    from edge_agent.uplink.budget import UploadBudget
+
+    now = [1000.0]
+    clock = lambda: now[0]  # noqa: E731 - the manager's and the budget's clock, moved by hand
+    budget = UploadBudget.for_cameras(500, 1, max_packet=33_000, clock=clock)
+    pieces: list[tuple[bytes, bool]] = []
+
+    class Box:
+        def add_message(self, topic, payload, **kw):  # noqa: ANN001, ANN202 - the outbox's signature
+            pieces.append((payload, kw.get("supersede", False)))
+
+    live = LiveManager("64050200001180000001", Box(), LiveProfile(bitrate_bps=400_000), clock=clock,
+                       uplink=lambda: SimpleNamespace(budget=budget))
+    assert live.target_bps() == 400_000  # nothing else spends: the profile's rate
+    for _ in range(8):  # a clip upload: 8 s of 50 kB at clip priority in the budget's history
+        budget._spend(now[0], 50_000, Priority.CLIP)
+    squeezed = live.target_bps()
+    assert squeezed is not None and MIN_BPS <= squeezed < 300_000
+    live.start("cam1")
+    session = live._sessions["cam1"]
+    try:
+        for i, (frame, t) in enumerate(_frames(30)):
+            if i == 10:
+                now[0] += ADAPT_EVERY_S  # the session is due to compare its rate before its next frame
+            live.offer("cam1", frame, t)
+            assert wait_until(lambda: session._frame is None, 5)  # taken by the session's thread, one by one
+
+        def inits() -> list[int]:
+            return [i for i, (p, _) in enumerate(pieces) if fmp4.is_init(p)]
+        assert wait_until(lambda: len(inits()) == 2, 5), len(inits())
+        assert session.encoder is not None and session.encoder.profile.bitrate_bps == squeezed
+        assert all(pieces[i][1] for i in inits())  # each encoder's init supersedes what is still queued
+        assert live.status()["cam1"]["frames"] >= 10
+    finally:
+        live.close()

@@ -161,7 +161,7 @@ class Agent:
             self.uplink = factory(cfg.uplink, device_id=cfg.device.id, outbox=self.outbox,
                                   n_cameras=len(self.cameras), status=self.health, version=__version__,
                                   inference_ms=lambda: self.inference_ms)
-            self.live = LiveManager(cfg.device.id, self.outbox, live_profile(cfg))
+            self.live = LiveManager(cfg.device.id, self.outbox, live_profile(cfg), uplink=lambda: self.uplink)
             for cp in self.cameras.values():
                 cp.worker.live_offer = self.live.offer
                 cp.worker.recorder = recorder_for(cfg, cp.worker.cam.id)
