@@ -171,6 +171,7 @@ async def test_two_receivers_one_killed_in_a_flood(tmp_path):
     assert len(robots.received) == PUSHED and len(set(cams)) == PUSHED  # each of CP's alerts once
     assert held_by_a and takers == [("bk-rx-b",)]
     [restarted] = rx["a"].log_events("subscriber stopped")  # only the restarted A stopped cleanly
-    # it handled what the broker had kept for A's session: new alerts, or (A stored its last batch but was killed
-    # before acknowledging it) repeats of what it had stored
-    assert restarted["counts"]["stored"] + restarted["counts"]["duplicate"] > 0, restarted["counts"]
+    # what the broker kept for A's session (if anything: where the kill fell decides, and the broker may hand a
+    # shared subscription's queue to the member still connected) was handled without a refusal; every alert
+    # stored once is asserted above
+    assert restarted["counts"]["rejected"] == 0, restarted["counts"]
