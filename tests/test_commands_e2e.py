@@ -39,7 +39,8 @@ async def test_status_and_snapshot_commands_reach_the_box_and_come_back(tmp_path
             canteen = CommandApi(client, auth.create_token(storage.sql, "canteen", "C1", "c1-manager"), DEV)
             with Running(cfg, detector=PersonEverywhere(), tuning=PipelineTuning(housekeeping_s=0.2)) as run:
                 status, sent = await admin.send({"name": "status"})
-                assert status == 200 and sent["state"] == "pending" and sent["issuer"] == "ops"
+                # the answer shows the command's state when it was published: the box may have answered already
+                assert status == 200 and sent["state"] in ("pending", "ok") and sent["issuer"] == "ops"
                 done = await admin.answer(sent["id"])
                 assert done["state"] == "ok" and done["data"]["cameras"] == 1, done
 
