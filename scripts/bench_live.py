@@ -48,7 +48,6 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -57,9 +56,10 @@ for _p in (ROOT, ROOT / "scripts", ROOT / "tests"):
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 
+import bench_live_parts as parts  # noqa: E402
 from bench_common import ReceiverProcess, cpu_seconds, fmt, percentile, print_table, provision, say  # noqa: E402
-from bench_live_parts import WINDOW_S, CountingProxy, Viewer, mbps, window_sums  # noqa: E402
 from bench_machine import cpu_line  # noqa: E402
+from support.receiver_harness import make_tls_files  # noqa: E402
 
 LIMIT_MBPS = 0.5
 CLIP = "carphone_pristine.mp4"
@@ -195,71 +195,6 @@ def wait_quiet(agent: AgentProcess, timeout: float) -> bool:
     return False
 
 
-NAMES = {0: "alert", 1: "snapshot", 2: "clip", 3: "live", 4: "telemetry"}
-
-
-def phase_stats(ticks: list[dict[str, Any]], start: float, end: float) -> dict[str, Any]:
-    """From the box's once-a-second reports within [start, end]: kbit/s by budget class, the live
-    encoder's output, the largest live backlog in the outbox."""
-    inside = [t for t in ticks if start <= t["tick"] <= end]
-    if len(inside) < 2:
-        return {"kbps_by_class": {}, "encoded_kbps": 0.0, "live_depth_max": 0}
-    a, b = inside[0], inside[-1]
-    secs = b["tick"] - a["tick"]
-    by_class = {NAMES[int(k)]: (b["spent"][k] - a["spent"].get(k, 0)) * 8 / secs / 1000 for k in b["spent"]}
-    encoded = max(0, b["encoded_bytes"] - a["encoded_bytes"]) * 8 / secs / 1000
-    return {"kbps_by_class": by_class, "encoded_kbps": encoded,
-            "live_depth_max": max(t["depth"].get("live", 0) for t in inside)}
-
-
-def alert_latencies(db: Path, made: dict[str, float], since: float, until: float) -> tuple[list[float], int]:
-    """Seconds from the box making each alert (started in [since, until), wall) to its row's received_at;
-    and how many of them never arrived."""
-    import sqlite3
-    ids = [a for a, t in made.items() if since <= t < until]
-    if not ids:
-        return [], 0
-    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as lite:
-        rows = dict(lite.execute(f"SELECT id, received_at FROM alerts WHERE id IN ({','.join('?' * len(ids))})",
-                                 ids).fetchall())
-    out = [datetime.fromisoformat(rows[a]).timestamp() - made[a] for a in ids if a in rows]
-    return out, len(ids) - len(out)
-
-
-def wait_alerts_in(db: Path, made: dict[str, float], since: float, until: float, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and alert_latencies(db, made, since, until)[1]:
-        time.sleep(0.5)
-
-
-def ffmpeg_cpu(clip: Path, seconds: float, *, transcode: bool, bitrate: int, fps: float) -> float:
-    """CPU seconds per wall second of ffmpeg reading `clip` at its pace (-re, looped) for `seconds`:
-    decoding only, or the live transcode (640x360, `fps`, libx264 as edge_agent/live/encoder.py sets it)."""
-    cmd = ["ffmpeg", "-v", "error", "-nostdin", "-re", "-stream_loop", "-1", "-i", str(clip), "-t", str(seconds), "-an"]
-    if transcode:
-        gop = str(round(fps))
-        cmd += ["-vf", f"fps={fps:g},scale=640:360:flags=bilinear", "-c:v", "libx264", "-preset", "ultrafast",
-                "-tune", "zerolatency", "-bf", "0", "-g", gop, "-keyint_min", gop, "-sc_threshold", "0",
-                "-b:v", str(bitrate), "-maxrate", str(bitrate), "-bufsize", str(bitrate), "-pix_fmt", "yuv420p",
-                "-f", "mp4", "-movflags", "frag_keyframe+empty_moov+default_base_moof+frag_every_frame", "-y", "/dev/null"]
-    else:
-        cmd += ["-f", "null", "-"]
-    t0 = time.monotonic()
-    proc = subprocess.Popen(cmd)
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    wall = time.monotonic() - t0
-    if proc.returncode != 0:
-        raise RuntimeError(f"ffmpeg failed ({proc.returncode}): {' '.join(cmd)}")
-    return (usage.ru_utime + usage.ru_stime) / wall
-
-
-def make_tls(d: Path) -> Path:
-    """A throw-away CA and a server certificate for 127.0.0.1 (openssl)."""
-    from support.receiver_harness import make_tls_files
-    return make_tls_files(d)
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from support.footage import clip_1080p
 
@@ -269,10 +204,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     work = Path(tempfile.mkdtemp(prefix="bk-bench-live-"))
     clip = clip_1080p(CLIP)
-    tls = make_tls(work / "tls")
+    tls = make_tls_files(work / "tls")
     result: dict[str, Any] = {"cpu": cpu_line(), "clip": str(clip)}
     with running_broker(work / "broker", dynsec=True, tls_dir=tls) as broker, \
-            CountingProxy((broker.host, broker.tls_port)) as proxy:
+            parts.CountingProxy((broker.host, broker.tls_port)) as proxy:
         world = provision(broker, work / "receiver.db", 1)
         device, password = next(iter(world.devices.items()))
         rcfg = work / "receiver.yaml"
@@ -308,12 +243,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             # frame waits for the clip (reported separately: the viewer's reconnects)
             quiet = wait_quiet(agent, args.alert_every_s + 120)
             say(f"live on for {args.live_s:g} s")
-            viewer = Viewer(receiver.api_url, world.token, device, "cam1").start()
+            viewer = parts.Viewer(receiver.api_url, world.token, device, "cam1").start()
             deadline = time.monotonic() + 60
             while viewer.first_frame is None and time.monotonic() < deadline:
                 time.sleep(0.01)
             ttff = (viewer.first_frame - viewer.opened) if viewer.first_frame else None
-            second = Viewer(receiver.api_url, world.token, device, "cam1").start()
+            second = parts.Viewer(receiver.api_url, world.token, device, "cam1").start()
             while second.first_frame is None and time.monotonic() < deadline + 10:
                 time.sleep(0.01)
             ttff2 = (second.first_frame - second.opened) if second.first_frame else None
@@ -323,31 +258,31 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             time.sleep(args.live_s)
             on_end = (time.monotonic(), time.time(), agent.cpu())
             viewer.close()
-            wait_alerts_in(world.db, agent.alerts, off[1], on_end[1], 60)
+            parts.wait_alerts_in(world.db, agent.alerts, off[1], on_end[1], 60)
             t_end = time.monotonic()
         finally:
             agent.stop()
             receiver.stop()
         live_per_s = proxy.seconds(on[0], on_end[0])
         all_per_s = proxy.seconds(t_start, t_end)
-        windows_live = window_sums(live_per_s)
-        windows_all = window_sums(all_per_s)
-        lat_off, lost_off = alert_latencies(world.db, agent.alerts, off[1], off_end[1])
-        lat_on, lost_on = alert_latencies(world.db, agent.alerts, off_end[1], on_end[1])
+        windows_live = parts.window_sums(live_per_s)
+        windows_all = parts.window_sums(all_per_s)
+        lat_off, lost_off = parts.alert_latencies(world.db, agent.alerts, off[1], off_end[1])
+        lat_on, lost_on = parts.alert_latencies(world.db, agent.alerts, off_end[1], on_end[1])
         cpu_off = (off_end[2] - off[2]) / (off_end[0] - off[0])
         cpu_on = (on_end[2] - on[2]) / (on_end[0] - on[0])
         result.update({
             "work": str(work), "viewer_errors": viewer.errors, "viewer_connects": viewer.connects,
             "viewer_bytes": viewer.bytes, "quiet_at_open": quiet,
-            "phase_on": phase_stats(agent.ticks, on[0], on_end[0]), "phase_off": phase_stats(agent.ticks, off[0], off_end[0]),
+            "phase_on": parts.phase_stats(agent.ticks, on[0], on_end[0]), "phase_off": parts.phase_stats(agent.ticks, off[0], off_end[0]),
             "ttff_s": ttff, "ttff_second_s": ttff2,
-            "live_mean_mbps": mbps(sum(live_per_s), len(live_per_s)),
-            "off_mean_mbps": mbps(sum(proxy.seconds(off[0], off_end[0])), off_end[0] - off[0]),
-            "max_window_live_mbps": mbps(max(windows_live), WINDOW_S) if windows_live else None,
-            "max_window_all_mbps": mbps(max(windows_all), WINDOW_S) if windows_all else None,
+            "live_mean_mbps": parts.mbps(sum(live_per_s), len(live_per_s)),
+            "off_mean_mbps": parts.mbps(sum(proxy.seconds(off[0], off_end[0])), off_end[0] - off[0]),
+            "max_window_live_mbps": parts.mbps(max(windows_live), parts.WINDOW_S) if windows_live else None,
+            "max_window_all_mbps": parts.mbps(max(windows_all), parts.WINDOW_S) if windows_all else None,
             "windows_live": len(windows_live),
-            "minutes_live": [mbps(sum(live_per_s[i:i + WINDOW_S]), WINDOW_S)
-                             for i in range(0, len(live_per_s) - WINDOW_S + 1, WINDOW_S)],
+            "minutes_live": [parts.mbps(sum(live_per_s[i:i + parts.WINDOW_S]), parts.WINDOW_S)
+                             for i in range(0, len(live_per_s) - parts.WINDOW_S + 1, parts.WINDOW_S)],
             "lat_off": lat_off, "lat_on": lat_on, "lost_off": lost_off, "lost_on": lost_on,
             "cpu_off": cpu_off, "cpu_on": cpu_on, "proxy_connections": proxy.connections,
             "agent_final": agent.final, "socket_up_total": sum(proxy.up.values()), "live_depth_at_alerts": [d.get("live", 0) for d in agent.depth_at_alert],
@@ -359,8 +294,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     profile = LiveProfile(bitrate_bps=max(64_000, min(400_000, int(budget * 1000 * 0.8))))
     say(f"ffmpeg: decode only, then the live transcode, {args.ffmpeg_s:g} s each")
     video_bps = video_bitrate(profile.bitrate_bps, profile.fps, profile.gop_s)  # the H.264 rate our encoder uses
-    result["ffmpeg_decode"] = ffmpeg_cpu(clip, args.ffmpeg_s, transcode=False, bitrate=video_bps, fps=profile.fps)
-    result["ffmpeg_transcode"] = ffmpeg_cpu(clip, args.ffmpeg_s, transcode=True, bitrate=video_bps, fps=profile.fps)
+    result["ffmpeg_decode"] = parts.ffmpeg_cpu(clip, args.ffmpeg_s, transcode=False, bitrate=video_bps, fps=profile.fps)
+    result["ffmpeg_transcode"] = parts.ffmpeg_cpu(clip, args.ffmpeg_s, transcode=True, bitrate=video_bps, fps=profile.fps)
     result["profile"] = profile
     result["budget_kbps"] = budget
     return result
@@ -380,9 +315,9 @@ def report(r: dict[str, Any], args: argparse.Namespace) -> None:
           f"{args.alert_every_s:g} s, clip {args.clip_s:g} s of 1080p each")
     print(f"\nupstream on the box's socket (MQTT + TLS framing), limit {LIMIT_MBPS} Mbit/s per camera:")
     print_table(["", "Mbit/s", "vs limit"], [
-        [f"max over every {WINDOW_S} s window, live on ({r['windows_live']} windows)", f"{r['max_window_live_mbps']:.3f}",
+        [f"max over every {parts.WINDOW_S} s window, live on ({r['windows_live']} windows)", f"{r['max_window_live_mbps']:.3f}",
          f"{r['max_window_live_mbps'] / LIMIT_MBPS:.2f}x" if r["max_window_live_mbps"] else "-"],
-        [f"max over every {WINDOW_S} s window, whole run", f"{r['max_window_all_mbps']:.3f}",
+        [f"max over every {parts.WINDOW_S} s window, whole run", f"{r['max_window_all_mbps']:.3f}",
          f"{r['max_window_all_mbps'] / LIMIT_MBPS:.2f}x" if r["max_window_all_mbps"] else "-"],
         ["mean, live on", f"{r['live_mean_mbps']:.3f}", ""],
         ["mean, live off (alerts only)", f"{r['off_mean_mbps']:.3f}", ""],
@@ -448,8 +383,8 @@ def main() -> int:
     args = ap.parse_args()
     if args.agent_child:
         return agent_child(args.agent_child, args.alert_every_s, args.alert_on_s)
-    if args.live_s < WINDOW_S:
-        ap.error(f"--live-s must be at least {WINDOW_S} (one window)")
+    if args.live_s < parts.WINDOW_S:
+        ap.error(f"--live-s must be at least {parts.WINDOW_S} (one window)")
     r = run(args)
     report(r, args)
     over = r["max_window_all_mbps"] is not None and r["max_window_all_mbps"] > LIMIT_MBPS

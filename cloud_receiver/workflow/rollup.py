@@ -104,10 +104,13 @@ def month_range(month: str, tz_hours: int) -> tuple[str, str]:
 
 def _count_into(db: Db, conn: sa.Connection, tz_hours: int, where: list[sa.ColumnElement[bool]]) -> None:
     """Insert the counts of the alerts matching `where` into the three tables (their rows must be gone)."""
-    a = alerts.c
     _count_day_tables(db, conn, tz_hours, where)
+    _count_month_table(db, conn, tz_hours, where)
+
+
+def _count_month_table(db: Db, conn: sa.Connection, tz_hours: int, where: list[sa.ColumnElement[bool]]) -> None:
     month = sa.func.substr(local_day(db, tz_hours), 1, 7).label("month")
-    canteen = sa.func.coalesce(a.canteen_id, "").label("canteen_id")
+    canteen = sa.func.coalesce(alerts.c.canteen_id, "").label("canteen_id")
     by_month = sa.select(month, canteen, sa.func.count().label("n")).where(*where).group_by(month, canteen)
     conn.execute(alert_counts_month.insert().from_select(["month", "canteen_id", "n"], by_month))
 
@@ -125,10 +128,7 @@ def _recount(db: Db, conn: sa.Connection, tz_hours: int, days: Iterable[str]) ->
     for month in sorted({d[:7] for d in days}):
         start, end = month_range(month, tz_hours)
         conn.execute(alert_counts_month.delete().where(alert_counts_month.c.month == month))
-        canteen = sa.func.coalesce(a.canteen_id, "").label("canteen_id")
-        q = (sa.select(sa.literal(month).label("month"), canteen, sa.func.count().label("n"))
-             .where(a.started_at >= start, a.started_at < end).group_by(canteen))
-        conn.execute(alert_counts_month.insert().from_select(["month", "canteen_id", "n"], q))
+        _count_month_table(db, conn, tz_hours, [a.started_at >= start, a.started_at < end])
 
 
 def _count_day_tables(db: Db, conn: sa.Connection, tz_hours: int, where: list[sa.ColumnElement[bool]]) -> None:
