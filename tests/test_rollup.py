@@ -29,7 +29,9 @@ def _expected(rows: list[dict], p: Principal, region: str, since: datetime, unti
     return {"by_type": dict(sorted(Counter(r["type"] for r in seen).items())),
             "by_canteen": dict(sorted(Counter(r["canteen_id"] or "" for r in seen).items())),
             "by_day": dict(sorted(Counter(day).items())), "status": Counter(r["status"] for r in seen),
-            "hour": Counter((when(r["started_at"]) + timedelta(hours=tz)).hour for r in seen)}
+            "hour": Counter((when(r["started_at"]) + timedelta(hours=tz)).hour for r in seen),
+            "weekday_hour": Counter((((when(r["started_at"]) + timedelta(hours=tz)).weekday() + 1) % 7,
+                                     (when(r["started_at"]) + timedelta(hours=tz)).hour) for r in seen)}
 
 
 def _visible(p: Principal, region: str, canteen: str | None) -> bool:
@@ -42,10 +44,14 @@ def _check(w, rng: random.Random, tz: int = 8) -> int:
     rows = w.storage.sql.rows("SELECT type, canteen_id, started_at, status FROM alerts")
     db = w.storage.sql
     checked = 0
+    periods = []
     for _ in range(5):
         start = NOW - timedelta(days=rng.randint(0, 80), hours=rng.choice([0, 0, 5]), minutes=rng.choice([0, 17]))
         since = start.replace(hour=16, minute=0) if rng.random() < 0.5 else start  # 16:00Z = local midnight (UTC+8)
-        until = since + timedelta(days=rng.randint(0, 70), hours=rng.choice([0, 3]))
+        periods.append((since, since + timedelta(days=rng.randint(0, 70), hours=rng.choice([0, 3]))))
+    # whole local months (April to June at UTC+tz) and a part of July: the month tier and the day tables
+    periods.append((datetime(2024, 4, 1, tzinfo=UTC) - timedelta(hours=tz), NOW))
+    for since, until in periods:
         for p in PRINCIPALS:
             s = counts.stats(db, p, since, until, tz)
             want = _expected(rows, p, "", since, until, tz)
@@ -56,9 +62,13 @@ def _check(w, rng: random.Random, tz: int = 8) -> int:
                 pl = counts.plan(db, conn, p, region, since, until, tz)
                 status = counts.count(db, conn, pl, "day", ("status",))
                 hour = counts.count(db, conn, pl, "hour", ("hour",))
+                weekday_hour = counts.count(db, conn, pl, "hour", ("weekday", "hour"))
+                daily = counts.count(db, conn, pl, "daily", ("day",))
             want = _expected(rows, p, region, since, until, tz)
             assert {k[0]: n for k, n in status.items() if n} == dict(want["status"])
             assert {k[0]: n for k, n in hour.items() if n} == dict(want["hour"])
+            assert {k: n for k, n in weekday_hour.items() if n} == dict(want["weekday_hour"])
+            assert {k[0]: n for k, n in daily.items() if n} == want["by_day"]
             checked += 1
     return checked
 
@@ -90,9 +100,14 @@ async def test_rollup_counts_equal_live_counts_through_changes(tmp_path, db_engi
         assert _check(w, rng) > 0  # nothing rolled up yet for these: all live
         done = rollup.refresh(db, 8, NOW)
         assert done["full"] or done["days"] > 50  # after the app's start-up refresh of the empty table: days recounted
-        assert sum(r["n"] for r in db.rows("SELECT n FROM alert_counts_day")) == 400
+        for table in ("alert_counts_day", "alert_counts_hour", "alert_counts_daily", "alert_counts_month",
+                      "alert_counts_month_type", "alert_counts_month_hour"):
+            assert sum(r["n"] for r in db.rows(f"SELECT n FROM {table}")) == 400, table
         with db.read() as conn:
             assert counts.plan(db, conn, PRINCIPALS[0], "", NOW - timedelta(days=60), NOW, 8).dirty == frozenset()
+            pl = counts.plan(db, conn, PRINCIPALS[1], "", datetime(2024, 4, 9, 16, tzinfo=UTC), NOW, 8)
+            assert pl.months == ("2024-05", "2024-06")  # whole months: the month tables; the rest: the day tables
+            assert pl.month_days == (("2024-04-10", "2024-04-30"), ("2024-07-01", "2024-07-09"))  # July 10 is cut: live
         _check(w, rng)
 
         admin = Principal("admin", "", "admin")

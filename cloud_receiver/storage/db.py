@@ -179,6 +179,14 @@ def local_text(db: Db, column: sa.ColumnElement[Any], tz_hours: int, unit: str) 
     return sa.func.to_char(shifted, "YYYY-MM-DD" if unit == "day" else "HH24", type_=sa.Text())
 
 
+def local_weekday(db: Db, column: sa.ColumnElement[Any], tz_hours: int) -> sa.ColumnElement[int]:
+    """The local day of the week of a timestamp at UTC+tz_hours: 0 Sunday … 6 Saturday."""
+    if db.dialect == "sqlite":
+        return sa.cast(sa.func.strftime("%w", column, f"{int(tz_hours):+d} hours"), sa.Integer)
+    shifted = sa.func.timezone("UTC", column) + sa.literal(timedelta(hours=tz_hours), sa.Interval())
+    return sa.cast(sa.extract("dow", shifted), sa.Integer)
+
+
 def starts_with(column: sa.ColumnElement[str], prefix: str) -> sa.ColumnElement[bool]:
     """`column` begins with `prefix` (no LIKE pattern from data: a scope's `%` or `_` are not wildcards).
 

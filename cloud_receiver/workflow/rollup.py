@@ -1,8 +1,12 @@
 """Rollups of alert counts for /stats and the dashboard, kept by a periodic job on either engine.
 
-Three tables (storage/schema.py) hold counts of alerts by when they started, in local days at UTC+tz:
+Tables (storage/schema.py) hold counts of alerts by when they started, in local days at UTC+tz:
 - `alert_counts_day`: day, jurisdiction of the alert's canteen, type, workflow status;
-- `alert_counts_hour`: day, jurisdiction, hour of day (the weekday × hour heat map);
+- `alert_counts_hour`: day, jurisdiction, hour of day and the day's weekday (the weekday × hour heat map);
+- `alert_counts_daily`: day, jurisdiction (alerts a day);
+- the month tier, the first two summed over local months: `alert_counts_month_type` (month, jurisdiction,
+  type, status) and `alert_counts_month_hour` (month, jurisdiction, weekday, hour): a city's year is ~50,000
+  rows of the day table and a few thousand of these;
 - `alert_counts_month`: month, canteen (the "by school" counts).
 They are keyed by jurisdiction rather than canteen where they can be: a region's thousands of canteens
 have two or three alerts a day each, so a canteen × day table would be as long as the alerts; per
@@ -10,7 +14,8 @@ jurisdiction and day it is a few dozen rows.
 
 `refresh` brings them up to date from the export feed's change table (`alert_changes`, written in the
 same transaction as every new alert, revision and workflow action): the local days of the alerts changed
-since the last refresh are counted again from `alerts`, whole, and the months they lie in. On PostgreSQL
+since the last refresh are counted again from `alerts`, whole, and the months they lie in (the month tier
+from the day tables). On PostgreSQL
 it goes only as far as the feed is final (`export_feed.settle_point`), so a change that commits late is
 never passed over; receivers take turns through an advisory lock. The counts say which time zone and
 which canteen → jurisdiction map they were made with (`rollup_state`); when either differs, everything
@@ -29,12 +34,15 @@ from typing import Any
 import sqlalchemy as sa
 import structlog
 
-from cloud_receiver.storage.db import Db, iso, local_text
+from cloud_receiver.storage.db import Db, iso, local_text, local_weekday
 from cloud_receiver.storage.schema import (
     alert_changes,
+    alert_counts_daily,
     alert_counts_day,
     alert_counts_hour,
     alert_counts_month,
+    alert_counts_month_hour,
+    alert_counts_month_type,
     alerts,
     canteens,
     rollup_state,
@@ -46,6 +54,10 @@ log = structlog.get_logger(__name__)
 NAME = "alerts"  # the rollup_state row
 SETTLE_WAIT_S = 2.0  # longest wait for PostgreSQL writers open at the settle point; then the next round
 LOCK_KEY = 0x626B_726F  # advisory lock of the refresh on PostgreSQL ("bkro")
+DAY_TABLES = (alert_counts_day, alert_counts_hour, alert_counts_daily)
+MONTH_TIER = ((alert_counts_month_type, alert_counts_day, ("type", "status")),  # month table, its day table, keys
+              (alert_counts_month_hour, alert_counts_hour, ("weekday", "hour")))
+TABLES = (*DAY_TABLES, alert_counts_month, *(m for m, _, _ in MONTH_TIER))
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,10 +114,11 @@ def month_range(month: str, tz_hours: int) -> tuple[str, str]:
             iso(datetime.combine(after, datetime.min.time(), UTC) - shift) or "")
 
 
-def _count_into(db: Db, conn: sa.Connection, tz_hours: int, where: list[sa.ColumnElement[bool]]) -> None:
-    """Insert the counts of the alerts matching `where` into the three tables (their rows must be gone)."""
-    _count_day_tables(db, conn, tz_hours, where)
-    _count_month_table(db, conn, tz_hours, where)
+def _count_all(db: Db, conn: sa.Connection, tz_hours: int) -> None:
+    """Count every alert into every table (their rows must be gone)."""
+    _count_day_tables(db, conn, tz_hours, [], None)
+    _count_month_table(db, conn, tz_hours, [])
+    _count_month_tier(conn, None)
 
 
 def _count_month_table(db: Db, conn: sa.Connection, tz_hours: int, where: list[sa.ColumnElement[bool]]) -> None:
@@ -115,23 +128,38 @@ def _count_month_table(db: Db, conn: sa.Connection, tz_hours: int, where: list[s
     conn.execute(alert_counts_month.insert().from_select(["month", "canteen_id", "n"], by_month))
 
 
+def _count_month_tier(conn: sa.Connection, month: str | None) -> None:
+    """Sum the day tables into the month tier, for one local month (YYYY-MM) or all; its rows must be gone."""
+    for table, source, keys in MONTH_TIER:
+        s = source.c
+        month_of = sa.func.substr(s.day, 1, 7).label("month")
+        cols = [s.jurisdiction, month_of, *(s[k] for k in keys)]
+        q = sa.select(*cols, sa.func.sum(s.n)).group_by(*cols)
+        if month is not None:
+            q = q.where(s.day >= f"{month}-01", s.day <= f"{month}-31")
+        conn.execute(table.insert().from_select(["jurisdiction", "month", *keys, "n"], q))
+
+
 def _recount(db: Db, conn: sa.Connection, tz_hours: int, days: Iterable[str]) -> None:
-    """Count the given local days again (day and hour tables) and the months they lie in (month table)."""
+    """Count the given local days again (day tables) and the months they lie in (month tables)."""
     a = alerts.c
     days = sorted(set(days))
     for day in days:
         start, end = day_range(day, tz_hours)
-        for table in (alert_counts_day, alert_counts_hour):
+        for table in DAY_TABLES:
             conn.execute(table.delete().where(table.c.day == day))
-        where = [a.started_at >= start, a.started_at < end]
-        _count_day_tables(db, conn, tz_hours, where)
+        _count_day_tables(db, conn, tz_hours, [a.started_at >= start, a.started_at < end], day)
     for month in sorted({d[:7] for d in days}):
         start, end = month_range(month, tz_hours)
-        conn.execute(alert_counts_month.delete().where(alert_counts_month.c.month == month))
+        for table in (alert_counts_month, *(m for m, _, _ in MONTH_TIER)):
+            conn.execute(table.delete().where(table.c.month == month))
         _count_month_table(db, conn, tz_hours, [a.started_at >= start, a.started_at < end])
+        _count_month_tier(conn, month)
 
 
-def _count_day_tables(db: Db, conn: sa.Connection, tz_hours: int, where: list[sa.ColumnElement[bool]]) -> None:
+def _count_day_tables(db: Db, conn: sa.Connection, tz_hours: int, where: list[sa.ColumnElement[bool]],
+                      day_of: str | None) -> None:
+    """Count the alerts matching `where`: those of local day `day_of`, or all of them (None)."""
     a = alerts.c
     source = alerts.outerjoin(canteens, canteens.c.id == a.canteen_id)
     day = local_day(db, tz_hours).label("day")
@@ -141,9 +169,14 @@ def _count_day_tables(db: Db, conn: sa.Connection, tz_hours: int, where: list[sa
         ["day", "jurisdiction", "type", "status", "n"],
         sa.select(day, jur, a.type, a.status, n).select_from(source).where(*where).group_by(day, jur, a.type, a.status)))
     hour = sa.cast(local_text(db, a.started_at, tz_hours, "hour"), sa.Integer).label("hour")
+    weekday = local_weekday(db, a.started_at, tz_hours).label("weekday")
     conn.execute(alert_counts_hour.insert().from_select(
-        ["day", "jurisdiction", "hour", "n"],
-        sa.select(day, jur, hour, n).select_from(source).where(*where).group_by(day, jur, hour)))
+        ["day", "jurisdiction", "hour", "weekday", "n"],
+        sa.select(day, jur, hour, weekday, n).select_from(source).where(*where).group_by(day, jur, hour, weekday)))
+    d = alert_counts_day.c  # alerts a day: the day table just counted, summed over type and status
+    by_day = sa.select(d.day, d.jurisdiction, sa.func.sum(d.n)).group_by(d.day, d.jurisdiction)
+    conn.execute(alert_counts_daily.insert().from_select(["day", "jurisdiction", "n"],
+                                                         by_day if day_of is None else by_day.where(d.day == day_of)))
 
 
 def _settled(db: Db, wait_s: float) -> int | None:
@@ -174,9 +207,12 @@ def refresh(db: Db, tz_hours: int, now: datetime | None = None, *, settle_wait_s
         if not full and state is not None and upto <= state.last_change:
             return {"days": 0, "full": False}
         if full:
-            for table in (alert_counts_day, alert_counts_hour, alert_counts_month):
+            for table in TABLES:
                 conn.execute(table.delete())
-            _count_into(db, conn, tz_hours, [])
+            _count_all(db, conn, tz_hours)
+            for table in TABLES:
+                # fresh statistics: planned as the empty tables they were, a city's year is sorted on disk
+                conn.execute(sa.text(f"ANALYZE {table.name}"))
             days = -1
         else:
             assert state is not None

@@ -119,6 +119,7 @@ class GbDeviceEmulator:
         self._pending: dict[str, asyncio.Future[SipMessage]] = {}
         self._tasks: set[asyncio.Task] = set()
         self._keepalive: asyncio.Task | None = None
+        self._keepalives_on = False
         self._streams: dict[str, asyncio.Task] = {}
         self._dialogs: dict[str, tuple[SipMessage, SipMessage]] = {}
         self._sn = 0
@@ -212,8 +213,12 @@ class GbDeviceEmulator:
         return resp.status or 0
 
     def start_keepalives(self) -> None:
+        # A flag as well as cancel(): on Python 3.11 asyncio.wait_for swallows a cancel that arrives
+        # in the same loop pass as the 200 OK it was waiting for, and the loop would go on forever.
+        self._keepalives_on = True
+
         async def loop() -> None:
-            while True:
+            while self._keepalives_on:
                 self._sn += 1
                 body = build_keepalive(self._sn, self.cfg.device_id)
                 with contextlib.suppress(asyncio.TimeoutError):
@@ -223,6 +228,7 @@ class GbDeviceEmulator:
         self._keepalive = asyncio.create_task(loop())
 
     def stop_keepalives(self) -> None:
+        self._keepalives_on = False
         if self._keepalive is not None:
             self._keepalive.cancel()
 
