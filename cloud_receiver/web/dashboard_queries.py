@@ -21,7 +21,7 @@ from cloud_receiver.admin.auth import Principal
 from cloud_receiver.storage.db import Db, iso
 from cloud_receiver.storage.schema import alerts, cameras, canteens, devices
 from cloud_receiver.workflow import counts, queries, rectify
-from cloud_receiver.workflow.counts import in_region
+from cloud_receiver.workflow.counts import seen_in_region
 
 REGION = re.compile(r"^[0-9]{2,12}$")
 COUNTY_DIGITS = 6  # 区县: the first six digits of a jurisdiction code (640502 沙坡头区)
@@ -97,7 +97,7 @@ def dashboard_data(db: Db, p: Principal, region: str, period: Period, *, now: da
                    default_hours: float | None) -> dict[str, Any]:
     """Everything the dashboard draws, for alerts that started within `period` in `region`."""
     a = alerts.c
-    where = (queries.visibility(p), in_region(region), a.started_at >= iso(period.start), a.started_at < iso(period.end))
+    where = (seen_in_region(p, region), a.started_at >= iso(period.start), a.started_at < iso(period.end))
     pending_value = rectify.WorkflowStatus.PENDING.value
     pending = a.status == pending_value
     overdue = overdue_condition(db, now, default_hours)
@@ -153,11 +153,11 @@ def _equipment(db: Db, p: Principal, region: str, conn: sa.Connection) -> dict[s
     """Boxes and cameras in the region now: a camera counts as online when it reports online and its box does."""
     d, cam = devices.c, cameras.c
     dev = db.one(sa.select(sa.func.count().label("total"), count_if(d.online != 0, "online"))
-                 .where(queries.visibility(p, d.canteen_id), in_region(region, d.canteen_id)), conn) or {}
+                 .where(seen_in_region(p, region, d.canteen_id)), conn) or {}
     cams = db.one(sa.select(sa.func.count().label("total"), count_if(sa.and_(cam.state == "online", d.online != 0),
                                                                      "online"))
                   .select_from(cameras.join(devices, devices.c.id == cam.device_id))
-                  .where(queries.visibility(p, d.canteen_id), in_region(region, d.canteen_id)), conn) or {}
+                  .where(seen_in_region(p, region, d.canteen_id)), conn) or {}
 
     def share(row: dict[str, Any]) -> dict[str, Any]:
         total, online = int(row.get("total", 0)), int(row.get("online", 0))
@@ -186,7 +186,7 @@ def alert_rows(db: Db, p: Principal, q: AlertQuery, *, now: datetime, default_ho
     """The alerts of `q`, newest first, with school and camera names and the effective status and deadline
     (Beijing time as naive datetimes, for a spreadsheet); TooMany when there are more than `limit`."""
     a = alerts.c
-    conds = [queries.visibility(p), in_region(q.region), a.started_at >= iso(q.period.start),
+    conds = [seen_in_region(p, q.region), a.started_at >= iso(q.period.start),
              a.started_at < iso(q.period.end)]
     if q.types:
         conds.append(a.type.in_(q.types))

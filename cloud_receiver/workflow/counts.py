@@ -157,6 +157,15 @@ def in_region(region: str, column: sa.ColumnElement[Any] = alerts.c.canteen_id) 
     return column.in_(sa.select(canteens.c.id).where(starts_with(canteens.c.jurisdiction, region)))
 
 
+def seen_in_region(p: Principal, region: str, column: sa.ColumnElement[Any] = alerts.c.canteen_id
+                   ) -> sa.ColumnElement[bool]:
+    """Rows `p` may see (`visibility`) whose canteen lies in `region`; one canteen lookup per row, not two,
+    where the region lies inside a regulator's scope."""
+    if region and (p.role == "admin" or (p.role == "regulator" and region.startswith(p.scope))):
+        return in_region(region, column)
+    return sa.and_(visibility(p, column), in_region(region, column))
+
+
 def _live_dim(db: Db, name: str, tz_hours: int) -> sa.ColumnElement[Any]:
     a = alerts.c
     if name == "day":
@@ -186,6 +195,13 @@ def _add(out: Counter[tuple[Any, ...]], conn: sa.Connection, q: sa.Executable) -
         out[tuple(key)] += int(n)
 
 
+def _add_union(out: Counter[tuple[Any, ...]], conn: sa.Connection, parts: list[sa.Select[Any]]) -> None:
+    """`_add` of the queries of `parts`, one per time range, in one statement: each range is an index range
+    (on `alerts`, an OR of ranges is a filter on PostgreSQL: a city's canteens' partial months 51 → 18 ms)."""
+    if parts:
+        _add(out, conn, parts[0] if len(parts) == 1 else sa.union_all(*parts))
+
+
 def count(db: Db, conn: sa.Connection, pl: Plan, table: Table, dims: tuple[str, ...]) -> Counter[tuple[Any, ...]]:
     """Alerts of the plan's period grouped by `dims` (columns of the rollup `table`), rollup and live parts added.
 
@@ -196,7 +212,7 @@ def count(db: Db, conn: sa.Connection, pl: Plan, table: Table, dims: tuple[str, 
         ranges = pl.live_months
         if pl.months:
             labelled = [t.c[d].label(d) for d in dims]
-            scope = sa.and_(visibility(pl.principal, t.c.canteen_id), in_region(pl.region, t.c.canteen_id))
+            scope = seen_in_region(pl.principal, pl.region, t.c.canteen_id)
             _add(out, conn, sa.select(*labelled, sa.func.sum(t.c.n)).where(t.c.month.in_(pl.months), scope)
                  .group_by(*labelled))
     else:
@@ -208,20 +224,18 @@ def count(db: Db, conn: sa.Connection, pl: Plan, table: Table, dims: tuple[str, 
                 spans = pl.month_days
             else:
                 spans = (pl.days,)
-            when = [sa.and_(t.c.day >= lo, t.c.day <= hi) for lo, hi in spans]
-            if when:
-                cond = sa.or_(*when)
-                if pl.skip_days:
-                    cond = sa.and_(cond, t.c.day.not_in(sorted(pl.skip_days)))
-                _add(out, conn, _rollup_query(pl, t, dims, cond))
+            skip = [t.c.day.not_in(sorted(pl.skip_days))] if pl.skip_days else []
+            when = [sa.and_(t.c.day >= lo, t.c.day <= hi, *skip) for lo, hi in spans]
+            if db.dialect == "postgresql" and when:  # a BitmapOr of the ranges: 8 ms, a UNION ALL 15-20 ms
+                _add(out, conn, _rollup_query(pl, t, dims, sa.or_(*when)))
+            else:  # SQLite reads an OR of day ranges as a skip-scan of every day: 11 ms, a UNION ALL 6 ms
+                _add_union(out, conn, [_rollup_query(pl, t, dims, w) for w in when])
     if ranges:
         a = alerts.c
         live = [_live_dim(db, d, pl.tz_hours).label(d) for d in dims]
-        # one branch per range: a range is an index condition on started_at, an OR of ranges is a filter
-        parts = [sa.select(*live, sa.func.count().label("n"))
-                 .where(visibility(pl.principal), in_region(pl.region, a.canteen_id), a.started_at >= s, a.started_at < e)
-                 .group_by(*live) for s, e in ranges]
-        _add(out, conn, parts[0] if len(parts) == 1 else sa.union_all(*parts))
+        _add_union(out, conn, [sa.select(*live, sa.func.count().label("n"))
+                               .where(seen_in_region(pl.principal, pl.region), a.started_at >= s, a.started_at < e)
+                               .group_by(*live) for s, e in ranges])
     return out
 
 
