@@ -49,8 +49,8 @@ def _check(w, rng: random.Random, tz: int = 8) -> int:
         start = NOW - timedelta(days=rng.randint(0, 80), hours=rng.choice([0, 0, 5]), minutes=rng.choice([0, 17]))
         since = start.replace(hour=16, minute=0) if rng.random() < 0.5 else start  # 16:00Z = local midnight (UTC+8)
         periods.append((since, since + timedelta(days=rng.randint(0, 70), hours=rng.choice([0, 3]))))
-    # whole local months (April to June at UTC+tz) and a part of July: the month tier and the day tables
-    periods.append((datetime(2024, 4, 1, tzinfo=UTC) - timedelta(hours=tz), NOW))
+    # most of April (its month count less its first 9 days), May and June whole (the month tier), part of July
+    periods.append((datetime(2024, 4, 10, tzinfo=UTC) - timedelta(hours=tz), NOW))
     for since, until in periods:
         for p in PRINCIPALS:
             s = counts.stats(db, p, since, until, tz)
@@ -108,6 +108,10 @@ async def test_rollup_counts_equal_live_counts_through_changes(tmp_path, db_engi
             pl = counts.plan(db, conn, PRINCIPALS[1], "", datetime(2024, 4, 9, 16, tzinfo=UTC), NOW, 8)
             assert pl.months == ("2024-05", "2024-06")  # whole months: the month tables; the rest: the day tables
             assert pl.month_days == (("2024-04-10", "2024-04-30"), ("2024-07-01", "2024-07-09"))  # July 10 is cut: live
+            # April is 21 of 30 days: the canteens' counts are April's less its first 9 days; July's 9 days are live
+            assert pl.months_less == ("2024-04",)
+            assert pl.less_months == (("2024-03-31T16:00:00.000Z", "2024-04-09T16:00:00.000Z"),)
+            assert pl.live_months == (("2024-06-30T16:00:00.000Z", "2024-07-10T03:00:00.000Z"),)
         _check(w, rng)
 
         admin = Principal("admin", "", "admin")
