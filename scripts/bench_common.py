@@ -27,7 +27,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -316,10 +316,18 @@ def scalar(db: Path | str, sql: str) -> Any:
         return one(sql, ())
 
 
-def wait_rows(db: Path | str, like: str, want: int, timeout: float, step: float = 0.01) -> tuple[float | None, int]:
-    """Poll a separate read connection until `want` alerts match `like`: (perf_counter then or None, count)."""
+def wait_rows(db: Path | str, like: str, want: int, timeout: float, step: float = 0.01,
+              last_ids: Sequence[str] = ()) -> tuple[float | None, int]:
+    """Poll a separate read connection until `want` alerts match `like`: (perf_counter then or None, count).
+
+    With `last_ids` (each device's last alert) it first waits until those are stored, by primary key: the count
+    scans the whole table (10 ms at 60,000 rows on PostgreSQL), and polled every `step` it took a third of a
+    core from the database server the receiver writes to. Then it counts, as before, until all are there."""
     with reader(db) as one:
         deadline = time.perf_counter() + timeout
+        probe = f"SELECT count(*) FROM alerts WHERE id IN ({', '.join('?' * len(last_ids))})"
+        while last_ids and int(one(probe, tuple(last_ids))) < len(last_ids) and time.perf_counter() < deadline:
+            time.sleep(step)
         while (got := int(one("SELECT count(*) FROM alerts WHERE id LIKE ?", (like,)))) < want \
                 and time.perf_counter() < deadline:
             time.sleep(step)

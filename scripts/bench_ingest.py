@@ -76,7 +76,7 @@ def ingest_round(world: bc.World, pubs: list[DevicePublisher], receivers: list[b
             if i < len(msgs):
                 p.publish(*msgs[i])
     t_queued = time.perf_counter()
-    t_done, got = bc.wait_rows(world.db, f"{tag}%", total, timeout)
+    t_done, got = bc.wait_rows(world.db, f"{tag}%", total, timeout, last_ids=[a[-1].id for a in work.values() if a])
     cpu1 = [bc.cpu_seconds(p) for p in pids]
     if t_done is None:
         raise bc.BenchError(f"only {got} of {total} alerts stored within {timeout} s:\n{receivers[0].log_tail()}")

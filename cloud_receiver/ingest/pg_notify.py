@@ -32,20 +32,16 @@ from psycopg.rows import dict_row
 
 from cloud_receiver.ingest.hub import AlertHub
 from cloud_receiver.storage.db import iso
-from cloud_receiver.storage.postgres import alert_channel
+from cloud_receiver.storage.postgres import IsoTimestampLoader, alert_channel
 
 log = structlog.get_logger(__name__)
 
 FETCH_MAX = 5000  # alert ids (or catch-up rows) read per query
 PUBLISH_SLICE = 100  # rows published before the loop gets a turn: the streams drain their queues in between
 APPLICATION_NAME = "bk-alert-listener"  # how the connection shows in pg_stat_activity
-
-
-class _IsoTimestamp(psycopg.types.datetime.TimestamptzLoader):
-    """timestamptz read as the ISO-8601 UTC text the ingest writer's rows carry, so the hub gets the same rows."""
-
-    def load(self, data: Any) -> str | None:
-        return iso(super().load(data))
+TIMESTAMPTZ_OID = 1184
+# a timestamp as the stores' ISO-8601 UTC text (cloud_receiver.storage.db.iso: milliseconds, truncated), by PostgreSQL
+ISO_TEXT = """to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')"""
 
 
 @dataclass
@@ -75,6 +71,7 @@ class AlertListener:
 
     def __post_init__(self) -> None:
         self.listening = asyncio.Event()  # set while LISTEN is in place
+        self._columns: sql.Composable = sql.SQL("*")  # what `_publish_ids` selects (`alert_columns`)
 
     async def run(self) -> None:
         """Listen until cancelled; a lost connection is logged and made again with back-off."""
@@ -102,10 +99,12 @@ class AlertListener:
                                                      application_name=APPLICATION_NAME)
         try:
             self.backend_pid = conn.info.backend_pid
-            conn.adapters.register_loader("timestamptz", _IsoTimestamp)
+            conn.adapters.register_loader("timestamptz", IsoTimestampLoader)
+            await conn.execute("SET TIME ZONE 'UTC'")  # timestamps as UTC text: the loader's fast path
             schema = (await (await conn.execute("SELECT current_schema() AS s")).fetchone() or {}).get("s")
             self.channel = alert_channel(schema or "public")
             await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
+            self._columns = await alert_columns(conn)
             since, self.counts["connections"] = self.alive_at, self.counts["connections"] + 1
             proven = await self._proof(conn)
             if since is not None:  # what was committed while no connection listened
@@ -152,7 +151,8 @@ class AlertListener:
         """Read the rows of `ids` (one query per FETCH_MAX) and publish them in the order they were notified."""
         for start in range(0, len(ids), FETCH_MAX):
             part = ids[start:start + FETCH_MAX]
-            cur = await conn.execute("SELECT * FROM alerts WHERE id = ANY(%s)", (part,))
+            cur = await conn.execute(sql.SQL("SELECT {} FROM alerts WHERE id = ANY(string_to_array(%s, ' '))")
+                                     .format(self._columns), (" ".join(part),))  # ids have no spaces (contract)
             rows = {r["id"]: r for r in await cur.fetchall()}
             await self._publish([rows[i] for i in part if i in rows])
 
@@ -181,6 +181,15 @@ class AlertListener:
         self.counts["published"] += published
         self.counts["repeats"] += len(rows) - published
         return published
+
+
+async def alert_columns(conn: psycopg.AsyncConnection[dict[str, Any]]) -> sql.Composable:
+    """The alerts table's columns, in order, its timestamps written as ISO text by PostgreSQL: the same row as
+    `SELECT *` through `IsoTimestampLoader`, without a Python loader per value (the listener reads every alert)."""
+    cur = await conn.execute("SELECT * FROM alerts LIMIT 0")
+    return sql.SQL(", ").join(
+        sql.SQL(ISO_TEXT + " AS {}").format(sql.Identifier(d.name), sql.Identifier(d.name))
+        if d.type_code == TIMESTAMPTZ_OID else sql.Identifier(d.name) for d in cur.description or [])
 
 
 def _as_datetime(value: Any) -> datetime:
