@@ -176,3 +176,13 @@ async def test_a_photo_that_is_not_a_jpeg_is_refused(world):
         r = await world.post("/alerts/B1/rectification", "c1", data=form)
         assert r.status == status, await r.text()
     assert world.storage.sql.rows("SELECT count(*) AS n FROM media WHERE device_id = 'api-upload'")[0]["n"] == 1
+
+
+async def test_a_nul_character_in_text_is_400_naming_the_field(world):
+    """PostgreSQL's text cannot hold a NUL (\\u0000) and SQLite's can: both refuse it alike with a 400 naming the
+    field, store nothing of that request, and go on taking good input."""
+    r = await world.post("/alerts/B1/deadline", "reg", json={"deadline": "2099-01-01T18:00:00+08:00", "note": "限\u0000期"})
+    assert "note" in await _problem(r, 400) and "NUL" in await _problem(r, 400)
+    assert not (await (await world.get("/alerts/B1", "reg")).json())["deadline"].startswith("2099")  # none of it kept
+    r = await world.post("/alerts/B1/deadline", "reg", json={"deadline": "2099-01-01T18:00:00+08:00", "note": "限期"})
+    assert r.status == 200, await r.text()

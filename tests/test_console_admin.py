@@ -21,7 +21,7 @@ from cloud_receiver.admin import accounts
 from cloud_receiver.appkeys import COMMAND_PUBLISHER
 from cloud_receiver.control import commands as control
 from cloud_receiver.control.publisher import PublishFailed
-from cloud_receiver.storage.schema import commands, devices, metadata, tokens, users, webhooks
+from cloud_receiver.storage.schema import canteens, commands, devices, metadata, tokens, users, webhooks
 from cloud_receiver.storage.sqlite import iso
 
 pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("cheap_hashes")]
@@ -352,3 +352,12 @@ async def test_commands_go_the_api_way_and_the_page_follows_them(tmp_path, db_en
         assert states == {"config_push": "failed", "status": "not_sent"}
     finally:
         await w.close()
+
+
+async def test_a_nul_character_in_a_form_is_a_400_page(admin):
+    """A NUL in a form's text (PostgreSQL's text cannot hold one) is a 400 page on both engines, nothing is stored,
+    and the same form without it then works."""
+    r = await post(admin, "/admin/canteens", {**POSTS["/admin/canteens"], "name": "九中\u0000食堂"})
+    assert r.status == 400 and "控制字符" in await r.text()
+    assert admin.storage.sql.scalar(sa.select(sa.func.count()).select_from(canteens).where(canteens.c.id == "K1")) == 0
+    assert (await post(admin, "/admin/canteens", POSTS["/admin/canteens"])).status == 303

@@ -127,3 +127,28 @@ def test_status_on_both_backends(ingestor):
     assert (dev["online"], dev["version"]) == (1, "2.0.0") and json.loads(dev["status_json"])["cameras"][0]["id"] == "cam1"
     assert ingestor.storage.count("cameras") == 1
     assert ingestor.storage.max_device_serial("64050200001180") == 301
+
+
+def test_nul_characters_are_refused_alike_on_both_backends(ingestor, store):
+    """A NUL (\\u0000) in any text (PostgreSQL's text cannot hold one, SQLite's can) is refused with the field that
+    holds it, on both engines, and the rest of the batch is stored: no batch fails and comes back forever."""
+    nul_detail = json.loads(make_alert(DEV, 1).model_dump_json())
+    nul_detail["detail"] = "persons=\u00009"
+    nul_key = json.loads(make_alert(DEV, 2).model_dump_json())
+    nul_key["x\u0000y"] = 1  # not in the contract: its refusal names the key, which holds the NUL
+    status = json.loads(Status(device_id=DEV, online=True, version="2.0.0", ts=datetime(2026, 3, 1, tzinfo=UTC),
+                               cameras=[{"id": "cam1", "state": "online", "name": "后厨\u0000"}]).model_dump_json())
+    _, chunks = split_media(b"x" * 100, "image/jpeg\x00", 4096)
+    batch = [(topic(DEV, "alert"), json.dumps(nul_detail).encode()),
+             (topic(DEV, "alert"), json.dumps(nul_key).encode()),
+             (topic(DEV, "status"), json.dumps(status).encode()),
+             (topic(DEV, "media", media_id="M", seq=0), chunks[0]),
+             (topic(DEV, "alert"), make_alert(DEV, 3, detail="a \\u0000 b").model_dump_json().encode())]  # text, no NUL
+    results = ingestor.handle_batch(batch)
+    assert [r.outcome for r in results] == ["rejected"] * 4 + ["stored"], results
+    assert "detail" in results[0].reason and "NUL" in results[0].reason
+    assert "NUL" in results[1].reason and "\x00" not in results[1].reason
+    assert "cameras.0.name" in results[2].reason
+    assert "content type" in results[3].reason
+    assert store.get_alert(make_alert(DEV, 3).id)["detail"] == "a \\u0000 b"
+    assert store.count("alerts") == 1 and store.count("rejects") == 4

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from cloud_receiver.admin.auth import AuthError
 from cloud_receiver.api.http import json_response
+from cloud_receiver.storage.db import TextHasNul
 from cloud_receiver.workflow import rectify
 from cloud_receiver.workflow.queries import Conflict, NotFound, QueryError
 
@@ -49,6 +50,7 @@ _TRANSLATE: tuple[tuple[type[BaseException], int, str], ...] = (
     (rectify.IllegalTransition, 409, "illegal_transition"),
     (rectify.InvalidInput, 400, "invalid_input"),
     (QueryError, 400, "bad_request"),
+    (TextHasNul, 400, "bad_request"),
     (AuthError, 400, "bad_request"),
     (NotFound, 404, "not_found"),
     (Conflict, 409, "conflict"),

@@ -51,10 +51,42 @@ class IngestResult:
 JSON_MAX_DEPTH = 32  # contract payloads nest 4 deep at most
 
 
+NUL_ESCAPE = b"\\u0000"  # how JSON writes a NUL character (a raw one is not JSON)
+
+
+def nul_at(payload: bytes) -> str | None:
+    """Where a JSON text holds a NUL character, as `a.0.b` (NULs written `\\u0000`); None for nowhere or not JSON.
+
+    PostgreSQL's text cannot hold a NUL and SQLite's can: refused on both, alike, before a store sees it."""
+    if NUL_ESCAPE not in payload:  # the common case: one substring search
+        return None
+    try:
+        data = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        return None  # not JSON: the parse below names that
+
+    def walk(value: Any, path: tuple[str, ...]) -> tuple[str, ...] | None:
+        if isinstance(value, str):
+            return path if "\x00" in value else None
+        items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+        for key, item in items:
+            if isinstance(key, str) and "\x00" in key:
+                return (*path, key)
+            found = walk(item, (*path, str(key)))
+            if found is not None:
+                return found
+        return None
+
+    found = walk(data, ())
+    return None if found is None else ".".join(found).replace("\x00", "\\u0000") or "(payload)"
+
+
 def parse_json_payload(kind: str, payload: bytes, max_bytes: int) -> BaseModel:
     """Size check, JSON parse and contract validation; raises Rejected naming the problem."""
     if len(payload) > max_bytes:
         raise Rejected(f"{kind} payload of {len(payload)} bytes exceeds the limit of {max_bytes}")
+    if (where := nul_at(payload)) is not None:
+        raise Rejected(f"schema: {where}: holds a NUL character (\\u0000), which no text may")
     try:  # fast path: pydantic parses the JSON itself (half the cost of json.loads + model_validate)
         return JSON_KINDS[kind].model_validate_json(payload)
     except ValidationError:
@@ -164,7 +196,7 @@ class Ingestor:
                 raise Rejected(f"unknown device {device_id}")
             return self._dispatch(position, topic, parsed, payload)
         except (Rejected, TopicError) as err:
-            reason = err.reason if isinstance(err, Rejected) else f"topic: {err}"
+            reason = (err.reason if isinstance(err, Rejected) else f"topic: {err}").replace("\x00", "\\u0000")
             self.storage.record_reject(device_id, topic, reason, utc_now())
             log.warning("message rejected", topic=topic, device_id=device_id, reason=reason, bytes=len(payload))
             return IngestResult("rejected", kind, device_id, reason)

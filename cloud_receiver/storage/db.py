@@ -14,6 +14,7 @@ The ingest hot path does not come through here: it writes with the engines' own 
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -70,12 +71,37 @@ def _rows(result: sa.CursorResult[Any]) -> list[dict[str, Any]]:
     return [dict(r) for r in result.mappings()]
 
 
+class TextHasNul(ValueError):
+    """A text value to be written holds a NUL character: PostgreSQL's text cannot keep one (SQLite's can, and
+    both engines must answer alike). `field` is the column or parameter it was bound to."""
+
+    def __init__(self, field: str) -> None:
+        super().__init__(f"{field}: holds a NUL character (\\u0000), which no text may")
+        self.field = field
+
+
+def _refuse_nul(_conn: Any, _cursor: Any, _statement: str, parameters: Any, context: Any, _many: bool) -> None:
+    """Before every statement: no bound text may hold a NUL (TextHasNul, naming its parameter)."""
+    named = getattr(context, "compiled_parameters", None) or []
+    for params in named:
+        for key, value in params.items():
+            if isinstance(value, str) and "\x00" in value:
+                raise TextHasNul(re.sub(r"_\d+$", "", key))
+    if not named:  # plain driver SQL: positional or named, one set or many
+        sets = parameters if isinstance(parameters, list) else [parameters]
+        for params in sets:
+            values = params.values() if isinstance(params, dict) else params if isinstance(params, tuple | list) else ()
+            if any(isinstance(v, str) and "\x00" in v for v in values):
+                raise TextHasNul("(parameter)")
+
+
 class Db:
     """One engine and the transactions the receiver's code runs on it (thread-safe: pooled connections)."""
 
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name  # "sqlite" or "postgresql"
+        event.listen(engine, "before_cursor_execute", _refuse_nul)
 
     @classmethod
     def sqlite(cls, path: Path | str, busy_timeout_ms: int = 5000) -> Db:

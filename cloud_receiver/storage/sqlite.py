@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import json
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
@@ -32,7 +33,7 @@ from cloud_receiver.storage.alert_rows import (
     alert_fields as _alert_fields,  # its old name, for storage_pg and the benchmark
 )
 from cloud_receiver.storage.alert_rows import iso as iso  # re-exported: timestamps are the store's format
-from cloud_receiver.storage.db import Db
+from cloud_receiver.storage.db import Db, TextHasNul
 from cloud_receiver.storage.migrate import migrate_sqlite
 from cloud_receiver.storage.push_outbox import Queuer
 
@@ -91,10 +92,16 @@ class Storage(Protocol):
 
 
 def translate_errors(*library_errors: type[Exception]) -> Callable[[type], type]:
-    """Class decorator: every public method lets the library's errors leave as StorageError."""
+    """Class decorator: every public method lets the library's errors leave as StorageError, and refuses a text
+    argument holding a NUL (TextHasNul naming the argument: PostgreSQL cannot store one, SQLite must agree)."""
     def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        names = list(inspect.signature(fn).parameters)
+
         @functools.wraps(fn)
         def method(*args: Any, **kwargs: Any) -> Any:
+            for name, value in (*zip(names, args, strict=False), *kwargs.items()):
+                if isinstance(value, str) and "\x00" in value:
+                    raise TextHasNul(name)
             try:
                 return fn(*args, **kwargs)
             except library_errors as err:

@@ -34,6 +34,7 @@ from aiohttp import web
 
 from cloud_receiver.admin.accounts import User
 from cloud_receiver.admin.auth import Principal
+from cloud_receiver.storage.db import TextHasNul
 from cloud_receiver.web.sessions import (
     COOKIE,
     SAFE_METHODS,
@@ -186,6 +187,8 @@ async def console_middleware(request: web.Request, handler: Handler) -> web.Stre
         return await handler(request)
     except PageError as err:
         return error_page(request, err)
+    except TextHasNul:
+        return error_page(request, PageError(400, "输入无效", "提交的文字中含有不可见的控制字符 (NUL), 请删除后重试。"))
     except web.HTTPMethodNotAllowed as err:
         return error_page(request, PageError(405, "请求无效", "此页面不接受这种请求。",
                                              {"Allow": err.headers.get("Allow", "")}))
