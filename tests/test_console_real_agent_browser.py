@@ -12,7 +12,7 @@ from datetime import datetime
 
 import pytest
 import sqlalchemy as sa
-from support.agent_harness import DEVICE, Running, agent_config
+from support.agent_harness import DEVICE, Running, agent_config, uplink_to
 from support.browser import chromium_browser, log_in, open_page, screenshot, seed_two_canteens, serve_app
 from support.footage import clip_1080p
 from support.receiver_harness import receiver_config
@@ -61,9 +61,7 @@ def test_real_agent_alert_reaches_the_open_list_live_and_plays(tmp_path):
                                            "collect": {"enabled": True, "consent": "测试: 合成场景, 无真人"}}],
                                collect={"dir": str(tmp_path / "collect")},
                                detector={"workers": 1, "variant_runs": 1},
-                               uplink={"enabled": True, "budget_kbps_per_camera": 20000,
-                                       "broker": {"host": broker.host, "port": broker.port,
-                                                  "password_env": "BK_TEST_DEVICE_PASSWORD"}})
+                               uplink=uplink_to(broker))
             with Running(cfg, tuning=PipelineTuning(housekeeping_s=0.2)) as run:
                 run.wait_for(lambda: run.started("cam1", "intrusion_off_hours"), 60, "the real detector's alert")
                 alert_id = run.started("cam1", "intrusion_off_hours")[0].id

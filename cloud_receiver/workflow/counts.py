@@ -25,8 +25,6 @@ from cloud_receiver.storage.schema import (
     alert_counts_day,
     alert_counts_hour,
     alert_counts_month,
-    alert_counts_month_hour,
-    alert_counts_month_type,
     alerts,
     canteens,
     devices,
@@ -36,7 +34,7 @@ from cloud_receiver.workflow.queries import visibility
 
 Table = Literal["day", "hour", "daily", "month"]
 TABLES = {"day": alert_counts_day, "hour": alert_counts_hour, "daily": alert_counts_daily, "month": alert_counts_month}
-MONTH_TIER = {"day": alert_counts_month_type, "hour": alert_counts_month_hour}  # whole months of a day table
+MONTH_TIER = {name: month for name, t in TABLES.items() for month, days, _ in rollup.MONTH_TIER if days is t}  # whole months
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,13 @@ def agent_config(tmp_path: Path, cameras: list[dict], **extra) -> AgentConfig:
         "uplink": {"enabled": False}, "cameras": cameras, **extra})
 
 
+def uplink_to(broker, **extra) -> dict:
+    """An agent's `uplink` section for a test broker (`host`, `port`): enabled, a budget no test runs into, the
+    device password from BK_TEST_DEVICE_PASSWORD; `extra` adds or overrides keys."""
+    return {"enabled": True, "budget_kbps_per_camera": 20000,
+            "broker": {"host": broker.host, "port": broker.port, "password_env": "BK_TEST_DEVICE_PASSWORD"}, **extra}
+
+
 class Running:
     """An Agent on its own thread, with the events it emitted."""
 
