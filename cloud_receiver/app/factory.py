@@ -31,6 +31,7 @@ from cloud_receiver.live.relay import LiveRelay
 from cloud_receiver.push.robots import PushSettings
 from cloud_receiver.storage.db import url_with_password
 from cloud_receiver.storage.opening import open_store
+from cloud_receiver.storage.postgres import PostgresStorage
 from cloud_receiver.storage.sqlite import Storage, iso
 from cloud_receiver.web import setup_console
 from cloud_receiver.workflow import rollup
@@ -68,11 +69,13 @@ async def _subscriber_ctx(app: web.Application) -> AsyncIterator[None]:
     hub = app[ALERT_HUB]
     hub.bind_loop(loop)
 
-    # called in the MQTT thread; rows are announced after their commit (on PostgreSQL by the alert listener)
-    on_alert = None if cfg.storage.engine == "postgresql" else hub.publish_threadsafe
-
+    # called in the MQTT thread; rows are announced after their commit (on PostgreSQL the alert listener
+    # announces those of the other receivers)
     def make_ingestor() -> Ingestor:
-        return Ingestor(open_configured_storage(cfg), cfg.storage.media_dir, cfg.limits, on_alert=on_alert)
+        storage = open_configured_storage(cfg)
+        if isinstance(storage, PostgresStorage):  # the listener need not read back what this receiver announces
+            storage.on_notify = hub.expect
+        return Ingestor(storage, cfg.storage.media_dir, cfg.limits, on_alert=hub.publish_threadsafe)
 
     sub = Subscriber(cfg.mqtt, make_ingestor, password=resolve_secret(cfg.mqtt.password_env),
                      summary_interval_s=cfg.log.summary_interval_s)

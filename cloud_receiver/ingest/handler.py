@@ -5,8 +5,8 @@ repeat) or rejected and recorded in `rejects`; in all three cases the caller ack
 `Ingestor.handle_batch(messages)` does the same for several messages in ONE transaction (group
 commit): each message still ends stored, duplicate or rejected on its own, but nothing is
 committed, counted or announced until the whole batch has committed. Its valid alerts are stored
-together, after its other messages, in one call (`Storage.upsert_alerts`: one round trip for the new
-ones on PostgreSQL).
+in groups of `ALERT_GROUP` (`Storage.start_alerts`: one statement for the new ones on PostgreSQL,
+which inserts a group while the next one is validated).
 A StorageError (or an unexpected exception) escapes: then nothing of the batch was stored and
 its messages must stay unacknowledged, so the broker delivers them again.
 `store_with_retries` is the policy around it that the MQTT subscriber uses: retries after a
@@ -49,6 +49,7 @@ class IngestResult:
 
 
 JSON_MAX_DEPTH = 32  # contract payloads nest 4 deep at most
+ALERT_GROUP = 50  # valid alerts sent to the database together; PostgreSQL stores a group while the next is validated
 
 
 NUL_ESCAPE = b"\\u0000"  # how JSON writes a NUL character (a raw one is not JSON)
@@ -123,7 +124,8 @@ class Ingestor:
         self._announce: list[dict[str, Any]] = []  # alert rows of the open batch, announced after commit
         self._now = ""  # receipt time of the open batch (one per batch: a batch spans milliseconds)
         self._debug = False  # whether per-message debug lines are wanted (checked once per batch)
-        self._pending: list[tuple[int, str, Alert]] = []  # valid alerts of the open batch: (position, topic, alert)
+        self._pending: list[tuple[int, str, Alert]] = []  # valid alerts of the open group: (position, topic, alert)
+        self._started: list[tuple[list[tuple[int, str, Alert]], Callable[[], list[Any]]]] = []  # groups sent
 
     def handle(self, topic: str, payload: bytes) -> IngestResult:
         """One message in its own transaction."""
@@ -134,14 +136,18 @@ class Ingestor:
         self._announce = []
         self._now = utc_now()
         self._debug = log.bind().is_enabled_for(logging.DEBUG)
-        self._pending = []
+        self._pending, self._started = [], []
         try:
             with self.storage.batch():
-                found = [self._handle_one(i, topic, payload) for i, (topic, payload) in enumerate(messages)]
+                found: list[IngestResult | None] = []
+                for i, (topic, payload) in enumerate(messages):
+                    found.append(self._handle_one(i, topic, payload))
+                    if len(self._pending) >= ALERT_GROUP:
+                        self._start_alerts()
                 results = self._store_alerts(found)
             rows = self._announce
         finally:
-            self._announce, self._pending = [], []
+            self._announce, self._pending, self._started = [], [], []
         if self.on_alert is not None:  # announced before counted: whoever sees the count can expect the row
             for row in rows:
                 self.on_alert(row)
@@ -149,15 +155,20 @@ class Ingestor:
             self.counts[result.outcome] += 1
         return results
 
+    def _start_alerts(self) -> None:
+        """Send the open group of valid alerts to the database; its outcomes are read by `_store_alerts`."""
+        group, self._pending = self._pending, []
+        if group:
+            self._started.append((group, self.storage.start_alerts([alert for _, _, alert in group], self._now)))
+
     def _store_alerts(self, found: list[IngestResult | None]) -> list[IngestResult]:
-        """Store the batch's valid alerts in one call (one round trip for the new ones on PostgreSQL) and
-        put their outcomes in their places (None in `found`)."""
-        pending, self._pending = self._pending, []
-        if not pending:
-            return found  # type: ignore[return-value] - no placeholders without pending alerts
-        writes = self.storage.upsert_alerts([alert for _, _, alert in pending], self._now)
-        for (position, topic, msg), write in zip(pending, writes, strict=True):
-            found[position] = self._alert_outcome(topic, msg, write)
+        """Finish storing the batch's valid alerts, group by group in order, and put their outcomes in their
+        places (None in `found`)."""
+        self._start_alerts()
+        started, self._started = self._started, []
+        for group, finish in started:
+            for (position, topic, msg), write in zip(group, finish(), strict=True):
+                found[position] = self._alert_outcome(topic, msg, write)
         return found  # type: ignore[return-value] - every placeholder is filled
 
     def _alert_outcome(self, topic: str, msg: Alert, write: Any) -> IngestResult:
@@ -186,7 +197,7 @@ class Ingestor:
         return True
 
     def _handle_one(self, position: int, topic: str, payload: bytes) -> IngestResult | None:
-        """The message's outcome, or None for a valid alert, stored with the others at the end of the batch."""
+        """The message's outcome, or None for a valid alert, stored with its group (`_start_alerts`)."""
         device_id = None
         kind = None
         try:

@@ -11,10 +11,13 @@ what it missed (`since`). A slow subscriber loses its oldest queued rows rather 
 without bound; each subscription counts them in `lost` (and the hub in `dropped`), so the SSE
 stream can tell its client to reload. The database stays the record.
 
-On PostgreSQL several receivers share the database, and each one's hub is fed by its listener
-(`cloud_receiver/ingest/pg_notify.py`), which publishes with `once=True`: a row whose (id, rev) the
-hub announced recently (the last `remember` announcements) is not announced again, so a listener
-that catches up after a lost connection, or a row also published directly, reaches a stream once.
+On PostgreSQL several receivers share the database, and each one's hub is also fed by its listener
+(`cloud_receiver/ingest/pg_notify.py`) with what the other receivers store. Rows from the ingest
+thread, and those the listener reads, are published with `once=True`: a row whose (id, rev) the hub
+announced recently (the last `remember` announcements) is not announced again, so a row that reaches
+the hub both ways (or a catch-up after a lost connection) reaches a stream once. The ingest thread
+also says, before its commit, which (id, rev) it is about to announce (`expect`): the listener skips
+those, and the ones announced, without reading their rows (`owned`).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ class AlertHub:
     wakeups: int = 0  # how often the ingest thread woke the loop (bursts, not rows)
     remember: int = 100_000  # (id, rev) of this many recent announcements, for `publish(once=True)`
     repeats: int = 0  # rows not announced again by `publish(once=True)`
+    drain_slice: int = 100  # rows of the ingest thread's inbox published before the loop gets a turn
 
     def __post_init__(self) -> None:
         self._subs: set[Subscription] = set()
@@ -57,6 +61,7 @@ class AlertHub:
         self._inbox: collections.deque[dict[str, Any]] = collections.deque()
         self._inbox_lock = threading.Lock()
         self._announced: collections.OrderedDict[tuple[Any, Any], None] = collections.OrderedDict()
+        self._expected: collections.OrderedDict[tuple[Any, Any], None] = collections.OrderedDict()  # under _inbox_lock
 
     @property
     def streams(self) -> int:
@@ -101,6 +106,15 @@ class AlertHub:
             sub.queue.put_nowait(item)
         return True
 
+    def owned(self, alert_id: Any, rev: Any) -> bool:
+        """Whether (id, rev) is among the last `remember` announcements, or this receiver's ingest said it will
+        announce it (`expect`)."""
+        key = (alert_id, rev)
+        if key in self._announced:
+            return True
+        with self._inbox_lock:
+            return key in self._expected
+
     def since(self, seq: int) -> list[Announced] | None:
         """The rows published after `seq`, or None when they are not all held any more (or `seq` is unknown)."""
         if seq > self.seq or seq < 0:
@@ -116,7 +130,7 @@ class AlertHub:
         self._loop = loop
 
     def publish_threadsafe(self, alert_row: dict[str, Any]) -> None:
-        """`publish` from any thread (after the row's commit); the loop drains the inbox in one go."""
+        """`publish(once=True)` from any thread (after the row's commit); the loop drains the inbox in one go."""
         loop = self._loop
         if loop is None:
             raise RuntimeError("AlertHub.bind_loop was not called")
@@ -126,11 +140,23 @@ class AlertHub:
         if wake:
             self.wakeups += 1
             with contextlib.suppress(RuntimeError):  # loop already closed during shutdown: the row is stored anyway
-                loop.call_soon_threadsafe(self._drain)
+                loop.call_soon_threadsafe(self.drain)
 
-    def _drain(self) -> None:
+    def expect(self, keys: list[tuple[Any, Any]]) -> None:
+        """From the ingest thread, before its commit: these (id, rev) will be announced by `publish_threadsafe`
+        if the commit succeeds (the last `remember` are kept; one that never commits only takes a place)."""
         with self._inbox_lock:
-            rows = list(self._inbox)
-            self._inbox.clear()
+            self._expected.update(dict.fromkeys(keys))
+            while len(self._expected) > self.remember:
+                self._expected.popitem(last=False)
+
+    def drain(self) -> None:
+        """Publish what the ingest thread handed over (on the loop), `drain_slice` rows at a time: the streams
+        empty their queues in between (a burst larger than a queue would make every stream resync)."""
+        with self._inbox_lock:
+            rows = [self._inbox.popleft() for _ in range(min(self.drain_slice, len(self._inbox)))]
+            more = bool(self._inbox)
+        if more and self._loop is not None:  # still non-empty: no wake-up comes from publish_threadsafe
+            self._loop.call_soon(self.drain)
         for row in rows:
-            self.publish(row)
+            self.publish(row, once=True)

@@ -2,12 +2,15 @@
 
 Several receivers share one PostgreSQL, and the broker hands each alert to one of them; every
 receiver's SSE streams (and push router) must still hear of every alert. The ingest writer
-(`cloud_receiver/storage/postgres.py`) NOTIFYs the ids of a batch's new and updated alerts inside
+(`cloud_receiver/storage/postgres.py`) NOTIFYs `id:rev` of a batch's new and updated alerts inside
 the batch's transaction, so the notification is delivered when (and only if) the batch commits. Each
 receiver runs one `AlertListener`: an asyncio task on the event loop with its own connection, which
 LISTENs, reads the rows of a burst of notifications with one query, and publishes them into the hub
-with `once=True` (an (id, rev) the hub announced lately is not announced again). On PostgreSQL the
-ingest thread does not publish itself: the listener announces every alert, this receiver's included.
+with `once=True` (an (id, rev) the hub announced lately is not announced again). This receiver's own
+alerts reach its hub from its ingest thread, right after their commit; the listener skips the
+(id, rev) its hub announced or expects (`AlertHub.owned`), without reading their rows
+(`counts["own"]`), and reads the rest: the other receivers' alerts (and a bare id, as receivers
+before the rev sent).
 
 Notifications are not queued for a session that is gone: after a lost connection the listener
 connects again with back-off, LISTENs, then catches up by reading the rows updated since its last
@@ -32,7 +35,7 @@ from psycopg.rows import dict_row
 
 from cloud_receiver.ingest.hub import AlertHub
 from cloud_receiver.storage.db import iso
-from cloud_receiver.storage.postgres import IsoTimestampLoader, alert_channel
+from cloud_receiver.storage.postgres import IsoTimestampLoader, alert_channel, parse_token
 
 log = structlog.get_logger(__name__)
 
@@ -67,7 +70,8 @@ class AlertListener:
     alive_at: datetime | None = None  # everything committed well before it has been published
     backend_pid: int | None = None  # of the current connection (pg_stat_activity)
     counts: dict[str, int] = field(default_factory=lambda: {"notifications": 0, "published": 0, "repeats": 0,
-                                                            "caught_up": 0, "connections": 0})
+                                                            "caught_up": 0, "connections": 0,
+                                                            "own": 0})
 
     def __post_init__(self) -> None:
         self.listening = asyncio.Event()  # set while LISTEN is in place
@@ -121,7 +125,7 @@ class AlertListener:
         loop = asyncio.get_running_loop()
         proof_at = loop.time()
         while True:
-            ids: dict[str, None] = {}  # in commit order, each once
+            ids: dict[tuple[str, int | None], None] = {}  # (id, rev) in commit order, each once
             wait = max(0.0, self.keepalive_s - (loop.time() - proof_at))
             # notifications that came during a query wait in psycopg's backlog: these loops yield them first
             async for note in conn.notifies(timeout=wait, stop_after=1):
@@ -129,16 +133,22 @@ class AlertListener:
             if ids:  # the rest of the burst: what has arrived meanwhile
                 async for note in conn.notifies(timeout=0):
                     self._take(note, ids)
-                await self._publish_ids(conn, list(ids))
+                await self._publish_ids(conn, self._not_announced(ids))
             self.alive_at = proven  # what was notified before that proof has now been published
             if loop.time() - proof_at >= self.keepalive_s:
                 proven, proof_at = await self._proof(conn), loop.time()
 
-    def _take(self, note: psycopg.Notify, ids: dict[str, None]) -> None:
+    def _take(self, note: psycopg.Notify, ids: dict[tuple[str, int | None], None]) -> None:
         if note.channel != self.channel:
             return
         self.counts["notifications"] += 1
-        ids.update(dict.fromkeys(note.payload.split()))
+        ids.update(dict.fromkeys(map(parse_token, note.payload.split())))
+
+    def _not_announced(self, ids: dict[tuple[str, int | None], None]) -> list[str]:
+        """The ids whose rows must be read: all but the (id, rev) the hub owns (this receiver's own alerts)."""
+        out = [i for i, rev in ids if rev is None or not self.hub.owned(i, rev)]
+        self.counts["own"] += len(ids) - len(out)
+        return list(dict.fromkeys(out))
 
     async def _proof(self, conn: psycopg.AsyncConnection[dict[str, Any]]) -> datetime:
         """The database's time, asked over the connection: proves it alive (notifications sent before it arrived first)."""
@@ -149,6 +159,8 @@ class AlertListener:
 
     async def _publish_ids(self, conn: psycopg.AsyncConnection[dict[str, Any]], ids: list[str]) -> None:
         """Read the rows of `ids` (one query per FETCH_MAX) and publish them in the order they were notified."""
+        if not ids:
+            return
         for start in range(0, len(ids), FETCH_MAX):
             part = ids[start:start + FETCH_MAX]
             cur = await conn.execute(sql.SQL("SELECT {} FROM alerts WHERE id = ANY(string_to_array(%s, ' '))")

@@ -21,22 +21,20 @@ from typing import Any
 
 import sqlalchemy as sa
 import structlog
-from sqlalchemy.dialects import postgresql, sqlite
 
 from cloud_receiver.config import LedgersConfig
 from cloud_receiver.ledgers import rules
 from cloud_receiver.ledgers.models import KINDS
 from cloud_receiver.ledgers.rules import Finding, Plan
 from cloud_receiver.storage.db import Db, iso
-from cloud_receiver.storage.push_outbox import lease_end, robot_matches
-from cloud_receiver.storage.schema import alert_changes, alerts, canteens, ledger_records, push_outbox, webhooks
+from cloud_receiver.storage.schema import ledger_records
+from cloud_receiver.workflow import raise_alert
 
 log = structlog.get_logger(__name__)
 
 LEDGER_DEVICE = "ledger"  # `alerts.device_id` of the alerts raised from ledgers
 R = ledger_records.c
 DAILY_KINDS = ("morning_checks", "samples", "gatherings")
-NOTIFY_IDS = 100  # alert ids per NOTIFY payload (47 bytes each: well under PostgreSQL's 8000)
 
 
 def _rows(db: Db, canteen_id: str, kinds: Iterable[str], lo: date | None = None, hi: date | None = None,
@@ -102,13 +100,6 @@ def after_write(db: Db, cfg: LedgersConfig, canteen_id: str, kind: str, days: It
     return raise_alerts(db, found, owner, now, channel)
 
 
-def _insert_alert(db: Db, row: dict[str, Any]) -> Any:
-    """INSERT of an alert row that does nothing when its id is stored already (RETURNING tells which: the
-    rowcount of an INSERT … ON CONFLICT is -1 through psycopg)."""
-    insert = postgresql.insert if db.dialect == "postgresql" else sqlite.insert
-    return insert(alerts).values(**row).on_conflict_do_nothing(index_elements=["id"]).returning(alerts.c.id)
-
-
 def alert_row(f: Finding, now: datetime) -> dict[str, Any]:
     return {"id": f.alert_id, "device_id": LEDGER_DEVICE, "canteen_id": f.canteen_id,
             "camera_id": f"{KINDS[f.ledger].name}台账", "type": f.type, "level": f.level, "state": "start", "rev": 1,
@@ -118,37 +109,16 @@ def alert_row(f: Finding, now: datetime) -> dict[str, Any]:
 
 def raise_alerts(db: Db, findings: Iterable[Finding], owner: str, now: datetime, channel: str | None = None,
                  ) -> list[dict[str, Any]]:
-    """Store the findings not stored yet as alerts, with the pushes they owe; returns the new alert rows.
-
-    On PostgreSQL, `channel` (the storage's NOTIFY channel) tells every receiver of the new ids in the
-    same transaction, as ingest does (cloud_receiver/ingest/pg_notify.py)."""
+    """Store the findings not stored yet as alerts, with the pushes they owe (workflow/raise_alert.py);
+    returns the new alert rows. On PostgreSQL, `channel` (the storage's NOTIFY channel) tells every
+    receiver of them in the same transaction, as ingest does (cloud_receiver/ingest/pg_notify.py)."""
     todo = {f.alert_id: f for f in findings}
     if not todo:
         return []
-    new: list[str] = []
-    with db.write() as conn:
-        w = webhooks.c
-        hooks = db.all(sa.select(w.id, w.scope_kind, w.scope).where(w.enabled == 1).order_by(w.id), conn)
-        jurisdiction: dict[str, str | None] = {}
-        for f in todo.values():
-            if conn.execute(_insert_alert(db, alert_row(f, now))).first() is None:  # stored already
-                continue
-            new.append(f.alert_id)
-            conn.execute(alert_changes.insert().values(alert_id=f.alert_id, kind="created", at=iso(now)))
-            if hooks and f.canteen_id not in jurisdiction:
-                jurisdiction[f.canteen_id] = db.scalar(sa.select(canteens.c.jurisdiction)
-                                                       .where(canteens.c.id == f.canteen_id), conn)
-            owed = [{"owner": owner, "robot_id": h["id"], "alert_id": f.alert_id, "created_at": iso(now),
-                     "claim_until": lease_end(now)} for h in hooks
-                    if robot_matches(h["scope_kind"], h["scope"], f.canteen_id, jurisdiction.get(f.canteen_id))]
-            if owed:
-                conn.execute(push_outbox.insert(), owed)
-        if new and channel and db.dialect == "postgresql":
-            for i in range(0, len(new), NOTIFY_IDS):
-                conn.execute(sa.select(sa.func.pg_notify(channel, " ".join(new[i:i + NOTIFY_IDS]))))
+    new = raise_alert.raise_alerts(db, [alert_row(f, now) for f in todo.values()], owner, now, channel)
     if new:
-        log.info("ledger_alerts_raised", count=len(new), types=sorted({todo[i].type for i in new}))
-    return db.all(sa.select(alerts).where(alerts.c.id.in_(new)).order_by(alerts.c.started_at)) if new else []
+        log.info("ledger_alerts_raised", count=len(new), types=sorted({todo[r["id"]].type for r in new}))
+    return new
 
 
 @contextlib.asynccontextmanager

@@ -12,8 +12,8 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import psycopg
@@ -73,7 +73,7 @@ _ROWS_JSON = json.JSONEncoder(separators=(",", ":"))  # the rows parameter of `_
 
 TABLES = tuple(metadata.tables)
 ALERT_CHANNEL = "bk_alerts"  # NOTIFY channel of stored alerts (cloud_receiver/ingest/pg_notify.py listens)
-NOTIFY_PAYLOAD_MAX = 7900  # bytes of alert ids per NOTIFY (PostgreSQL's limit is 8000)
+NOTIFY_PAYLOAD_MAX = 7900  # bytes of alert tokens per NOTIFY (PostgreSQL's limit is 8000)
 
 
 def alert_channel(schema: str) -> str:
@@ -82,8 +82,20 @@ def alert_channel(schema: str) -> str:
     return name.encode()[:63].decode(errors="ignore")  # an identifier: at most 63 bytes
 
 
+def notify_token(alert_id: str, rev: int) -> str:
+    """How a NOTIFY names a stored alert: `id:rev` (ids are ASCII without spaces or colons: bk_contract's id
+    pattern). With the rev, a listener skips what its own hub announced already without reading the row."""
+    return f"{alert_id}:{rev}"
+
+
+def parse_token(token: str) -> tuple[str, int | None]:
+    """(id, rev) of a `notify_token`; rev None for a bare id (what receivers before the rev sent)."""
+    alert_id, _, rev = token.partition(":")
+    return alert_id, int(rev) if rev.isdigit() else None
+
+
 def notify_payloads(alert_ids: list[str], limit: int = NOTIFY_PAYLOAD_MAX) -> list[str]:
-    """Alert ids (ASCII, no spaces: bk_contract's id pattern) as space-separated NOTIFY payloads of at most `limit` bytes."""
+    """Alert tokens (`notify_token`: ASCII, no spaces) as space-separated NOTIFY payloads of at most `limit` bytes."""
     out: list[str] = []
     part: list[str] = []
     size = 0
@@ -120,10 +132,12 @@ class PostgresStorage:
         self.dsn = dsn  # a libpq conninfo string or a postgresql:// URL
         self.push_owner = push_owner
         self._push = Queuer(push_owner, "%s", lease_s=push_lease_s)
-        self._announce: list[str] = []  # ids of alerts stored in the open batch, NOTIFYed before its commit
+        self._announce: list[tuple[str, int]] = []  # (id, rev) of alerts stored in the open batch, NOTIFYed before its commit
         self._batch_depth = 0
         self._depth = 0  # > 0 while a write transaction (or batch) is open: writes inside join it
         self._canteen_of: dict[str, str | None] = {}
+        # told the (id, rev) of the alerts a transaction NOTIFYs, before its commit (the ingest thread: AlertHub.expect)
+        self.on_notify: Callable[[list[tuple[str, int]]], None] | None = None
         try:
             self.conn: psycopg.Connection[dict[str, Any]] = psycopg.connect(dsn, row_factory=dict_row)
         except psycopg.Error as err:
@@ -133,13 +147,16 @@ class PostgresStorage:
             migrate_postgres(lambda: psycopg.connect(dsn))
         found = self._one("SELECT current_schema() AS s")
         self.channel = alert_channel((found or {}).get("s") or "public")
+        _ = self._insert_many  # read the table's columns now: in pipeline mode a description comes only with results
 
     @contextmanager
-    def write(self) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+    def write(self, *, pipeline: bool = False) -> Iterator[psycopg.Connection[dict[str, Any]]]:
         """One transaction; inside an open one (a `batch()`) it joins it, as on SQLite.
 
         No savepoint per write: it costs two round trips and a subtransaction, three quarters of an
-        alert's time in a group commit; an exception still rolls back the whole outer transaction."""
+        alert's time in a group commit; an exception still rolls back the whole outer transaction.
+        `pipeline`: the transaction runs in psycopg's pipeline mode (`batch()`): a statement is sent without
+        waiting for its result, which is read when it is fetched (`start_alerts`)."""
         if self._depth:
             self._depth += 1
             try:
@@ -148,7 +165,7 @@ class PostgresStorage:
                 self._depth -= 1
             return
         try:
-            with self.conn.transaction():
+            with self.conn.pipeline() if pipeline else nullcontext(), self.conn.transaction():
                 self._push.reset()  # robots and jurisdictions are read afresh in every transaction
                 self._depth = 1
                 try:
@@ -163,10 +180,12 @@ class PostgresStorage:
         """Several writes in one transaction (group commit); writes inside join it.
 
         The alerts it stores are announced (NOTIFY `channel`) inside the same transaction: PostgreSQL
-        delivers a notification only when its transaction commits, so every receiver hears of them then."""
+        delivers a notification only when its transaction commits, so every receiver hears of them then.
+        It runs in pipeline mode: what needs no answer (BEGIN, a status, the NOTIFY) costs no round trip
+        of its own, and `start_alerts` lets PostgreSQL insert alerts while ingest validates the next ones."""
         self._batch_depth += 1
         try:
-            with self.write() as c:
+            with self.write(pipeline=self._batch_depth == 1) as c:
                 yield c
                 self._notify_alerts(c)
         finally:
@@ -174,15 +193,18 @@ class PostgresStorage:
             if not self._batch_depth:
                 self._announce.clear()
 
-    def _announced(self, c: psycopg.Connection[dict[str, Any]], alert_id: str) -> None:
-        self._announce.append(alert_id)
+    def _announced(self, c: psycopg.Connection[dict[str, Any]], alert_id: str, rev: int) -> None:
+        self._announce.append((alert_id, rev))
         if not self._batch_depth:  # a write of its own: announce in its transaction
             self._notify_alerts(c)
 
     def _notify_alerts(self, c: psycopg.Connection[dict[str, Any]]) -> None:
-        ids, self._announce = self._announce, []
-        if ids:
-            c.execute("SELECT pg_notify(%s, p) FROM unnest(%s::text[]) AS p", (self.channel, notify_payloads(ids)))
+        keys, self._announce = self._announce, []
+        if keys:
+            if self.on_notify is not None:
+                self.on_notify(keys)
+            c.execute("SELECT pg_notify(%s, p) FROM unnest(%s::text[]) AS p",
+                      (self.channel, notify_payloads([notify_token(*k) for k in keys])))
 
     def _one(self, sql: str, params: tuple[Any, ...] = ()) -> dict[str, Any] | None:
         with self.write() as c:
@@ -249,44 +271,57 @@ class PostgresStorage:
             new = c.execute(insert_new, row).fetchone()
             if new is not None:
                 self._push.queue(c, alert.id, row["canteen_id"], received_at)
-                self._announced(c, alert.id)
+                self._announced(c, alert.id, alert.rev)
                 # as RETURNING * would give it: what was written (the same ISO text and numbers) + the defaults
                 return AlertWrite("inserted", {k: row[k] if k in row else new[k] for k in columns})
             updated = c.execute(_UPDATE_REVISED, row).fetchone()
             if updated is not None:
-                self._announced(c, alert.id)
+                self._announced(c, alert.id, alert.rev)
                 return AlertWrite("updated", updated)
             old = c.execute("SELECT * FROM alerts WHERE id = %s", (alert.id,)).fetchone()
         return AlertWrite("unchanged", old)
 
     def upsert_alerts(self, alerts: Sequence[Alert], received_at: str) -> list[AlertWrite]:
-        """`upsert_alert` of each, in order, in one transaction; the new ones in one statement.
+        """`upsert_alert` of each, in order, in one transaction; the new ones in one statement."""
+        with self.write():
+            return self.start_alerts(alerts, received_at)()
+
+    def start_alerts(self, alerts: Sequence[Alert], received_at: str) -> Callable[[], list[AlertWrite]]:
+        """Send the insert of `alerts` (inside the open transaction); the returned call finishes their
+        `upsert_alert`s and gives the outcomes. Call the finishers in the order of their starts.
 
         One multi-row `INSERT … ON CONFLICT DO NOTHING` (with the `created` change rows) takes the first
         occurrence of every id: what comes back is what was new. The rest (a higher rev, a repeat, a
         second occurrence in the same group) then take `upsert_alert`'s path one by one, after the
-        inserts, as they would in order. A group of new alerts costs one round trip instead of one each."""
+        inserts, as they would in order. A group of new alerts costs one round trip instead of one each;
+        in a `batch()` (pipeline mode) the insert runs while the caller goes on until it finishes."""
         rows = [[*alert_values(alert), self._canteen_id(alert.device_id), received_at, received_at] for alert in alerts]
         first: dict[str, int] = {}
         for i, alert in enumerate(alerts):
             first.setdefault(alert.id, i)
         fresh = [rows[i] for i in first.values()]
-        with self.write() as c:
-            columns, _ = self._insert_new
-            new = {r["id"]: r for r in c.execute(self._insert_many, (_ROWS_JSON.encode(fresh),)).fetchall()}
-            out: list[AlertWrite] = []
-            for i, (alert, row) in enumerate(zip(alerts, rows, strict=True)):
-                found = new.get(alert.id) if first[alert.id] == i else None
-                if found is None:
-                    out.append(self.upsert_alert(alert, received_at))
-                    continue
-                self._push.queue(c, alert.id, row[-3], received_at)  # its canteen
-                self._announced(c, alert.id)
-                written = dict.fromkeys(columns)  # the table's column order, as RETURNING * has it
-                written.update(found)
-                written.update(zip(INSERT_COLUMNS, row, strict=True))
-                out.append(AlertWrite("inserted", written))
-            return out
+        columns, _ = self._insert_new
+        cur = self.conn.cursor()
+        with self.write():
+            cur.execute(self._insert_many, (_ROWS_JSON.encode(fresh),))
+
+        def finish() -> list[AlertWrite]:
+            with self.write() as c:
+                new = {r["id"]: r for r in cur.fetchall()}
+                out: list[AlertWrite] = []
+                for i, (alert, row) in enumerate(zip(alerts, rows, strict=True)):
+                    found = new.get(alert.id) if first[alert.id] == i else None
+                    if found is None:
+                        out.append(self.upsert_alert(alert, received_at))
+                        continue
+                    self._push.queue(c, alert.id, row[-3], received_at)  # its canteen
+                    self._announced(c, alert.id, alert.rev)
+                    written = dict.fromkeys(columns)  # the table's column order, as RETURNING * has it
+                    written.update(found)
+                    written.update(zip(INSERT_COLUMNS, row, strict=True))
+                    out.append(AlertWrite("inserted", written))
+                return out
+        return finish
 
     @functools.cached_property
     def _insert_new(self) -> tuple[list[str], str]:
@@ -386,9 +421,9 @@ class PostgresStorage:
             c.execute("DELETE FROM media_chunks WHERE device_id = %s AND media_id = %s", (device_id, media_id))
 
     def discard_chunks(self, device_id: str, media_id: str) -> int:
-        with self.write() as c:
-            return c.execute("DELETE FROM media_chunks WHERE device_id = %s AND media_id = %s",
-                             (device_id, media_id)).rowcount
+        with self.write() as c:  # rows, not rowcount: in a batch (pipeline mode) rowcount is not known yet
+            return len(c.execute("DELETE FROM media_chunks WHERE device_id = %s AND media_id = %s RETURNING 1",
+                                 (device_id, media_id)).fetchall())
 
     def discard_stale_chunks(self, older_than: str) -> int:
         with self.write() as c:

@@ -3,7 +3,7 @@ owes, in one transaction.
 
 A box's alert is stored by ingest (`storage.*.upsert_alert`, whose outbox rows `push_outbox.Queuer`
 adds). An alert the receiver makes — a public report (web/public_report.py), and what the ledger
-rules find (ledgers/runner.py keeps its own copy of this loop for now) — is a complete `alerts` row
+rules find (ledgers/runner.py) — is a complete `alerts` row
 given to `insert_alerts` inside the caller's transaction, so it can be written together with the
 caller's own rows. An id already stored is skipped. On PostgreSQL, `channel` (the storage's NOTIFY
 channel) tells every receiver of the new ids in the same transaction, as ingest does
@@ -21,10 +21,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from cloud_receiver.storage.db import Db, iso
+from cloud_receiver.storage.postgres import notify_payloads, notify_token
 from cloud_receiver.storage.push_outbox import lease_end, robot_matches
 from cloud_receiver.storage.schema import alert_changes, alerts, canteens, push_outbox, webhooks
-
-NOTIFY_IDS = 100  # alert ids per NOTIFY payload (47 bytes each: well under PostgreSQL's 8000)
 
 
 def _insert(db: Db, row: dict[str, Any]) -> Any:
@@ -43,10 +42,12 @@ def insert_alerts(db: Db, conn: sa.Connection, rows: Iterable[dict[str, Any]], o
     hooks = db.all(sa.select(w.id, w.scope_kind, w.scope).where(w.enabled == 1).order_by(w.id), conn)
     jurisdiction: dict[str, str | None] = {}
     new: list[str] = []
+    tokens: list[str] = []
     for row in rows:
         if conn.execute(_insert(db, row)).first() is None:  # stored already
             continue
         new.append(row["id"])
+        tokens.append(notify_token(row["id"], row["rev"]))
         conn.execute(alert_changes.insert().values(alert_id=row["id"], kind="created", at=iso(now)))
         canteen = row.get("canteen_id")
         if hooks and canteen not in jurisdiction:
@@ -56,9 +57,9 @@ def insert_alerts(db: Db, conn: sa.Connection, rows: Iterable[dict[str, Any]], o
                 if robot_matches(h["scope_kind"], h["scope"], canteen, jurisdiction.get(canteen))]
         if owed:
             conn.execute(push_outbox.insert(), owed)
-    if new and channel and db.dialect == "postgresql":
-        for i in range(0, len(new), NOTIFY_IDS):
-            conn.execute(sa.select(sa.func.pg_notify(channel, " ".join(new[i:i + NOTIFY_IDS]))))
+    if tokens and channel and db.dialect == "postgresql":
+        for payload in notify_payloads(tokens):
+            conn.execute(sa.select(sa.func.pg_notify(channel, payload)))
     return new
 
 
