@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import tempfile
 from datetime import UTC, datetime
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -14,14 +16,16 @@ from support.api_kit import make_world
 from support.requirements import pg_schema
 from support.waiting import async_wait_for
 
-from bk_contract import Alert
+from bk_contract import Alert, topic
 from cloud_receiver.admin import auth
 from cloud_receiver.api import API_SETTINGS, ApiSettings
 from cloud_receiver.app.factory import create_app
-from cloud_receiver.config import MqttConfig, ReceiverConfig, StorageConfig
+from cloud_receiver.config import LimitsConfig, MqttConfig, ReceiverConfig, StorageConfig
+from cloud_receiver.ingest.handler import Ingestor
 from cloud_receiver.ingest.hub import AlertHub
 from cloud_receiver.ingest.pg_notify import alert_listener
-from cloud_receiver.storage.postgres import PostgresStorage, alert_channel, notify_payloads
+from cloud_receiver.storage.alert_notify import alert_channel, notify_payloads, notify_token, parse_token
+from cloud_receiver.storage.postgres import PostgresStorage
 from cloud_receiver.storage.sqlite import iso
 
 pytestmark = pytest.mark.integration
@@ -159,3 +163,59 @@ async def test_the_listener_catches_up_after_losing_its_connection():
     got = [sub.queue.get_nowait()[1]["id"] for _ in range(sub.queue.qsize())]
     assert got == ["NL1", "NL2", "NL3", "NL4"]
     assert listener.counts["caught_up"] == 2 and hub.repeats >= 1  # L1 was read again by the catch-up, not announced
+
+
+def test_notify_tokens_carry_the_rev():
+    """`id:rev` both ways; a bare id (what receivers before the rev sent) has no rev, so the listener reads its row."""
+    assert parse_token(notify_token("N1", 3)) == ("N1", 3) and parse_token("N1") == ("N1", None)
+    assert notify_payloads([notify_token("a", 1), notify_token("b", 12)]) == ["a:1 b:12"]
+
+
+async def test_the_hub_drains_a_large_burst_in_slices_and_owns_what_ingest_expects():
+    """A burst from the ingest thread larger than a stream's queue reaches the stream whole (the loop gets a turn
+    between slices); `owned` is true for an (id, rev) expected before its commit and for one announced."""
+    hub = AlertHub(queue_size=150, drain_slice=100)
+    hub.bind_loop(asyncio.get_running_loop())
+    sub = hub.subscribe()
+    got: list[str] = []
+
+    async def read() -> None:
+        while len(got) < 400:
+            got.append((await sub.queue.get())[1]["id"])
+
+    reader = asyncio.create_task(read())
+    hub.expect([("E1", 1)])
+    assert hub.owned("E1", 1) and not hub.owned("E1", 2)
+    await asyncio.to_thread(lambda: [hub.publish_threadsafe({"id": f"B{n}", "rev": 1}) for n in range(400)])
+    await asyncio.wait_for(reader, 5)
+    assert got == [f"B{n}" for n in range(400)] and sub.lost == 0 and hub.owned("B399", 1)
+
+
+async def test_the_listener_reads_only_the_rows_of_other_receivers():
+    """Alerts this receiver's ingest stored reach its hub from the ingest thread and are not read again by the
+    listener; another receiver's alerts, and a bare-id notification, are read and announced once."""
+    hub = AlertHub()
+    hub.bind_loop(asyncio.get_running_loop())
+    sub = hub.subscribe()
+    with pg_schema("bk_notify") as url:
+        own = PostgresStorage(url, push_owner="bk-receiver-own")
+        other = PostgresStorage(url, migrate=False, push_owner="bk-receiver-other")
+        try:
+            own.add_canteen("C1", "第一中学食堂", "64050201")
+            own.add_device(DEVICE_C1, "C1")
+            own.on_notify = hub.expect
+            ingest = Ingestor(own, Path(tempfile.mkdtemp()), LimitsConfig(), on_alert=hub.publish_threadsafe)
+            async with alert_listener(url, hub, keepalive_s=0.2) as listener:
+                msgs = [(topic(DEVICE_C1, "alert"), _alert(f"O{n}").model_dump_json().encode()) for n in range(3)]
+                await asyncio.to_thread(ingest.handle_batch, msgs)
+                other.upsert_alert(_alert("X1"), _now())
+                await async_wait_for(lambda: listener.counts["published"] == 1 and listener.counts["own"] == 3, 5,
+                                     "X1 read by the listener, O0-O2 skipped")
+                with psycopg.connect(url, autocommit=True) as conn:
+                    conn.execute("SELECT pg_notify(%s, 'NX1')", (listener.channel,))  # a bare id: read, not re-announced
+                await async_wait_for(lambda: listener.counts["repeats"] == 1, 5, "the bare id read")
+        finally:
+            own.close()
+            other.close()
+    got = [sub.queue.get_nowait()[1]["id"] for _ in range(sub.queue.qsize())]
+    assert sorted(got) == ["NO0", "NO1", "NO2", "NX1"] and listener.counts["own"] == 3

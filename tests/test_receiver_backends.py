@@ -12,11 +12,12 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 from support.receiver_harness import make_alert
-from support.requirements import PG_DSN_DEFAULT, require_postgres
+from support.requirements import PG_DSN_DEFAULT, pg_schema, require_postgres
 
 from bk_contract import MediaRef, Status, split_media, topic
 from cloud_receiver.config import LimitsConfig
-from cloud_receiver.ingest.handler import Ingestor
+from cloud_receiver.errors import StorageError
+from cloud_receiver.ingest.handler import ALERT_GROUP, Ingestor
 from cloud_receiver.storage.media_store import relative_media_path
 from cloud_receiver.storage.postgres import PostgresStorage
 from cloud_receiver.storage.sqlite import SqliteStorage
@@ -152,3 +153,45 @@ def test_nul_characters_are_refused_alike_on_both_backends(ingestor, store):
     assert "content type" in results[3].reason
     assert store.get_alert(make_alert(DEV, 3).id)["detail"] == "a \\u0000 b"
     assert store.count("alerts") == 1 and store.count("rejects") == 4
+
+
+def test_a_batch_in_several_alert_groups_keeps_message_order(ingestor):
+    """A batch longer than one alert group (`ALERT_GROUP`; on PostgreSQL a group is inserted while the next is
+    validated): a later rev in a later group updates, a lower rev and a repeat are duplicates, announced in order."""
+    assert 2 * ALERT_GROUP < 130
+    msgs = [(topic(DEV, "alert"), make_alert(DEV, n).model_dump_json().encode()) for n in range(130)]
+    x = [(topic(DEV, "alert"), make_alert(DEV, 999, rev=rev).model_dump_json().encode()) for rev in (0, 2, 1)]
+    for at, msg in ((20, x[0]), (75, x[1]), (110, x[2]), (125, msgs[5])):  # X in groups 1, 2 and 3
+        msgs.insert(at, msg)
+    results = ingestor.handle_batch(msgs)
+    outcomes = {i: r.outcome for i, r in enumerate(results) if r.outcome != "stored"}
+    assert outcomes == {110: "duplicate", 125: "duplicate"} and ingestor.counts["stored"] == 132
+    assert [r["id"] for r in ingestor.announced] == [json.loads(p)["id"] for i, (_, p) in enumerate(msgs)
+                                                    if i not in outcomes]
+    assert ingestor.storage.get_alert("A000999-0301")["rev"] == 2 and ingestor.storage.count("alerts") == 131
+
+
+@pytest.fixture
+def pg_store():
+    require_postgres(PG_DSN)
+    with pg_schema("bk_pipeline") as url:
+        s = PostgresStorage(url)
+        yield s
+        s.close()
+
+
+def test_a_failed_group_on_postgresql_rolls_the_batch_back(pg_store, tmp_path, monkeypatch):
+    """In pipeline mode (PostgreSQL's batches) a group's error shows only when its outcome is read: the whole batch
+    still rolls back, nothing is announced, the error leaves as StorageError, and the batch is stored on a retry."""
+    store = pg_store
+    store.add_canteen("c1", "第一小学食堂", "640502")
+    store.add_device(DEV, "c1", "box")
+    announced: list[dict] = []
+    ing = Ingestor(store, tmp_path / "media", LimitsConfig(), on_alert=announced.append)
+    msgs = [(topic(DEV, "alert"), make_alert(DEV, n).model_dump_json().encode()) for n in range(2 * ALERT_GROUP)]
+    monkeypatch.setitem(store.__dict__, "_insert_many", "SELECT 1 / (length(%s::text) * 0) AS id")
+    with pytest.raises(StorageError, match="DivisionByZero"):
+        ing.handle_batch(msgs)
+    assert store.count("alerts") == 0 and announced == [] and ing.counts["stored"] == 0
+    monkeypatch.undo()
+    assert {r.outcome for r in ing.handle_batch(msgs)} == {"stored"} and store.count("alerts") == len(announced) == 100

@@ -156,7 +156,7 @@ class AlertHub:
         with self._inbox_lock:
             rows = [self._inbox.popleft() for _ in range(min(self.drain_slice, len(self._inbox)))]
             more = bool(self._inbox)
-        if more and self._loop is not None:  # still non-empty: no wake-up comes from publish_threadsafe
-            self._loop.call_soon(self.drain)
         for row in rows:
             self.publish(row, once=True)
+        if more and self._loop is not None:  # after the streams this slice woke: publish_threadsafe will not wake it
+            self._loop.call_soon(self.drain)

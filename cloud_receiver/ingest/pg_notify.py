@@ -34,8 +34,9 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from cloud_receiver.ingest.hub import AlertHub
+from cloud_receiver.storage.alert_notify import alert_channel, parse_token
 from cloud_receiver.storage.db import iso
-from cloud_receiver.storage.postgres import IsoTimestampLoader, alert_channel, parse_token
+from cloud_receiver.storage.postgres import IsoTimestampLoader
 
 log = structlog.get_logger(__name__)
 

@@ -23,6 +23,7 @@ from sqlalchemy.dialects import postgresql
 
 from bk_contract import Alert, ChunkHeader, CommandResult, Status, Telemetry
 from cloud_receiver.errors import StorageError
+from cloud_receiver.storage.alert_notify import alert_channel, notify_payloads, notify_token
 from cloud_receiver.storage.alert_rows import INSERT_ALERT, INSERT_COLUMNS, UPDATE_ALERT, alert_values, iso
 from cloud_receiver.storage.db import Db
 from cloud_receiver.storage.migrate import migrate_postgres
@@ -72,44 +73,6 @@ _ROWS_JSON = json.JSONEncoder(separators=(",", ":"))  # the rows parameter of `_
 
 
 TABLES = tuple(metadata.tables)
-ALERT_CHANNEL = "bk_alerts"  # NOTIFY channel of stored alerts (cloud_receiver/ingest/pg_notify.py listens)
-NOTIFY_PAYLOAD_MAX = 7900  # bytes of alert tokens per NOTIFY (PostgreSQL's limit is 8000)
-
-
-def alert_channel(schema: str) -> str:
-    """The NOTIFY channel of the alerts stored in `schema`: channels are per database, not per schema."""
-    name = ALERT_CHANNEL if schema == "public" else f"{ALERT_CHANNEL}.{schema}"
-    return name.encode()[:63].decode(errors="ignore")  # an identifier: at most 63 bytes
-
-
-def notify_token(alert_id: str, rev: int) -> str:
-    """How a NOTIFY names a stored alert: `id:rev` (ids are ASCII without spaces or colons: bk_contract's id
-    pattern). With the rev, a listener skips what its own hub announced already without reading the row."""
-    return f"{alert_id}:{rev}"
-
-
-def parse_token(token: str) -> tuple[str, int | None]:
-    """(id, rev) of a `notify_token`; rev None for a bare id (what receivers before the rev sent)."""
-    alert_id, _, rev = token.partition(":")
-    return alert_id, int(rev) if rev.isdigit() else None
-
-
-def notify_payloads(alert_ids: list[str], limit: int = NOTIFY_PAYLOAD_MAX) -> list[str]:
-    """Alert tokens (`notify_token`: ASCII, no spaces) as space-separated NOTIFY payloads of at most `limit` bytes."""
-    out: list[str] = []
-    part: list[str] = []
-    size = 0
-    for alert_id in dict.fromkeys(alert_ids):
-        if part and size + 1 + len(alert_id) > limit:
-            out.append(" ".join(part))
-            part, size = [], 0
-        size += len(alert_id) + (1 if part else 0)
-        part.append(alert_id)
-    if part:
-        out.append(" ".join(part))
-    return out
-
-
 class IsoTimestampLoader(psycopg.types.datetime.TimestamptzLoader):
     """timestamptz columns read as the ISO-8601 UTC text both stores hand out (2026-03-01T08:00:00.000Z).
 

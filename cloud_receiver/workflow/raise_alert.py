@@ -20,8 +20,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from cloud_receiver.storage.alert_notify import notify_payloads, notify_token
 from cloud_receiver.storage.db import Db, iso
-from cloud_receiver.storage.postgres import notify_payloads, notify_token
 from cloud_receiver.storage.push_outbox import lease_end, robot_matches
 from cloud_receiver.storage.schema import alert_changes, alerts, canteens, push_outbox, webhooks
 
