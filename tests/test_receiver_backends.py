@@ -188,10 +188,10 @@ def test_a_failed_group_on_postgresql_rolls_the_batch_back(pg_store, tmp_path, m
     store.add_device(DEV, "c1", "box")
     announced: list[dict] = []
     ing = Ingestor(store, tmp_path / "media", LimitsConfig(), on_alert=announced.append)
-    msgs = [(topic(DEV, "alert"), make_alert(DEV, n).model_dump_json().encode()) for n in range(2 * ALERT_GROUP)]
+    msgs = [(topic(DEV, "alert"), make_alert(DEV, n).model_dump_json().encode()) for n in range(4 * ALERT_GROUP)]
     monkeypatch.setitem(store.__dict__, "_insert_many", "SELECT 1 / (length(%s::text) * 0) AS id")
     with pytest.raises(StorageError, match="DivisionByZero"):
         ing.handle_batch(msgs)
     assert store.count("alerts") == 0 and announced == [] and ing.counts["stored"] == 0
     monkeypatch.undo()
-    assert {r.outcome for r in ing.handle_batch(msgs)} == {"stored"} and store.count("alerts") == len(announced) == 100
+    assert {r.outcome for r in ing.handle_batch(msgs)} == {"stored"} and store.count("alerts") == len(announced) == len(msgs)

@@ -49,7 +49,7 @@ class IngestResult:
 
 
 JSON_MAX_DEPTH = 32  # contract payloads nest 4 deep at most
-ALERT_GROUP = 50  # valid alerts sent to the database together; PostgreSQL stores a group while the next is validated
+ALERT_GROUP = 25  # valid alerts sent to the database together; PostgreSQL stores a group while the next is validated
 
 
 NUL_ESCAPE = b"\\u0000"  # how JSON writes a NUL character (a raw one is not JSON)

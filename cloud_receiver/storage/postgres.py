@@ -130,6 +130,8 @@ class PostgresStorage:
         try:
             with self.conn.pipeline() if pipeline else nullcontext(), self.conn.transaction():
                 self._push.reset()  # robots and jurisdictions are read afresh in every transaction
+                if pipeline:
+                    self._push.prefetch(self.conn)
                 self._depth = 1
                 try:
                     yield self.conn

@@ -55,13 +55,19 @@ class Queuer:
 
     def reset(self) -> None:
         self._hooks: list[tuple[Any, ...]] | None = None
+        self._asked: Any = None  # the cursor of the robots' query sent by `prefetch`
         self._jurisdiction: dict[str, str | None] = {}
+
+    def prefetch(self, conn: Any) -> None:
+        """Send the robots' query now (a transaction in psycopg's pipeline mode reads its answer with the
+        others', without a round trip of its own)."""
+        self._asked = conn.execute(self._sql_hooks)
 
     def queue(self, conn: Any, alert_id: str, canteen_id: str | None, at: str) -> int:
         """Owe the alert to every responsible robot (inside the caller's transaction); how many rows were added."""
         if self._hooks is None:
-            self._hooks = [tuple(r.values()) if isinstance(r, dict) else tuple(r)
-                           for r in conn.execute(self._sql_hooks).fetchall()]
+            asked, self._asked = self._asked or conn.execute(self._sql_hooks), None
+            self._hooks = [tuple(r.values()) if isinstance(r, dict) else tuple(r) for r in asked.fetchall()]
         if not self._hooks:
             return 0
         if canteen_id and canteen_id not in self._jurisdiction:
