@@ -160,8 +160,6 @@ class AlertListener:
 
     async def _publish_ids(self, conn: psycopg.AsyncConnection[dict[str, Any]], ids: list[str]) -> None:
         """Read the rows of `ids` (one query per FETCH_MAX) and publish them in the order they were notified."""
-        if not ids:
-            return
         for start in range(0, len(ids), FETCH_MAX):
             part = ids[start:start + FETCH_MAX]
             cur = await conn.execute(sql.SQL("SELECT {} FROM alerts WHERE id = ANY(string_to_array(%s, ' '))")

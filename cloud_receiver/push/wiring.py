@@ -8,8 +8,8 @@ responsible robot in the alert's own transaction (`cloud_receiver/storage/push_o
 here only delivers: when it starts it takes every unsent row of this receiver (so pushes owed
 before a stop or a crash go out after the restart), and after that, woken by each burst of
 announced alerts (at most every `ROUTE_GAP_S`), the rows added since (`Router.route`: one read of the
-outbox, one of the robots, one of the alerts per burst; canteen and camera names read once per burst). A row is marked sent
-when its robot accepted the message.
+outbox, one of the robots, one of the alerts per burst; canteen and camera names read once per
+burst). A row is marked sent when its robot accepted the message.
 """
 
 from __future__ import annotations
@@ -191,17 +191,21 @@ async def push_ctx(context: Any, settings: PushSettings, lease_s: float = LEASE_
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
 
-        async def woken(timeout: float) -> bool:
-            """Wait for an announcement (True) or `timeout` (False); False at once when stopping. asyncio.wait,
-            not wait_for: Python 3.11's wait_for loses a cancellation that meets a finished get()."""
-            get = asyncio.ensure_future(sub.queue.get())
-            stop = asyncio.ensure_future(stopping.wait())
+        async def first_of(timeout: float, *waits: asyncio.Future[Any]) -> set[asyncio.Future[Any]]:
+            """Wait up to `timeout` for the first of `waits`, or for stopping; what is done (the rest is cancelled).
+            asyncio.wait, not wait_for: Python 3.11's wait_for loses a cancellation that meets a finished get()."""
+            futures = {*waits, asyncio.ensure_future(stopping.wait())}
             try:
-                done, _ = await asyncio.wait({get, stop}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(futures, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
             finally:
-                get.cancel()
-                stop.cancel()
-            return get in done
+                for future in futures:
+                    future.cancel()
+            return done
+
+        async def woken(timeout: float) -> bool:
+            """Whether an announcement came within `timeout` (False at once when stopping)."""
+            get = asyncio.ensure_future(sub.queue.get())
+            return get in await first_of(timeout, get)
 
         async def route() -> None:
             high = 0  # the highest outbox id read; 0 first: everything still owed
@@ -221,11 +225,7 @@ async def push_ctx(context: Any, settings: PushSettings, lease_s: float = LEASE_
                 # The rows themselves are in the outbox: an announcement is only the wake-up.
                 full_scan = not await woken(every)  # quiet for a while: look at everything still owed
                 if not full_scan and (gap := ROUTE_GAP_S - (loop.time() - last_route)) > 0:
-                    stop = asyncio.ensure_future(stopping.wait())  # the rest of the burst comes meanwhile
-                    try:
-                        await asyncio.wait({stop}, timeout=gap)
-                    finally:
-                        stop.cancel()
+                    await first_of(gap)  # the rest of the burst comes meanwhile
                 while not sub.queue.empty():  # the rest of the burst: one read of the outbox for all of it
                     sub.queue.get_nowait()
 

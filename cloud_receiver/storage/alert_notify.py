@@ -29,17 +29,18 @@ def parse_token(token: str) -> tuple[str, int | None]:
     return alert_id, int(rev) if rev.isdigit() else None
 
 
-def notify_payloads(alert_ids: list[str], limit: int = NOTIFY_PAYLOAD_MAX) -> list[str]:
-    """Alert tokens (`notify_token`: ASCII, no spaces) as space-separated NOTIFY payloads of at most `limit` bytes."""
+def notify_payloads(tokens: list[str], limit: int = NOTIFY_PAYLOAD_MAX) -> list[str]:
+    """Alert tokens (`notify_token`: ASCII, no spaces) as space-separated NOTIFY payloads of at most `limit` bytes,
+    each token once."""
     out: list[str] = []
     part: list[str] = []
     size = 0
-    for alert_id in dict.fromkeys(alert_ids):
-        if part and size + 1 + len(alert_id) > limit:
+    for token in dict.fromkeys(tokens):
+        if part and size + 1 + len(token) > limit:
             out.append(" ".join(part))
             part, size = [], 0
-        size += len(alert_id) + (1 if part else 0)
-        part.append(alert_id)
+        size += len(token) + (1 if part else 0)
+        part.append(token)
     if part:
         out.append(" ".join(part))
     return out

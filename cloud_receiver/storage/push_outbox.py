@@ -66,7 +66,7 @@ class Queuer:
     def queue(self, conn: Any, alert_id: str, canteen_id: str | None, at: str) -> int:
         """Owe the alert to every responsible robot (inside the caller's transaction); how many rows were added."""
         if self._hooks is None:
-            asked, self._asked = self._asked or conn.execute(self._sql_hooks), None
+            asked, self._asked = conn.execute(self._sql_hooks) if self._asked is None else self._asked, None
             self._hooks = [tuple(r.values()) if isinstance(r, dict) else tuple(r) for r in asked.fetchall()]
         if not self._hooks:
             return 0
